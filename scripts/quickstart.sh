@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set everything up, stream a prompt from the embedded model in the terminal, then execute the
+# quickstart notebook (streamed %%vllama cells) into out/01_quickstart.ipynb.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== streaming from the embedded model (terminal) =="
+.venv/bin/vllama "ROMEO:" --max-tokens 120 --seed 7
+echo
+echo "== executing notebooks/01_quickstart.ipynb =="
+mkdir -p out
+.venv/bin/jupyter nbconvert --to notebook --execute notebooks/01_quickstart.ipynb --output-dir out \
+    --ExecutePreprocessor.timeout=600
+.venv/bin/python scripts/show_notebook.py out/01_quickstart.ipynb
+echo
+echo "Executed notebook: out/01_quickstart.ipynb — open it live with: .venv/bin/jupyter lab notebooks/01_quickstart.ipynb"

@@ -1,0 +1,32 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+import vllama_jupyter as v
+from vllama_jupyter.session import get_session
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def session():
+    """The process's one session, with the embedded model loaded on llama.cpp (shared by tests)."""
+    s = get_session()
+    if s.engine is None or s.choice.engine != "llamacpp" or s.ref.source != "embedded":
+        s.load(None, "llamacpp")
+    return s
+
+
+@pytest.fixture
+def engine(session):
+    return session.engine
+
+
+def run_python(code: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter (for import checks, RSS and environment-dependent paths)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=e, cwd=ROOT)

@@ -1,0 +1,75 @@
+"""vllama-jupyter: the fastest local LLM engine for this machine, inside Jupyter.
+
+    %load_ext vllama_jupyter
+    %%vllama
+    ROMEO:
+
+Python API (one engine per kernel): load, unload, status, generate, stream, chat, batch, hardware.
+Importing this package imports no engine (no vllm, llama_cpp or torch).
+"""
+from __future__ import annotations
+
+from .errors import BusyError, VllamaError
+from .result import Delta, Result, Stream
+from .sampling import Sampling
+from .session import get_session
+
+__version__ = "0.1.0"
+__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "hardware",
+           "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
+
+
+def load(model: str | None = None, engine: str | None = None, **options) -> dict:
+    """Load a model into the kernel's engine (default: the embedded tiny-shakespeare model,
+    on the engine chosen for this machine). Options go to the engine. Returns status()."""
+    return get_session().load(model, engine, **options)
+
+
+def unload() -> None:
+    """Free the loaded engine and its memory."""
+    get_session().unload()
+
+
+def status() -> dict:
+    """Engine, model, device, memory, and why this engine was chosen."""
+    return get_session().status()
+
+
+def generate(prompt, sampling: Sampling | None = None, **sampling_options) -> Result:
+    """Complete `prompt` (text or token ids) and return the Result.
+    Sampling options: max_tokens, temperature, top_p, top_k, seed, stop, ignore_eos, json_schema."""
+    return get_session().generate(prompt, sampling, **sampling_options)
+
+
+def stream(prompt, sampling: Sampling | None = None, **sampling_options) -> Stream:
+    """Like generate(), but returns a Stream of Deltas; `.result` once it ends. Close it to stop."""
+    return get_session().stream(prompt, sampling, **sampling_options)
+
+
+def chat(message: str, sampling: Sampling | None = None, system: str | None = None, **sampling_options) -> Stream:
+    """Continue the kernel's conversation with `message`; returns a Stream of the reply."""
+    return get_session().chat(message, sampling, system=system, **sampling_options)
+
+
+def batch(prompts: list, sampling: Sampling | None = None, **sampling_options) -> list[Result]:
+    """Complete many prompts: together on engines that batch (vLLM), in turn otherwise."""
+    return get_session().batch(prompts, sampling, **sampling_options)
+
+
+def hardware():
+    """Facts about this machine (cached); print(hardware().summary()) for a short summary."""
+    from .hardware import hardware as _hw
+    return _hw()
+
+
+def load_ipython_extension(ipython) -> None:
+    from .magics import VllamaMagics
+
+    magics = VllamaMagics(shell=ipython)
+    ipython.register_magics(magics)
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)  # so %config VllamaMagics.<trait> works
+
+
+def unload_ipython_extension(ipython) -> None:
+    pass

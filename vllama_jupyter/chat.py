@@ -1,0 +1,38 @@
+"""Turning chat messages into a prompt: the model's own template when it has one, a plain one otherwise."""
+from __future__ import annotations
+
+from .errors import VllamaError
+
+ROLES = ("system", "user", "assistant")
+
+
+def check_messages(messages: list[dict]) -> list[dict]:
+    if not messages:
+        raise VllamaError("no messages to send: give at least one {'role': 'user', 'content': ...}")
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise VllamaError(f"bad chat message {m!r}: each needs role (system/user/assistant) and content text")
+    return messages
+
+
+def plain_prompt(messages: list[dict]) -> str:
+    """A template-free rendering, speaker names in capitals as in a play script."""
+    turns = [f"{m['role'].upper()}:\n{m['content'].strip()}\n\n" for m in messages]
+    return "".join(turns) + "ASSISTANT:\n"
+
+
+def render_template(template: str, messages: list[dict], bos: str = "", eos: str = "") -> str:
+    """Render a Jinja chat template (as stored in GGUF / tokenizer_config.json) in a sandbox."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(msg):
+        raise TemplateError(msg)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(template).render(messages=messages, bos_token=bos, eos_token=eos,
+                                                add_generation_prompt=True)
+    except TemplateError as e:
+        raise VllamaError(f"the model's chat template refused these messages: {e}") from None

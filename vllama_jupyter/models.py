@@ -1,0 +1,179 @@
+"""Model references: the embedded default, local files and folders, Hugging Face repo ids, aliases.
+
+Each engine needs one form of a model: llama.cpp a GGUF file, vLLM a Hugging Face model folder
+(config.json + safetensors + tokenizer). `resolve` finds that form or says clearly why there is none.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import VllamaError
+
+EMBEDDED_NAME = "tiny-shakespeare"
+EMBEDDED_DIR = Path(__file__).parent / "data" / EMBEDDED_NAME
+EMBEDDED_NAMES = ("", "embedded", "default", EMBEDDED_NAME)
+
+
+@dataclass(frozen=True)
+class HubModel:
+    repo: str           # the Hugging Face model (safetensors), for vLLM
+    gguf_repo: str      # where a GGUF conversion lives, for llama.cpp
+    gguf_pattern: str   # which quantisation to take
+
+
+ALIASES: dict[str, HubModel] = {
+    "qwen2.5-0.5b": HubModel("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "*q4_k_m.gguf"),
+    "qwen2.5-1.5b": HubModel("Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct-GGUF", "*q4_k_m.gguf"),
+    "llama3.2-1b": HubModel("meta-llama/Llama-3.2-1B-Instruct", "bartowski/Llama-3.2-1B-Instruct-GGUF", "*Q4_K_M.gguf"),
+}
+
+FORMS = {"llamacpp": "gguf", "vllm": "hf"}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[^/\s]+)?$")
+_PREFERRED_QUANTS = ("q4_k_m", "q5_k_m", "q8_0", "f16")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model in the form one engine loads: `path` is a GGUF file or an HF folder."""
+
+    name: str      # short label shown in status and stats lines
+    path: Path
+    form: str      # "gguf" or "hf"
+    source: str    # "embedded", "local", "hub"
+
+
+def embedded(form: str) -> ModelRef:
+    path = EMBEDDED_DIR / ("model.gguf" if form == "gguf" else "hf")
+    return ModelRef(EMBEDDED_NAME, path, form, "embedded")
+
+
+def resolve(ref: str | os.PathLike | None, engine: str, cache_dir: str | None = None) -> ModelRef:
+    """The form of `ref` that `engine` ("llamacpp" or "vllm") loads."""
+    form = FORMS[engine]
+    text = "" if ref is None else str(ref).strip()
+    if text.lower() in EMBEDDED_NAMES:
+        return embedded(form)
+    path = Path(os.path.expanduser(text))
+    if path.exists():
+        return _local(path, form, engine)
+    alias = ALIASES.get(text.lower())
+    if alias:
+        return _hub(alias.gguf_repo, alias.gguf_pattern, form, engine, cache_dir, label=text) if form == "gguf" \
+            else _hub(alias.repo, None, form, engine, cache_dir, label=text)
+    if _REPO_ID.match(text) and not text.startswith((".", "/", "~")):
+        repo, _, pattern = text.partition(":")
+        return _hub(repo, pattern or None, form, engine, cache_dir, label=text)
+    if text.lower().endswith(".gguf") or text.startswith((".", "/", "~")) or os.sep in text:
+        raise VllamaError(f"model file not found: {text} (check the path)")
+    raise VllamaError(f"unknown model {text!r}: give a path to a .gguf file or model folder, a Hugging Face "
+                      f"repo id (org/name), or one of: embedded, {', '.join(ALIASES)}")
+
+
+def _local(path: Path, form: str, engine: str) -> ModelRef:
+    name = path.name
+    if path.is_file():
+        if form == "gguf":
+            return ModelRef(name, path, "gguf", "local")
+        raise VllamaError(f"{path} is a single file; {engine} needs a Hugging Face model folder "
+                          "(config.json + weights): pass the folder, or use engine='llamacpp' for GGUF files")
+    ggufs = sorted(path.glob("*.gguf"))
+    if form == "hf":
+        if (path / "config.json").exists():
+            return ModelRef(name, path, "hf", "local")
+        hint = " (it holds GGUF files: use engine='llamacpp')" if ggufs else ""
+        raise VllamaError(f"{path} has no config.json, so {engine} cannot load it{hint}")
+    if not ggufs:
+        hint = (" (it is a Hugging Face model folder: use engine='vllm', or convert it with llama.cpp's "
+                "convert_hf_to_gguf.py)") if (path / "config.json").exists() else ""
+        raise VllamaError(f"{path} holds no .gguf file, which llama.cpp needs{hint}")
+    return ModelRef(name, _pick_gguf([p.name for p in ggufs], None, str(path), path), "gguf", "local")
+
+
+def _pick_gguf(files: list[str], pattern: str | None, where: str, root: Path | None = None):
+    ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
+    if pattern:
+        pat = pattern.lower()
+        if not any(ch in pat for ch in "*?["):
+            pat = f"*{pat}*"
+        ggufs = [f for f in ggufs if fnmatch.fnmatch(f.lower(), pat)]
+        if not ggufs:
+            raise VllamaError(f"no GGUF file in {where} matches {pattern!r}")
+    parts = [f for f in ggufs if re.search(r"-0*1-of-\d+\.gguf$", f)]
+    if len(ggufs) > 1 and not parts:
+        for q in _PREFERRED_QUANTS:
+            hit = [f for f in ggufs if q in f.lower()]
+            if hit:
+                ggufs = hit
+                break
+    chosen = (parts or ggufs)[0]
+    return root / chosen if root is not None else chosen
+
+
+def _hub(repo: str, pattern: str | None, form: str, engine: str, cache_dir: str | None, label: str) -> ModelRef:
+    try:
+        import huggingface_hub as hf
+        from huggingface_hub import constants, errors
+    except ImportError:
+        raise VllamaError("huggingface_hub is needed for Hub models: pip install huggingface_hub") from None
+    offline = constants.HF_HUB_OFFLINE
+    try:
+        if offline:
+            snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, local_files_only=True))
+            files = [str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_file()]
+        else:
+            files = hf.list_repo_files(repo)
+        if form == "gguf":
+            if not any(f.lower().endswith(".gguf") for f in files):
+                raise VllamaError(f"{repo} has no GGUF file, which llama.cpp needs: pick a GGUF repo "
+                                  f"(often {repo}-GGUF) or use engine='vllm'")
+            chosen = _pick_gguf(files, pattern, repo)
+            shard = re.sub(r"-0*1-of-(\d+)\.gguf$", r"-*-of-\1.gguf", chosen)
+            snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, allow_patterns=[shard],
+                                             local_files_only=offline))
+            return ModelRef(label, snap / chosen, "gguf", "hub")
+        if "config.json" not in files:
+            raise VllamaError(f"{repo} has no config.json, so {engine} cannot load it"
+                              + (" (it holds GGUF files: use engine='llamacpp')"
+                                 if any(f.endswith(".gguf") for f in files) else ""))
+        snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, local_files_only=offline,
+                                         ignore_patterns=["*.gguf", "*.bin", "*.pt", "*.h5", "*.msgpack", "original/*"]))
+        return ModelRef(label, snap, "hf", "hub")
+    except errors.RepositoryNotFoundError:
+        raise VllamaError(f"model {repo!r} was not found on the Hugging Face Hub (check the id; for gated "
+                          "models log in with `hf auth login`)") from None
+    except errors.LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
+        raise VllamaError(f"{repo} is not in the local Hugging Face cache and {why}: download it once "
+                          "with network access (or unset HF_HUB_OFFLINE)") from None
+    except (errors.HfHubHTTPError, OSError) as e:
+        raise VllamaError(f"could not fetch {repo} from the Hugging Face Hub: {str(e).splitlines()[0]}") from None
+
+
+def list_models(folders: list[str] | None = None) -> list[dict]:
+    """Models this kernel can load: the embedded one, GGUF files / HF folders in `folders`
+    (default: $VLLAMA_MODELS, colon-separated) and the Hugging Face cache."""
+    rows = [{"model": EMBEDDED_NAME, "where": "embedded", "forms": "gguf, hf"}]
+    env = os.environ.get("VLLAMA_MODELS", "")
+    for folder in folders if folders is not None else [f for f in env.split(os.pathsep) if f]:
+        root = Path(os.path.expanduser(folder))
+        for p in sorted(root.glob("**/*.gguf"))[:200]:
+            rows.append({"model": str(p), "where": "local", "forms": "gguf"})
+        for p in sorted(root.glob("**/config.json"))[:200]:
+            rows.append({"model": str(p.parent), "where": "local", "forms": "hf"})
+    try:
+        from huggingface_hub import scan_cache_dir
+        for repo in sorted(scan_cache_dir().repos, key=lambda r: r.repo_id):
+            if repo.repo_type != "model":
+                continue
+            names = {f.file_name for rev in repo.revisions for f in rev.files}
+            forms = [x for x, ok in (("gguf", any(n.endswith(".gguf") for n in names)),
+                                     ("hf", "config.json" in names)) if ok]
+            if forms:
+                rows.append({"model": repo.repo_id, "where": "HF cache", "forms": ", ".join(forms)})
+    except Exception:
+        pass  # no cache yet, or huggingface_hub missing
+    return rows

@@ -1,0 +1,176 @@
+"""What an engine yields (deltas) and what a finished generation is (a Result)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of output: new text, the token ids behind it, and when it arrived (perf_counter)."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    t: float
+    finish_reason: str | None = None
+
+
+@dataclass
+class Result:
+    """A finished (or stopped) generation with vLLM-style timings, all in seconds."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str
+    engine: str
+    model: str
+    t_start: float
+    delta_times: list[float] = field(default_factory=list)
+    first_text_time: float | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def ttft(self) -> float | None:
+        """Request start -> first delta with text."""
+        return None if self.first_text_time is None else self.first_text_time - self.t_start
+
+    @property
+    def e2el(self) -> float:
+        """Request start -> last delta."""
+        return (self.delta_times[-1] if self.delta_times else self.t_start) - self.t_start
+
+    @property
+    def tpot(self) -> float | None:
+        """(E2EL - TTFT) / (output_tokens - 1)."""
+        if self.ttft is None or self.output_tokens < 2:
+            return None
+        return (self.e2el - self.ttft) / (self.output_tokens - 1)
+
+    @property
+    def itl(self) -> list[float]:
+        """Gaps between consecutive deltas."""
+        return [b - a for a, b in zip(self.delta_times, self.delta_times[1:])]
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Output tokens per second of decoding, after the first token."""
+        tpot = self.tpot
+        return None if not tpot else 1.0 / tpot
+
+    @property
+    def interrupted(self) -> bool:
+        return self.finish_reason in ("interrupted", "cancelled")
+
+    def stats_line(self) -> str:
+        ttft = "-" if self.ttft is None else f"{self.ttft * 1000:.0f} ms"
+        tps = "-" if self.tokens_per_s is None else f"{self.tokens_per_s:.1f}"
+        extra = f" · {self.finish_reason}" if self.finish_reason not in ("stop", "length") else ""
+        return (f"{self.output_tokens} tokens · TTFT {ttft} · {tps} tokens/s · "
+                f"{self.engine} · {self.model}{extra}")
+
+    def _repr_markdown_(self) -> str:
+        return f"{self.text}\n\n*{self.stats_line()}*"
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(f"{self.text}\n[{self.stats_line()}]")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Stream:
+    """An iterator of Deltas that records them; `.result` is the Result once it ends.
+
+    Closing it (or breaking out of a for loop and dropping it, or a KeyboardInterrupt) aborts the
+    request inside the engine.
+    """
+
+    def __init__(self, deltas: Iterator[Delta], *, prompt_tokens: int, engine: str, model: str,
+                 t_start: float | None = None, on_end: Callable[["Stream"], None] | None = None):
+        self._deltas = deltas
+        self.prompt_tokens = prompt_tokens
+        self.engine = engine
+        self.model = model
+        self.t_start = time.perf_counter() if t_start is None else t_start
+        self.parts: list[str] = []
+        self.token_ids: list[int] = []
+        self.times: list[float] = []
+        self.first_text_time: float | None = None
+        self.finish_reason: str | None = None
+        self._on_end = on_end
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> Delta:
+        if self.finish_reason is not None:
+            raise StopIteration
+        try:
+            d = next(self._deltas)
+        except StopIteration:
+            self._end("stop")
+            raise
+        except KeyboardInterrupt:
+            self._end("interrupted")
+            raise
+        except BaseException:
+            self._end("error")
+            raise
+        if d.text or d.token_ids:
+            self.times.append(d.t)
+        if d.text:
+            self.parts.append(d.text)
+            if self.first_text_time is None:
+                self.first_text_time = d.t
+        self.token_ids.extend(d.token_ids)
+        if d.finish_reason:
+            self._end(d.finish_reason)
+        return d
+
+    def _end(self, reason: str) -> None:
+        if self.finish_reason is None:
+            self.finish_reason = reason
+            close = getattr(self._deltas, "close", None)
+            if close:
+                close()
+            if self._on_end:
+                self._on_end(self)
+
+    def close(self, reason: str = "cancelled") -> None:
+        """Stop generating; the partial output stays in `.result`."""
+        self._end(reason)
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close("interrupted" if exc[0] is KeyboardInterrupt else "cancelled")
+
+    def __del__(self) -> None:
+        if self.finish_reason is None and self._on_end is not None:
+            try:
+                self._end("cancelled")
+            except Exception:
+                pass
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def result(self) -> Result:
+        return Result(text=self.text, token_ids=list(self.token_ids), prompt_tokens=self.prompt_tokens,
+                      finish_reason=self.finish_reason or "running", engine=self.engine,
+                      model=self.model, t_start=self.t_start, delta_times=list(self.times),
+                      first_text_time=self.first_text_time)
+
+    def run(self) -> Result:
+        """Drain the stream and return the Result."""
+        for _ in self:
+            pass
+        return self.result

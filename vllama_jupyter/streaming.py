@@ -1,0 +1,98 @@
+"""Showing a generation as it streams: throttled display-handle updates in Jupyter, plain
+stdout in a terminal. One display handle per cell; no widget per token."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from .result import Result, Stream
+
+FORMATS = ("text", "markdown", "code", "json")
+
+
+def in_jupyter(shell=None) -> bool:
+    """True when a Jupyter frontend shows our display data (an ipykernel kernel is running)."""
+    if shell is None:
+        try:
+            from IPython import get_ipython
+            shell = get_ipython()
+        except ImportError:
+            return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def bundle(text: str, fmt: str, final: bool = False) -> dict:
+    """The MIME bundle showing `text` in format `fmt`."""
+    data = {"text/plain": text}
+    if fmt == "markdown":
+        data["text/markdown"] = text
+    elif fmt == "code":
+        data["text/markdown"] = f"```\n{text}\n```"
+    elif fmt == "json" and final:
+        try:
+            data["application/json"] = json.loads(text)
+        except ValueError:
+            pass
+    return data
+
+
+class Renderer:
+    """Consumes a Stream and shows it. `throttle` is the least time between display updates."""
+
+    def __init__(self, fmt: str = "text", throttle: float = 0.1, live: bool = True, jupyter: bool | None = None):
+        self.fmt = fmt
+        self.throttle = throttle
+        self.live = live
+        self.jupyter = in_jupyter() if jupyter is None else jupyter
+        self.handle = None
+        self.updates = 0
+
+    def run(self, stream: Stream) -> Result:
+        """Show the stream to its end (or until interrupted, which is re-raised after the final update)."""
+        try:
+            if self.jupyter:
+                self._jupyter(stream)
+            else:
+                self._terminal(stream)
+        except KeyboardInterrupt:
+            stream.close("interrupted")
+            self._final(stream.text)
+            raise
+        self._final(stream.text)
+        return stream.result
+
+    def _jupyter(self, stream: Stream) -> None:
+        from IPython.display import display
+
+        if self.live:
+            self.handle = display(bundle("", self.fmt), raw=True, display_id=True)
+        last = time.perf_counter()
+        for d in stream:
+            if self.handle is not None and d.text:
+                now = time.perf_counter()
+                if now - last >= self.throttle:
+                    self.handle.update(bundle(stream.text, self.fmt), raw=True)
+                    self.updates += 1
+                    last = now
+
+    def _terminal(self, stream: Stream) -> None:
+        for d in stream:
+            if self.live and d.text:
+                sys.stdout.write(d.text)
+                sys.stdout.flush()
+
+    def _final(self, text: str) -> None:
+        if self.jupyter:
+            from IPython.display import display
+
+            if self.handle is not None:
+                self.handle.update(bundle(text, self.fmt, final=True), raw=True)
+                self.updates += 1
+            else:
+                display(bundle(text, self.fmt, final=True), raw=True)
+        elif self.live:
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
