@@ -9,8 +9,7 @@ echo "== streaming from the embedded model (terminal) =="
 echo
 echo "== executing notebooks/01_quickstart.ipynb =="
 mkdir -p out
-.venv/bin/jupyter nbconvert --to notebook --execute notebooks/01_quickstart.ipynb --output-dir out \
-    --ExecutePreprocessor.timeout=600
+.venv/bin/python scripts/run_notebook.py notebooks/01_quickstart.ipynb out/01_quickstart.ipynb
 .venv/bin/python scripts/show_notebook.py out/01_quickstart.ipynb
 echo
 echo "Executed notebook: out/01_quickstart.ipynb — open it live with: .venv/bin/jupyter lab notebooks/01_quickstart.ipynb"

@@ -15,6 +15,10 @@ def check_messages(messages: list[dict]) -> list[dict]:
     return messages
 
 
+# Where a reply ends under the plain template: the end of the speaker's turn.
+PLAIN_STOPS = ("\n\n", "\nUSER:")
+
+
 def plain_prompt(messages: list[dict]) -> str:
     """A template-free rendering, speaker names in capitals as in a play script."""
     turns = [f"{m['role'].upper()}:\n{m['content'].strip()}\n\n" for m in messages]

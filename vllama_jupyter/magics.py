@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, Int, Unicode
 
 from .errors import VllamaError
@@ -26,6 +28,11 @@ LINE_HELP = """%vllama SUBCOMMAND — manage the kernel's engine
   reset                  clear the chat conversation
   help                   this text
 %%vllama [options] — the cell body is the prompt; %%vllama? lists the options."""
+
+
+def _unescape(text: str) -> str:
+    """\\n, \\t and \\\\ as typed in an option mean newline, tab and backslash."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def _say(msg: str) -> None:
@@ -53,6 +60,7 @@ class VllamaMagics(Magics):
     @argument("--top-p", type=float)
     @argument("--seed", type=int, help="repeatable sampling")
     @argument("--stop", action="append", help="stop sequence (repeatable)")
+    @argument("--ignore-eos", action="store_true", help="keep going past end-of-text (benchmarks)")
     @argument("-s", "--system", help="system prompt (formats the prompt as a chat)")
     @argument("--chat", action="store_true", help="continue the kernel's conversation")
     @argument("-f", "--format", choices=FORMATS, help="how to show the output")
@@ -66,7 +74,11 @@ class VllamaMagics(Magics):
         """%%vllama: the cell is the prompt. %vllama SUBCOMMAND: see `%vllama help`."""
         if cell is None:
             return self._line(line)
-        args = parse_argstring(self.vllama, line)
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            raise UsageError(f"could not read the options ({e}): check the quotes") from None
+        args = self.vllama.parser.parse_args(words)
         try:
             return self._cell(args, cell)
         except VllamaError as e:
@@ -84,11 +96,12 @@ class VllamaMagics(Magics):
         s = Sampling.make(max_tokens=args.max_tokens if args.max_tokens is not None else self.max_tokens,
                           temperature=args.temperature if args.temperature is not None else self.temperature,
                           top_p=args.top_p if args.top_p is not None else self.top_p,
-                          seed=args.seed, stop=tuple(args.stop or ()),
+                          seed=args.seed, stop=tuple(_unescape(x) for x in args.stop or ()),
+                          ignore_eos=args.ignore_eos,
                           json_schema=self._schema(args.json_schema, ns) if args.json_schema else None)
         fmt = args.format or ("json" if args.json_schema else self.format)
         if args.chat or args.system:
-            stream = session.chat(prompt, s, system=args.system, keep=args.chat)
+            stream = session.chat(prompt.strip(), s, system=args.system, keep=args.chat)
         else:
             stream = session.stream(prompt, s)
         renderer = Renderer(fmt=fmt, throttle=self.throttle, live=not args.no_stream)

@@ -64,11 +64,11 @@ def resolve(ref: str | os.PathLike | None, engine: str, cache_dir: str | None = 
     if alias:
         return _hub(alias.gguf_repo, alias.gguf_pattern, form, engine, cache_dir, label=text) if form == "gguf" \
             else _hub(alias.repo, None, form, engine, cache_dir, label=text)
-    if _REPO_ID.match(text) and not text.startswith((".", "/", "~")):
+    if text.lower().endswith(".gguf") or text.startswith((".", "/", "~")):
+        raise VllamaError(f"model file not found: {text} (check the path)")
+    if _REPO_ID.match(text):
         repo, _, pattern = text.partition(":")
         return _hub(repo, pattern or None, form, engine, cache_dir, label=text)
-    if text.lower().endswith(".gguf") or text.startswith((".", "/", "~")) or os.sep in text:
-        raise VllamaError(f"model file not found: {text} (check the path)")
     raise VllamaError(f"unknown model {text!r}: give a path to a .gguf file or model folder, a Hugging Face "
                       f"repo id (org/name), or one of: embedded, {', '.join(ALIASES)}")
 

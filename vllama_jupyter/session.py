@@ -37,7 +37,7 @@ class Session:
             ref = model
         else:
             ref = models.resolve(model, choice.engine)
-            cls.check(ref)
+            cls.check(ref, options)
         with self._hold("loading"):
             self._close_engine()
             new = cls()

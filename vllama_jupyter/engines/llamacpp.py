@@ -3,15 +3,18 @@ incrementally: each token costs the same, however long the completion grows."""
 from __future__ import annotations
 
 import codecs
+import ctypes
 import gc
 import inspect
 import json
 import os
 import random
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from ..chat import check_messages, plain_prompt, render_template
+from ..chat import PLAIN_STOPS, check_messages, plain_prompt, render_template
 from ..errors import VllamaError
 from ..models import ModelRef
 from ..result import Delta, Stream
@@ -67,18 +70,21 @@ class Engine(BaseEngine):
         self.load_seconds = 0.0
 
     @staticmethod
-    def check(ref: ModelRef) -> None:
-        """Validate the model before anything already loaded is given up."""
+    def check(ref: ModelRef, options: dict) -> None:
+        """Validate model and options before anything already loaded is given up."""
+        import llama_cpp
+
+        allowed = set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
         check_gguf(ref.path)
 
     def load(self, ref: ModelRef, **options) -> None:
         import llama_cpp
 
+        self.check(ref, options)
         meta = check_gguf(ref.path)
-        allowed = set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
         arch = meta.get("general.architecture", "")
         ctx_train = meta.get(f"{arch}.context_length", 4096)
         opts = {"n_ctx": min(ctx_train, 8192), "verbose": False,
@@ -117,7 +123,10 @@ class Engine(BaseEngine):
         return render_template(self.template, messages, bos=tok(self.llm.token_bos()), eos=tok(self._eos))
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
-        return self._stream(self.chat_prompt(messages), sampling, special=bool(self.template))
+        s = sampling or Sampling()
+        if not self.template and not s.stop:
+            s = replace(s, stop=PLAIN_STOPS)
+        return self._stream(self.chat_prompt(messages), s, special=bool(self.template))
 
     def stream(self, prompt, sampling: Sampling | None = None) -> Stream:
         return self._stream(prompt, sampling, special=False)
@@ -198,3 +207,13 @@ class Engine(BaseEngine):
             self.llm.close()
             self.llm = None
             gc.collect()
+            release_heap()
+
+
+def release_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and RSS stays high)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass

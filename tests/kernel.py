@@ -1,0 +1,55 @@
+"""A real IPython kernel driven through jupyter_client, for tests and benchmarks."""
+from __future__ import annotations
+
+import queue
+import time
+
+from jupyter_client.manager import start_new_kernel
+
+
+class Kernel:
+    def __init__(self, extra_env: dict | None = None):
+        import os
+        env = dict(os.environ, **(extra_env or {}))
+        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env)
+
+    def execute(self, code: str, timeout: float = 300, on_msg=None) -> list[dict]:
+        """Run code; return every iopub message of that execution (each with a 'recv' time)."""
+        msg_id = self.kc.execute(code)
+        msgs = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no idle status within {timeout}s for: {code[:80]!r}")
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            msg["recv"] = time.perf_counter()
+            msgs.append(msg)
+            if on_msg:
+                on_msg(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return msgs
+
+    def value(self, expr: str):
+        """The repr of `expr` evaluated in the kernel, read back with ast.literal_eval."""
+        import ast
+        for m in self.execute(f"print(repr({expr}))"):
+            if m["msg_type"] == "stream":
+                return ast.literal_eval(m["content"]["text"].strip())
+            if m["msg_type"] == "error":
+                raise RuntimeError("\n".join(m["content"]["traceback"]))
+        raise RuntimeError(f"no output for {expr}")
+
+    def stop(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def of_type(msgs: list[dict], kind: str) -> list[dict]:
+    return [m for m in msgs if m["msg_type"] == kind]
+
+
+def stream_text(msgs: list[dict], name: str = "stdout") -> str:
+    return "".join(m["content"]["text"] for m in of_type(msgs, "stream") if m["content"]["name"] == name)

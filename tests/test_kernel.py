@@ -1,0 +1,63 @@
+"""%%vllama in a real IPython kernel (jupyter_client): throttled display updates, interrupt."""
+import threading
+import time
+
+import pytest
+
+from .kernel import Kernel, of_type, stream_text
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    k = Kernel()
+    k.execute("%load_ext vllama_jupyter")
+    yield k
+    k.stop()
+
+
+def test_cell_streams_throttled_updates_and_final_text_matches(kernel):
+    msgs = kernel.execute("%%vllama -t 0 --max-tokens 1000 --ignore-eos -o r\nROMEO:\n")
+    assert not of_type(msgs, "error"), msgs
+    displays = of_type(msgs, "display_data")
+    updates = of_type(msgs, "update_display_data")
+    assert len(displays) == 1 and len(updates) >= 3
+    ids = {m["content"]["transient"]["display_id"] for m in displays + updates}
+    assert len(ids) == 1  # one display handle per cell
+    final = updates[-1]["content"]["data"]["text/plain"]
+    assert final == kernel.value("r.text") and len(final) > 100
+    assert kernel.value("r.output_tokens") == 1000
+    live = updates[:-1]
+    span = live[-1]["recv"] - live[0]["recv"] if len(live) > 1 else 1.0
+    assert (len(live) - 1) / span <= 20.0, f"{len(live)} updates in {span:.2f}s"
+    stats = stream_text(msgs)
+    assert "1000 tokens" in stats and "tokens/s" in stats and "TTFT" in stats
+
+
+def test_interrupt_keeps_partial_text_and_engine(kernel):
+    kernel.execute("%vllama load embedded --n-ctx 16384")
+    engine_id = kernel.value("id(__import__('vllama_jupyter').session.get_session().engine)")
+    first_update = threading.Event()
+
+    def watch(m):
+        if m["msg_type"] == "update_display_data":
+            first_update.set()
+
+    def interrupt():
+        if first_update.wait(60):
+            time.sleep(0.2)
+            kernel.km.interrupt_kernel()
+    t = threading.Thread(target=interrupt)
+    t.start()
+    msgs = kernel.execute("%%vllama -t 0 --max-tokens 16000 --ignore-eos -o part\nROMEO:\n", on_msg=watch)
+    t.join()
+    assert not of_type(msgs, "error"), [m["content"] for m in of_type(msgs, "error")]
+    assert kernel.value("part.finish_reason") == "interrupted"
+    n = kernel.value("part.output_tokens")
+    assert 0 < n < 16000
+    shown = of_type(msgs, "update_display_data")[-1]["content"]["data"]["text/plain"]
+    assert shown == kernel.value("part.text")
+    assert "interrupted" in stream_text(msgs)
+    after = kernel.execute("%%vllama -t 0 --max-tokens 5 -o again\nJULIET:\n")
+    assert not of_type(after, "error")
+    assert kernel.value("again.output_tokens") == 5
+    assert kernel.value("id(__import__('vllama_jupyter').session.get_session().engine)") == engine_id

@@ -1,0 +1,111 @@
+"""The session: bad input leaves the loaded engine in place; unload frees memory; imports stay light."""
+import json
+import shutil
+import threading
+
+import pytest
+
+import vllama_jupyter as v
+from vllama_jupyter.errors import BusyError, VllamaError
+from vllama_jupyter.models import EMBEDDED_DIR
+
+from .conftest import run_python
+
+
+def bad_gguf(tmp_path, kind):
+    path = tmp_path / f"{kind}.gguf"
+    data = (EMBEDDED_DIR / "model.gguf").read_bytes()
+    path.write_bytes(data[: len(data) // 2] if kind == "truncated" else b"not a gguf file at all" * 100)
+    return str(path)
+
+
+CASES = {
+    "unknown model": (lambda s, t: s.load("no-such-model-anywhere"), "unknown model 'no-such-model-anywhere'"),
+    "missing file": (lambda s, t: s.load("/nope/x.gguf"), "model file not found: /nope/x.gguf"),
+    "truncated gguf": (lambda s, t: s.load(bad_gguf(t, "truncated"), "llamacpp"), "is not a valid GGUF file"),
+    "corrupt gguf": (lambda s, t: s.load(bad_gguf(t, "corrupt"), "llamacpp"), "is not a valid GGUF file"),
+    "unknown engine": (lambda s, t: s.load(None, "tensorrt"), "unknown engine 'tensorrt'"),
+    "zero max tokens": (lambda s, t: s.generate("ROMEO:", max_tokens=0), "max_tokens must be a whole number >= 1"),
+    "negative max tokens": (lambda s, t: s.generate("ROMEO:", max_tokens=-5), "max_tokens must be a whole number >= 1"),
+    "temperature too high": (lambda s, t: s.generate("ROMEO:", temperature=3.5), "temperature must be between 0 and 2"),
+    "temperature negative": (lambda s, t: s.generate("ROMEO:", temperature=-0.1), "temperature must be between 0 and 2"),
+    "empty prompt": (lambda s, t: s.generate("   \n"), "the prompt is empty"),
+    "prompt over the context": (lambda s, t: s.generate("ROMEO: " * 900), "but the context holds 1024"),
+    "unknown sampling option": (lambda s, t: s.generate("ROMEO:", temprature=1), "unknown sampling option 'temprature'"),
+    "unknown engine option": (lambda s, t: s.load(None, "llamacpp", n_cxt=10), "unknown llama.cpp option 'n_cxt'"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_keeps_the_engine(session, tmp_path, case):
+    before = session.engine
+    action, words = CASES[case]
+    with pytest.raises(VllamaError) as e:
+        action(session, tmp_path)
+    msg = str(e.value)
+    assert words in msg and "\n" not in msg
+    assert session.engine is before and session.state == "idle" and not session.busy
+    assert session.generate("ROMEO:", max_tokens=3, temperature=0).output_tokens == 3
+
+
+def test_busy_session_refuses_a_second_driver(session):
+    stream = session.stream("ROMEO:", max_tokens=50, temperature=0)
+    next(stream)
+    assert session.busy and session.state == "generating"
+    errors = []
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(BusyError, session.generate, "JULIET:")))
+    t.start()
+    t.join()
+    assert "busy" in str(errors[0].value)
+    stream.close()
+    assert not session.busy and session.state == "idle"
+    assert session.last.finish_reason == "cancelled"
+
+
+def test_public_api_round_trip(session):
+    r = v.generate("ROMEO:", max_tokens=4, temperature=0)
+    assert r.output_tokens == 4 and v.status()["loaded"] and v.status()["engine"] == "llamacpp"
+    assert "why" in v.status() and v.status()["model"] == "tiny-shakespeare"
+    results = v.batch(["ROMEO:", "JULIET:"], max_tokens=3, temperature=0)
+    assert [x.output_tokens for x in results] == [3, 3]
+    st = v.stream("ROMEO:", max_tokens=4, temperature=0)
+    assert "".join(d.text for d in st) == r.text
+
+
+def test_switch_then_unload_returns_rss(tmp_path):
+    """Loading another model then unloading brings the process RSS back within 10 %."""
+    other = tmp_path / "other.gguf"
+    shutil.copy(EMBEDDED_DIR / "model.gguf", other)
+    code = f"""
+import gc, json, psutil, vllama_jupyter as v
+import llama_cpp  # the library itself stays imported; we measure what a model costs
+rss = lambda: psutil.Process().memory_info().rss
+v.load(None, "llamacpp"); v.generate("ROMEO:", max_tokens=8); v.unload(); gc.collect()
+before = rss()
+v.load(None, "llamacpp", n_ctx=1024)
+v.generate("ROMEO:", max_tokens=8)
+v.load({str(other)!r}, "llamacpp", n_ctx=1024, use_mmap=False)   # switch: the first is freed first
+v.generate("ROMEO:", max_tokens=8)
+loaded = rss()
+v.unload(); gc.collect()
+print(json.dumps({{"before": before, "loaded": loaded, "after": rss()}}))
+"""
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    assert m["loaded"] - m["before"] > 5 * 2**20, m  # the model really took memory
+    assert m["after"] <= m["before"] * 1.10, m
+
+
+def test_import_and_load_ext_pull_in_no_engine():
+    r = run_python("import vllama_jupyter", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "|" in line}
+    assert "vllama_jupyter" in imported
+    assert not imported & {"vllm", "llama_cpp", "torch"}
+    code = ("import sys; from IPython.testing.globalipapp import start_ipython; ip = start_ipython();"
+            "ip.run_line_magic('load_ext', 'vllama_jupyter'); ip.run_line_magic('vllama', 'hardware');"
+            "print(sorted(m for m in ('vllm', 'llama_cpp', 'torch') if m in sys.modules))")
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert "OS:" in r.stdout and r.stdout.strip().endswith("[]")
