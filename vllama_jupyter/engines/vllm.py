@@ -1,0 +1,341 @@
+"""vLLM in the kernel's process: its async engine (AsyncLLM) runs on a background event-loop
+thread; each request is bridged to a synchronous iterator of deltas. Closing the iterator (or a
+KeyboardInterrupt) cancels the request's task, which aborts it inside vLLM. `batch` submits every
+request at once so continuous batching does the work."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import itertools
+import os
+import queue
+import threading
+import time
+
+from ..chat import PLAIN_STOPS, check_messages, plain_prompt
+from ..errors import VllamaError
+from ..models import ModelRef
+from ..result import Delta, Result, Stream
+from ..sampling import Sampling
+from .base import BaseEngine, check_batch, check_prompt
+
+_DONE = object()
+_ids = itertools.count()
+
+# our option -> what it means; everything else must be an AsyncEngineArgs field
+OUR_OPTIONS = {"cpu_kv_cache_gb": "GiB of KV cache on CPU hosts (VLLM_CPU_KVCACHE_SPACE)"}
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+
+
+def _gpu_present() -> bool:
+    from ..hardware import hardware
+
+    hw = hardware()
+    return hw.nvidia or hw.rocm
+
+
+def check_options(options: dict) -> None:
+    """Clear errors for the options people get wrong, before vLLM starts anything."""
+    from vllm import AsyncEngineArgs
+
+    names = {f.name for f in dataclasses.fields(AsyncEngineArgs)} | set(OUR_OPTIONS)
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise VllamaError(f"unknown vLLM option {unknown[0]!r}: see vllm.AsyncEngineArgs for the options")
+    for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_model_len"):
+        v = options.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise VllamaError(f"{key} must be a whole number >= 1 (got {v!r})")
+    gmu = options.get("gpu_memory_utilization")
+    if gmu is not None and not (isinstance(gmu, (int, float)) and 0 < gmu <= 1):
+        raise VllamaError(f"gpu_memory_utilization must be in (0, 1] (got {gmu!r})")
+    if options.get("dtype") is not None and options["dtype"] not in DTYPES:
+        raise VllamaError(f"dtype must be one of {', '.join(DTYPES)} (got {options['dtype']!r})")
+    kv = options.get("cpu_kv_cache_gb")
+    if kv is not None and (not isinstance(kv, (int, float)) or kv <= 0):
+        raise VllamaError(f"cpu_kv_cache_gb must be a positive number of GiB (got {kv!r})")
+    backend = options.get("distributed_executor_backend")
+    if backend is not None and backend not in ("ray", "mp", "uni", "external_launcher"):
+        raise VllamaError(f"distributed_executor_backend must be ray, mp, uni or external_launcher (got {backend!r})")
+
+
+class Engine(BaseEngine):
+    """vLLM engine. Options go to vllm.AsyncEngineArgs (dtype, max_model_len,
+    gpu_memory_utilization, tensor_parallel_size, pipeline_parallel_size,
+    distributed_executor_backend='ray' for multi-node, quantization, enforce_eager, ...)
+    plus cpu_kv_cache_gb on CPU hosts."""
+
+    name = "vllm"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.llm = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.ref: ModelRef | None = None
+        self.load_seconds = 0.0
+        self.options: dict = {}
+
+    @staticmethod
+    def check(ref: ModelRef, options: dict) -> None:
+        check_options(options)
+        if not (ref.path / "config.json").exists():
+            raise VllamaError(f"{ref.path} has no config.json, so vLLM cannot load it")
+
+    # -- life cycle -----------------------------------------------------------------------
+    def load(self, ref: ModelRef, **options) -> None:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep notebooks clean; set it to see more
+        check_options(options)
+        opts = dict(options)
+        kv_gb = opts.pop("cpu_kv_cache_gb", None)
+        on_gpu = _gpu_present()
+        if not on_gpu:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_gb or os.environ.get("VLLM_CPU_KVCACHE_SPACE") or 1))
+            if ref.source == "embedded":
+                opts.setdefault("dtype", "float32")  # the same f16 weights, computed in f32 as llama.cpp does
+        opts.setdefault("disable_log_stats", True)
+        # compact JSON under a schema: free whitespace lets small models loop on newlines
+        opts.setdefault("structured_outputs_config", {"backend": "xgrammar", "disable_any_whitespace": True})
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="vllama-vllm-loop", daemon=True)
+        self.thread.start()
+
+        async def start():
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(model=str(ref.path), **opts))
+        t0 = time.perf_counter()
+        try:
+            self.llm = self._wait(start())
+        except VllamaError:
+            self.close()
+            raise
+        except Exception as e:
+            self.close()
+            raise VllamaError(f"vLLM could not start {ref.name}: {_first_line(e)}") from None
+        self.load_seconds = time.perf_counter() - t0
+        self.ref, self.model_name, self.options = ref, ref.name, opts
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.model_config.max_model_len
+
+    def close(self) -> None:
+        if self.loop is not None:
+            try:  # first the loop's tasks (output handlers), so none sees the engine go away
+                asyncio.run_coroutine_threadsafe(_cancel_tasks(), self.loop).result(timeout=30)
+            except Exception:
+                pass
+        if self.llm is not None:
+            llm, self.llm = self.llm, None
+            try:
+                llm.shutdown()
+            except Exception:
+                pass  # a dead engine may not shut down cleanly; its processes are gone already
+            del llm
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)
+            self.loop.close()
+            self.loop = self.thread = None
+        _stop_resource_tracker()
+        gc.collect()
+
+    def _wait(self, coro):
+        """Run `coro` on the engine's loop and wait; an interrupt cancels it."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result()
+        except KeyboardInterrupt:
+            fut.cancel()
+            raise
+        except Exception as e:
+            raise self._translate(e) from None
+
+    def _translate(self, e: BaseException) -> BaseException:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if isinstance(e, EngineDeadError) or (self.llm is not None and self.llm.errored):
+            return VllamaError("the vLLM engine process has died: reload it with %vllama load "
+                               "(or vllama_jupyter.load()); the kernel is fine")
+        if isinstance(e, VllamaError):
+            return e
+        return VllamaError(f"vLLM refused the request: {_first_line(e)}")
+
+    def _require(self) -> None:
+        if self.llm is None:
+            raise VllamaError("no model is loaded: call load() first")
+        if self.llm.errored:
+            raise self._translate(RuntimeError("engine dead"))
+
+    # -- requests -------------------------------------------------------------------------
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=special))
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def _prepare(self, prompt, s: Sampling, add_special: bool = True):
+        self._require()
+        check_prompt(prompt)
+        ids = self.tokenize(prompt, add_special) if isinstance(prompt, str) else list(prompt)
+        if len(ids) >= self.max_model_len:
+            raise VllamaError(f"the prompt is {len(ids)} tokens but the context holds {self.max_model_len}: "
+                              "shorten the prompt or load the model with a larger max_model_len")
+        return ids, self._params(s, min(s.max_tokens, self.max_model_len - len(ids)))
+
+    def _params(self, s: Sampling, max_tokens: int):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        return SamplingParams(
+            max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0,
+            seed=s.seed, stop=list(s.stop) or None, ignore_eos=s.ignore_eos,
+            output_kind=RequestOutputKind.DELTA, skip_special_tokens=True,
+            structured_outputs=StructuredOutputsParams(json=s.json_schema) if s.json_schema else None)
+
+    def _input(self, ids: list[int]):
+        renderer = getattr(self.llm, "renderer", None)
+        if renderer is not None and hasattr(renderer, "render_cmpl"):
+            return renderer.render_cmpl([{"prompt_token_ids": ids}])[0]
+        return {"prompt_token_ids": ids}
+
+    def stream(self, prompt, sampling: Sampling | None = None, _special: bool = True) -> Stream:
+        t_start = time.perf_counter()
+        s = sampling or Sampling()
+        ids, params = self._prepare(prompt, s, _special)
+        q: queue.Queue = queue.Queue()
+        engine_input = self._input(ids)
+
+        async def pump():
+            try:
+                async for out in self.llm.generate(engine_input, params, f"vllama-{next(_ids)}"):
+                    q.put((time.perf_counter(), out))
+            except BaseException as e:  # CancelledError included: the consumer has gone
+                q.put(e)
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+            finally:
+                q.put(_DONE)
+        fut = asyncio.run_coroutine_threadsafe(pump(), self.loop)
+        return Stream(self._deltas(q, fut), prompt_tokens=len(ids), engine=self.name,
+                      model=self.model_name, t_start=t_start)
+
+    def _deltas(self, q: queue.Queue, fut):
+        try:
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise self._translate(item)
+                t, out = item
+                o = out.outputs[0]
+                yield Delta(o.text, tuple(o.token_ids), t, _reason(o.finish_reason))
+        finally:
+            if not fut.done():
+                fut.cancel()  # cancels generate(), which aborts the request in the engine
+                _drain(q)
+
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        check_messages(messages)
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return plain_prompt(messages)
+
+    def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
+        s = sampling or Sampling()
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        if not templated and not s.stop:
+            s = dataclasses.replace(s, stop=PLAIN_STOPS)
+        # a rendered template carries its own BOS
+        return self.stream(self.chat_prompt(messages), s, _special=not templated)
+
+    def batch(self, prompts: list, sampling: Sampling | None = None) -> list[Result]:
+        """All prompts submitted at once (continuous batching), with a progress bar."""
+        from tqdm.auto import tqdm
+
+        s = sampling or Sampling()
+        prepared = [self._prepare(p, s) for p in check_batch(prompts)]
+        bar = tqdm(total=len(prepared), desc="vllm batch", unit="req", leave=False, disable=len(prepared) < 8)
+
+        async def one(ids, params):
+            t0 = time.perf_counter()
+            deltas = []
+            async for out in self.llm.generate(self._input(ids), params, f"vllama-{next(_ids)}"):
+                o = out.outputs[0]
+                deltas.append(Delta(o.text, tuple(o.token_ids), time.perf_counter(), _reason(o.finish_reason)))
+            bar.update(1)
+            return t0, deltas
+
+        async def run_all():
+            return await asyncio.gather(*(one(ids, params) for ids, params in prepared))
+        try:
+            done = self._wait(run_all())
+        finally:
+            bar.close()
+        return [Stream(iter(deltas), prompt_tokens=len(ids), engine=self.name, model=self.model_name,
+                       t_start=t0).run() for (ids, _), (t0, deltas) in zip(prepared, done)]
+
+    def info(self) -> dict:
+        import psutil
+        import vllm
+
+        self._require()
+        proc = psutil.Process()
+        children = proc.children(recursive=True)
+        rss = proc.memory_info().rss + sum(_rss(c) for c in children)
+        cfg = self.llm.model_config
+        device = "cuda" if _gpu_present() else "cpu"
+        return {"engine": self.name, "version": vllm.__version__, "model": self.model_name,
+                "path": str(self.ref.path), "device": device, "dtype": str(cfg.dtype).replace("torch.", ""),
+                "context_length": self.max_model_len, "engine_processes": len(children),
+                "rss_bytes": rss, "load_seconds": round(self.load_seconds, 1),
+                "chat_template": "from tokenizer" if getattr(self.tokenizer, "chat_template", None) else "plain"}
+
+
+async def _cancel_tasks() -> None:
+    """Cancel what vLLM left running on the loop (output handlers) and let it finish."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stop_resource_tracker() -> None:
+    """multiprocessing's resource tracker, started for vLLM's engine processes, is the last child
+    left after shutdown; it starts again by itself when something needs it."""
+    try:
+        from multiprocessing import resource_tracker
+
+        resource_tracker._resource_tracker._stop()
+    except Exception:
+        pass
+
+
+def _reason(r: str | None) -> str | None:
+    return {"abort": "cancelled"}.get(r, r) if r else None
+
+
+def _rss(p) -> int:
+    try:
+        return p.memory_info().rss
+    except Exception:
+        return 0
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+def _drain(q: queue.Queue, timeout: float = 10.0) -> None:
+    """Wait until the cancelled request's task has finished (its abort has been sent)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if q.get(timeout=max(0.01, deadline - time.monotonic())) is _DONE:
+                return
+        except queue.Empty:
+            return
