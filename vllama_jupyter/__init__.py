@@ -15,7 +15,7 @@ from .sampling import Sampling
 from .session import get_session
 
 __version__ = "0.1.0"
-__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "hardware",
+__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "serve", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -54,6 +54,12 @@ def chat(message: str, sampling: Sampling | None = None, system: str | None = No
 def batch(prompts: list, sampling: Sampling | None = None, **sampling_options) -> list[Result]:
     """Complete many prompts: together on engines that batch (vLLM), in turn otherwise."""
     return get_session().batch(prompts, sampling, **sampling_options)
+
+
+def serve(kind: str, model: str | None = None, load: bool = True, **options):
+    """Start a local OpenAI-compatible server ('llamacpp' or 'vllm') on 127.0.0.1 with `model`
+    (default: embedded) and use it as the engine; stopped by unload() or when the kernel exits."""
+    return get_session().serve(kind, model, load, **options)
 
 
 def hardware():

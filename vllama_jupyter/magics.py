@@ -22,6 +22,8 @@ LINE_HELP = """%vllama SUBCOMMAND — manage the kernel's engine
   status                 engine, model, device, memory, and why this engine
   hardware               what was found on this machine
   load MODEL [--engine E] [--n-ctx N]   load a model (path, repo id, alias, 'embedded')
+  load MODEL --engine openai --url URL [--preset P] [--api-key-env NAME]   use a server
+  serve llamacpp|vllm [MODEL]   start a local server on 127.0.0.1 and use it
   unload                 free the engine and its memory
   models                 models this kernel can load (embedded, $VLLAMA_MODELS, HF cache)
   history                the chat conversation so far
@@ -33,6 +35,16 @@ LINE_HELP = """%vllama SUBCOMMAND — manage the kernel's engine
 def _unescape(text: str) -> str:
     """\\n, \\t and \\\\ as typed in an option mean newline, tab and backslash."""
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+def _parse(parser: argparse.ArgumentParser, words: list[str], usage: str):
+    try:
+        args, extra = parser.parse_known_args(words)
+    except (argparse.ArgumentError, SystemExit) as e:
+        raise VllamaError(f"bad arguments ({e}): {usage}") from None
+    if extra:
+        raise VllamaError(f"unknown option {extra[0]!r}: {usage}")
+    return args
 
 
 def _say(msg: str) -> None:
@@ -163,10 +175,16 @@ class VllamaMagics(Magics):
         if not st["loaded"]:
             print(f"no model loaded ({st['state']})\nwould use: {st['would_use']}")
             return
+        facts = [st["state"]]
+        if "context_length" in st:
+            facts.append(f"context {st['context_length']} tokens")
+        if "rss_bytes" in st:
+            facts.append(f"process memory {st['rss_bytes'] / 2**20:.0f} MB")
+        if "api_key" in st:
+            facts.append(f"API key {st['api_key']}")
         print(f"engine: {st['engine']} {st.get('version', '')} on {st.get('device', '?')}\n"
               f"model:  {st['model']} ({st.get('path', '')})\n"
-              f"state:  {st['state']} · context {st.get('context_length', '?')} tokens · "
-              f"process memory {st.get('rss_bytes', 0) / 2**20:.0f} MB\n"
+              f"state:  {' · '.join(facts)}\n"
               f"why:    {st['why']}")
 
     def _cmd_hardware(self, rest):
@@ -178,17 +196,35 @@ class VllamaMagics(Magics):
         p.add_argument("model", nargs="?")
         p.add_argument("-e", "--engine")
         p.add_argument("--n-ctx", type=int)
-        try:
-            a, extra = p.parse_known_args(rest)
-        except (argparse.ArgumentError, SystemExit) as e:
-            raise VllamaError(f"bad %vllama load arguments ({e}): %vllama load MODEL [--engine E]") from None
-        if extra:
-            raise VllamaError(f"unknown %vllama load option {extra[0]!r}: %vllama load MODEL [--engine E] [--n-ctx N]")
-        opts = {"n_ctx": a.n_ctx} if a.n_ctx else {}
+        p.add_argument("--url")
+        p.add_argument("--preset")
+        p.add_argument("--api-key-env")
+        a = _parse(p, rest, "%vllama load MODEL [--engine E] [--n-ctx N] [--url URL --preset P --api-key-env NAME]")
+        remote = {k: v for k, v in (("url", a.url), ("preset", a.preset), ("api_key_env", a.api_key_env)) if v}
+        if remote and a.engine not in (None, "openai"):
+            raise VllamaError("--url, --preset and --api-key-env go with --engine openai")
+        if remote:
+            a.engine = "openai"
+            opts = remote
+        elif a.n_ctx:
+            opts = {"max_model_len" if a.engine == "vllm" else "n_ctx": a.n_ctx}
+        else:
+            opts = {}
         session = get_session()
         session.config_engine = None if self.engine == "auto" else self.engine
         session.load(a.model or self.model or None, a.engine, **opts)
         self._cmd_status([])
+
+    def _cmd_serve(self, rest):
+        p = argparse.ArgumentParser(prog="%vllama serve", add_help=False, exit_on_error=False)
+        p.add_argument("kind", choices=["llamacpp", "vllm"])
+        p.add_argument("model", nargs="?")
+        p.add_argument("--api-key-env")
+        p.add_argument("--no-load", action="store_true")
+        a = _parse(p, rest, "%vllama serve llamacpp|vllm [MODEL] [--api-key-env NAME] [--no-load]")
+        opts = {"api_key_env": a.api_key_env} if a.api_key_env else {}
+        server = get_session().serve(a.kind, a.model, load=not a.no_load, **opts)
+        print(f"{server.kind} server for {server.model} at {server.url} (log: {server.log_path})")
 
     def _cmd_unload(self, rest):
         get_session().unload()

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 
-@dataclass(frozen=True)
-class Delta:
+class Delta(NamedTuple):
     """A piece of output: new text, the token ids behind it, and when it arrived (perf_counter)."""
 
     text: str
@@ -29,9 +28,12 @@ class Result:
     t_start: float
     delta_times: list[float] = field(default_factory=list)
     first_text_time: float | None = None
+    usage_tokens: int | None = None   # the count a server reported, when it sent no token ids
 
     @property
     def output_tokens(self) -> int:
+        if not self.token_ids and self.usage_tokens is not None:
+            return self.usage_tokens
         return len(self.token_ids)
 
     @property
@@ -102,6 +104,7 @@ class Stream:
         self.times: list[float] = []
         self.first_text_time: float | None = None
         self.finish_reason: str | None = None
+        self.usage_tokens: int | None = None
         self._on_end = on_end
 
     def __iter__(self) -> "Stream":
@@ -167,7 +170,7 @@ class Stream:
         return Result(text=self.text, token_ids=list(self.token_ids), prompt_tokens=self.prompt_tokens,
                       finish_reason=self.finish_reason or "running", engine=self.engine,
                       model=self.model, t_start=self.t_start, delta_times=list(self.times),
-                      first_text_time=self.first_text_time)
+                      first_text_time=self.first_text_time, usage_tokens=self.usage_tokens)
 
     def run(self) -> Result:
         """Drain the stream and return the Result."""

@@ -23,6 +23,7 @@ class Session:
     last: Result | None = None
     state: str = "idle"          # idle, loading, generating
     config_engine: str | None = None   # set by %config VllamaMagics.engine
+    servers: list = field(default_factory=list)   # servers this session started (see serve())
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- loading --------------------------------------------------------------------------
@@ -33,11 +34,8 @@ class Session:
         the new one is loaded, so two models never share memory."""
         choice = selection.choose(hardware(), override=engine, config=self.config_engine)
         cls = engines.engine_class(choice.engine)
-        if choice.engine == "openai":
-            ref = model
-        else:
-            ref = models.resolve(model, choice.engine)
-            cls.check(ref, options)
+        ref = model if choice.engine == "openai" else models.resolve(model, choice.engine)
+        cls.check(ref, options)
         with self._hold("loading"):
             self._close_engine()
             new = cls()
@@ -51,11 +49,32 @@ class Session:
         return self.status()
 
     def unload(self) -> None:
-        """Free the engine and its memory."""
+        """Free the engine and its memory, and stop the servers this session started."""
         with self._hold("loading"):
             self._close_engine()
+            self.stop_servers()
             self.choice = self.ref = None
             self.history.clear()
+
+    def serve(self, kind: str, model: str | None = None, load: bool = True, **options):
+        """Start a local OpenAI-compatible server (kind 'llamacpp' or 'vllm') on 127.0.0.1 and,
+        with load=True, make it this session's engine. It stops on unload() or kernel exit."""
+        from . import servers
+
+        server = servers.make(kind, model, **options).start()
+        self.servers.append(server)
+        if load:
+            self.load(server.model, "openai", url=server.url, preset=server.preset,
+                      api_key_env=options.get("api_key_env"))
+        return server
+
+    def stop_servers(self) -> None:
+        while self.servers:
+            self.servers.pop().stop()
+
+    def _shutdown(self) -> None:
+        self._close_engine()
+        self.stop_servers()
 
     def _close_engine(self) -> None:
         if self.engine is not None:
@@ -175,5 +194,5 @@ def get_session() -> Session:
     with _SESSION_LOCK:
         if _SESSION is None:
             _SESSION = Session()
-            atexit.register(_SESSION._close_engine)  # free engines before the interpreter tears down
+            atexit.register(_SESSION._shutdown)  # free engines, stop servers before the interpreter exits
         return _SESSION

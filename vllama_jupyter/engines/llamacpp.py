@@ -44,14 +44,19 @@ def check_gguf(path: Path) -> dict:
 
 
 class Detokenizer:
-    """Token ids to text one token at a time; UTF-8 split across tokens comes out whole."""
+    """Token ids to text one token at a time; UTF-8 split across tokens comes out whole.
+    `pieces` caches each token's bytes (shared across requests of one model)."""
 
-    def __init__(self, llm):
+    def __init__(self, llm, pieces: dict[int, bytes] | None = None):
         self.llm = llm
+        self.pieces = {} if pieces is None else pieces
         self.utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
     def feed(self, tok: int) -> str:
-        return self.utf8.decode(self.llm.detokenize([tok]))
+        piece = self.pieces.get(tok)
+        if piece is None:
+            piece = self.pieces[tok] = self.llm.detokenize([tok])
+        return self.utf8.decode(piece)
 
     def flush(self) -> str:
         return self.utf8.decode(b"", final=True)
@@ -101,11 +106,16 @@ class Engine(BaseEngine):
         self.template = meta.get("tokenizer.chat_template")
         self._eos = self.llm.token_eos()
         self._vocab = self.llm._model.vocab
+        self._eog: dict[int, bool] = {}
+        self._pieces: dict[int, bytes] = {}
 
     def _is_eog(self, tok: int) -> bool:
-        import llama_cpp
+        eog = self._eog.get(tok)
+        if eog is None:
+            import llama_cpp
 
-        return tok == self._eos or bool(llama_cpp.llama_vocab_is_eog(self._vocab, tok))
+            eog = self._eog[tok] = tok == self._eos or bool(llama_cpp.llama_vocab_is_eog(self._vocab, tok))
+        return eog
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
         bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace")
@@ -162,7 +172,7 @@ class Engine(BaseEngine):
         llm.set_seed(s.seed if s.seed is not None else random.randrange(2**31))
         tokens = llm.generate(ids, top_k=s.top_k, top_p=s.top_p, min_p=0.0, temp=s.temperature,
                               repeat_penalty=1.0, grammar=grammar)
-        detok = Detokenizer(llm)
+        detok = Detokenizer(llm, self._pieces)
         stops = StopMatcher(s.stop)
         held: list[int] = []
         n = 0

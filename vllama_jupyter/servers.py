@@ -1,0 +1,139 @@
+"""Local OpenAI-compatible servers started for comparison (llama.cpp server, `vllm serve`):
+bound to 127.0.0.1 on a free port, probed until ready, logs captured, owned by the session and
+stopped on unload or when the kernel exits."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import models
+from .errors import VllamaError
+
+KINDS = ("llamacpp", "vllm")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process this session started."""
+
+    def __init__(self, kind: str, cmd: list[str], port: int, model: str, env: dict | None = None):
+        self.kind, self.cmd, self.port, self.model = kind, cmd, port, model
+        self.log_path = Path(tempfile.mkstemp(prefix=f"vllama-{kind}-", suffix=".log")[1])
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def preset(self) -> str:
+        return "llamacpp-server" if self.kind == "llamacpp" else "vllm"
+
+    def start(self, timeout: float = 300.0) -> "Server":
+        import httpx
+
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **self.env}, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        headers = {}
+        key = self.env.get("API_KEY") or self.env.get("VLLM_API_KEY")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise VllamaError(f"the {self.kind} server exited with code {self.proc.returncode} while starting: "
+                                  f"{self.log_tail(1)} (full log: {self.log_path})")
+            try:
+                if httpx.get(f"{self.url}/models", headers=headers, timeout=2.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise VllamaError(f"the {self.kind} server was not ready within {timeout:.0f}s (log: {self.log_path})")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{self.kind} server {self.model!r} at {self.url} ({state})>"
+
+
+def make(kind: str, model: str | None = None, port: int | None = None, api_key_env: str | None = None,
+         n_ctx: int | None = None, extra_args: list[str] | None = None) -> Server:
+    """A server (not yet started) for `model` (default: the embedded one)."""
+    if kind not in KINDS:
+        raise VllamaError(f"unknown server kind {kind!r}: use llamacpp or vllm")
+    port = port or free_port()
+    env = {}
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise VllamaError(f"the environment variable {api_key_env} (api_key_env) is not set: export it first")
+    if kind == "llamacpp":
+        ref = models.resolve(model, "llamacpp")
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ref.path), "--model_alias", ref.name,
+               "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False",
+               "--n_ctx", str(n_ctx or (1024 if ref.source == "embedded" else 4096))]
+        if key:
+            env["API_KEY"] = key  # read by the server's settings; kept off the command line
+    else:
+        ref = models.resolve(model, "vllm")
+        cmd = _vllm_serve_command() + [str(ref.path), "--served-model-name", ref.name, "--host", "127.0.0.1", "--port", str(port), "--disable-log-stats",
+               "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
+        if ref.source == "embedded":
+            cmd += ["--dtype", "float32"]
+        if n_ctx:
+            cmd += ["--max-model-len", str(n_ctx)]
+        env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if key:
+            env["VLLM_API_KEY"] = key
+    return Server(kind, cmd + list(extra_args or []), port, ref.name, env)
+
+
+def _vllm_serve_command() -> list[str]:
+    """`vllm serve`; the CPU build (distribution vllm-cpu) breaks that CLI's version lookup, so
+    there the same OpenAI server runs through its module entry point."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm")
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve"]
+    except PackageNotFoundError:
+        return [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "vllm.entrypoints.openai.api_server", "--model"]
