@@ -26,6 +26,7 @@ LINE_HELP = """%vllama SUBCOMMAND — manage the kernel's engine
   serve llamacpp|vllm [MODEL]   start a local server on 127.0.0.1 and use it
   unload                 free the engine and its memory
   models                 models this kernel can load (embedded, $VLLAMA_MODELS, HF cache)
+  bench [-e E] [-n N] [-c 1,2,4] [--rate R] [--max-tokens M] [--csv PREFIX] [--widget]   benchmark
   history                the chat conversation so far
   reset                  clear the chat conversation
   help                   this text
@@ -225,6 +226,38 @@ class VllamaMagics(Magics):
         opts = {"api_key_env": a.api_key_env} if a.api_key_env else {}
         server = get_session().serve(a.kind, a.model, load=not a.no_load, **opts)
         print(f"{server.kind} server for {server.model} at {server.url} (log: {server.log_path})")
+
+    def _cmd_bench(self, rest):
+        p = argparse.ArgumentParser(prog="%vllama bench", add_help=False, exit_on_error=False)
+        p.add_argument("-e", "--engine")
+        p.add_argument("-m", "--model")
+        p.add_argument("-n", "--requests", type=int, default=16)
+        p.add_argument("-c", "--concurrency", default="1")
+        p.add_argument("--rate")
+        p.add_argument("--max-tokens", type=int, default=64)
+        p.add_argument("--input-len", type=int)
+        p.add_argument("--csv")
+        p.add_argument("--widget", action="store_true")
+        a = _parse(p, rest, "%vllama bench [-e ENGINE] [-m MODEL] [-n N] [-c 1,2,4] [--rate R,..] "
+                            "[--max-tokens M] [--input-len L] [--csv PREFIX] [--widget]")
+        if a.widget:
+            from .widgets import bench_widget
+            from IPython.display import display
+            display(bench_widget())
+            return
+        from . import bench
+        try:
+            conc = [int(x) for x in a.concurrency.split(",")]
+            rates = [float(x) for x in a.rate.split(",")] if a.rate else None
+        except ValueError:
+            raise VllamaError("--concurrency and --rate take comma-separated numbers, e.g. -c 1,2,4") from None
+        res = bench.run(engine=a.engine, model=a.model, num_requests=a.requests, concurrency=conc,
+                        request_rate=rates, max_tokens=a.max_tokens, input_len=a.input_len)
+        if a.csv:
+            print("wrote " + ", ".join(res.to_csv(a.csv)))
+        from IPython.display import display
+        display(res)
+        return res
 
     def _cmd_unload(self, rest):
         get_session().unload()

@@ -13,6 +13,7 @@ from ..sampling import Sampling
 
 class BaseEngine:
     name = "base"
+    concurrent = False   # True when requests may run at once from several threads
 
     def __init__(self) -> None:
         self.model_name = ""

@@ -122,6 +122,9 @@ class Engine(BaseEngine):
         add_bos = not (special and bos and text.startswith(bos))
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
+    def vocab_size(self) -> int:
+        return self.llm.n_vocab()
+
     def detokenize(self, ids: list[int]) -> str:
         return self.llm.detokenize(list(ids)).decode("utf-8", "replace")
 

@@ -45,6 +45,7 @@ class Engine(BaseEngine):
     sglang, tgi), api_key_env (the NAME of an environment variable), timeout, concurrency."""
 
     name = "openai"
+    concurrent = True
 
     def __init__(self) -> None:
         super().__init__()

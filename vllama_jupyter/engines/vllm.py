@@ -67,6 +67,7 @@ class Engine(BaseEngine):
     plus cpu_kv_cache_gb on CPU hosts."""
 
     name = "vllm"
+    concurrent = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -171,6 +172,9 @@ class Engine(BaseEngine):
     # -- requests -------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=special))
+
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
 
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
