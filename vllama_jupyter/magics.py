@@ -257,7 +257,6 @@ class VllamaMagics(Magics):
             print("wrote " + ", ".join(res.to_csv(a.csv)))
         from IPython.display import display
         display(res)
-        return res
 
     def _cmd_unload(self, rest):
         get_session().unload()
