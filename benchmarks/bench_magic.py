@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 N = 1000
-REPEATS = 5
+REPEATS = 7
 PROMPT = "ROMEO:\n"
 
 
@@ -26,7 +26,11 @@ def raw_loop_tps() -> float:
 
     from vllama_jupyter.models import embedded
 
-    llm = llama_cpp.Llama(model_path=str(embedded("gguf").path), n_ctx=N + 64, verbose=False)
+    import psutil
+
+    threads = psutil.cpu_count(logical=False) or 1  # as the engine sets it
+    llm = llama_cpp.Llama(model_path=str(embedded("gguf").path), n_ctx=N + 64, n_threads=threads,
+                          n_threads_batch=threads, verbose=False)
     ids = llm.tokenize(PROMPT.encode())
     runs = []
     for _ in range(REPEATS + 1):

@@ -92,7 +92,10 @@ class Engine(BaseEngine):
         meta = check_gguf(ref.path)
         arch = meta.get("general.architecture", "")
         ctx_train = meta.get(f"{arch}.context_length", 4096)
-        opts = {"n_ctx": min(ctx_train, 8192), "verbose": False,
+        import psutil
+
+        threads = psutil.cpu_count(logical=False) or os.cpu_count() or 1  # llama.cpp's default is half the logical CPUs
+        opts = {"n_ctx": min(ctx_train, 8192), "verbose": False, "n_threads": threads, "n_threads_batch": threads,
                 "n_gpu_layers": -1 if llama_cpp.llama_supports_gpu_offload() else 0}
         opts.update(options)
         t0 = time.perf_counter()
@@ -211,7 +214,7 @@ class Engine(BaseEngine):
         gpu = llama_cpp.llama_supports_gpu_offload()
         return {"engine": self.name, "version": llama_cpp.__version__, "model": self.model_name,
                 "path": str(self.ref.path), "device": "gpu offload" if gpu else "cpu",
-                "context_length": self.llm.n_ctx(), "threads": self.llm.n_threads if hasattr(self.llm, "n_threads") else os.cpu_count(),
+                "context_length": self.llm.n_ctx(), "threads": self.llm.n_threads,
                 "model_bytes": self.ref.path.stat().st_size, "rss_bytes": psutil.Process().memory_info().rss,
                 "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3)}
 
