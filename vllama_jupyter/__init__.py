@@ -15,7 +15,7 @@ from .sampling import Sampling
 from .session import get_session
 
 __version__ = "0.1.0"
-__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "serve", "hardware",
+__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "serve", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -60,6 +60,18 @@ def serve(kind: str, model: str | None = None, load: bool = True, **options):
     """Start a local OpenAI-compatible server ('llamacpp' or 'vllm') on 127.0.0.1 with `model`
     (default: embedded) and use it as the engine; stopped by unload() or when the kernel exits."""
     return get_session().serve(kind, model, load, **options)
+
+
+def panel(throttle: float = 0.1):
+    """The engine panel (ipywidgets): model picker, load/unload, sampling, prompt, Generate/Stop."""
+    from .widgets import panel as _panel
+    return _panel(throttle)
+
+
+def bench_widget():
+    """The benchmark widget (ipywidgets): engines, workload, concurrency, Run, table, plots, CSV."""
+    from .widgets import bench_widget as _bw
+    return _bw()
 
 
 def hardware():

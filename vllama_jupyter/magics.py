@@ -27,6 +27,7 @@ LINE_HELP = """%vllama SUBCOMMAND — manage the kernel's engine
   unload                 free the engine and its memory
   models                 models this kernel can load (embedded, $VLLAMA_MODELS, HF cache)
   bench [-e E] [-n N] [-c 1,2,4] [--rate R] [--max-tokens M] [--csv PREFIX] [--widget]   benchmark
+  panel                  the engine panel (widgets)
   history                the chat conversation so far
   reset                  clear the chat conversation
   help                   this text
@@ -257,6 +258,12 @@ class VllamaMagics(Magics):
             print("wrote " + ", ".join(res.to_csv(a.csv)))
         from IPython.display import display
         display(res)
+
+    def _cmd_panel(self, rest):
+        from IPython.display import display
+
+        from .widgets import panel
+        display(panel(self.throttle))
 
     def _cmd_unload(self, rest):
         get_session().unload()

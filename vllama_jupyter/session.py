@@ -24,6 +24,7 @@ class Session:
     state: str = "idle"          # idle, loading, generating
     config_engine: str | None = None   # set by %config VllamaMagics.engine
     servers: list = field(default_factory=list)   # servers this session started (see serve())
+    listeners: list = field(default_factory=list)  # called with the session after loads, unloads, state changes
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- loading --------------------------------------------------------------------------
@@ -147,10 +148,19 @@ class Session:
         if not self._lock.acquire(blocking=False):
             raise BusyError(f"the engine is busy ({self.state}): wait for it to finish or press Stop")
         self.state = state
+        self._notify()
 
     def _release(self) -> None:
         self.state = "idle"
         self._lock.release()
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(self)
+            except Exception:
+                pass  # a broken display must not break the engine
 
     def _hold(self, state: str):
         session = self

@@ -1,0 +1,205 @@
+"""The engine panel: hardware and engine choice, model picker, load/unload, sampling controls,
+a prompt, Generate/Stop with the output streaming in, and chat mode with its history."""
+from __future__ import annotations
+
+import html
+import threading
+import time
+
+import ipywidgets as W
+
+from .. import engines
+from ..errors import VllamaError
+from ..hardware import hardware
+from ..models import list_models
+from ..sampling import Sampling
+from ..session import get_session
+
+
+class Panel:
+    """`Panel().widget` is the ipywidgets box; `vllama_jupyter.panel()` displays one."""
+
+    def __init__(self, throttle: float = 0.1):
+        self.session = get_session()
+        self.throttle = throttle
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.stream = None
+        hw = hardware()
+
+        self.hardware = W.HTML(f"<pre style='margin:0'>{html.escape(hw.summary())}</pre>")
+        self.engine = W.Dropdown(options=["auto", *engines.installed()], value="auto", description="Engine")
+        self.url = W.Text(placeholder="http://host:port/v1 (openai engine)", description="Server URL")
+        self.model = W.Combobox(options=[r["model"] for r in list_models()], placeholder="embedded, path or org/repo",
+                                description="Model", ensure_option=False)
+        self.load_button = W.Button(description="Load", button_style="primary", icon="download")
+        self.unload_button = W.Button(description="Unload", icon="eject")
+        self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="120px", visibility="hidden"))
+        self.status = W.HTML()
+        self.max_tokens = W.BoundedIntText(value=256, min=1, max=1_000_000, description="Max tokens")
+        self.temperature = W.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="Temperature")
+        self.top_p = W.FloatSlider(value=0.95, min=0.01, max=1.0, step=0.01, description="Top-p")
+        self.seed = W.IntText(value=-1, description="Seed (-1 any)")
+        self.system = W.Textarea(placeholder="System prompt (chat mode)", description="System",
+                                 layout=W.Layout(width="98%", height="48px"))
+        self.prompt = W.Textarea(value="ROMEO:\n", description="Prompt", layout=W.Layout(width="98%", height="80px"))
+        self.chat_mode = W.Checkbox(value=False, description="Chat (continue the conversation)")
+        self.generate_button = W.Button(description="Generate", button_style="success", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.clear_button = W.Button(description="Clear chat", icon="trash")
+        self.output = W.Textarea(value="", layout=W.Layout(width="98%", height="220px"), disabled=True)
+        self.output.add_class("vllama-output")
+        self.stats = W.HTML()
+        self.history = W.HTML()
+
+        self.load_button.on_click(lambda _: self.load())
+        self.unload_button.on_click(lambda _: self.unload())
+        self.generate_button.on_click(lambda _: self.generate())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.clear_button.on_click(lambda _: self.clear())
+        self.session.listeners.append(self._on_session)
+
+        self.widget = W.VBox([
+            W.HTML("<b>vllama</b> — the kernel's engine"), self.hardware,
+            W.HBox([self.engine, self.url]), W.HBox([self.model, self.load_button, self.unload_button, self.progress]),
+            self.status,
+            W.HBox([self.max_tokens, self.seed]), W.HBox([self.temperature, self.top_p]), self.system,
+            self.prompt, W.HBox([self.generate_button, self.stop_button, self.chat_mode, self.clear_button]),
+            self.output, self.stats, self.history,
+        ])
+        self.widget.add_class("vllama-panel")
+        self._on_session(self.session)
+
+    # -- engine ---------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the chosen model on the chosen engine (runs in the background; see wait())."""
+        engine = None if self.engine.value == "auto" else self.engine.value
+        model = self.model.value.strip() or None
+        options = {}
+        if engine == "openai" or (engine is None and self.url.value.strip()):
+            engine, options = "openai", {"url": self.url.value.strip()}
+        self.progress.layout.visibility = "visible"
+        self.progress.bar_style = "info"
+        self._set_status(f"loading {model or 'the embedded model'}…")
+        self._background(lambda: self.session.load(model, engine, **options), done="ready")
+
+    def unload(self) -> None:
+        self._guard(self.session.unload)
+        self._on_session(self.session)
+
+    # -- generation -----------------------------------------------------------------------
+    def sampling(self) -> Sampling:
+        return Sampling(max_tokens=self.max_tokens.value, temperature=self.temperature.value,
+                        top_p=self.top_p.value, seed=None if self.seed.value < 0 else self.seed.value)
+
+    def generate(self) -> None:
+        """Stream a completion (or a chat reply) into the output, off the kernel's execute thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._set_status("busy: a generation is running — press Stop first", error=True)
+            return
+        try:
+            s = self.sampling()
+            if self.chat_mode.value:
+                stream = self.session.chat(self.prompt.value.strip(), s, system=self.system.value.strip() or None)
+            else:
+                stream = self.session.stream(self.prompt.value, s)
+        except VllamaError as e:
+            self._set_status(str(e), error=True)
+            return
+        self.stream = stream
+        self._stop.clear()
+        self.output.value = ""
+        self.stats.value = ""
+        self.generate_button.disabled, self.stop_button.disabled = True, False
+        self._thread = threading.Thread(target=self._pump, args=(stream,), name="vllama-panel", daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream) -> None:
+        last = 0.0
+        try:
+            for _ in stream:
+                if self._stop.is_set():
+                    stream.close()
+                    break
+                now = time.perf_counter()
+                if now - last >= self.throttle:
+                    self.output.value = stream.text
+                    last = now
+        except VllamaError as e:
+            self._set_status(str(e), error=True)
+        except Exception as e:  # the panel must keep working
+            self._set_status(f"generation failed: {e}", error=True)
+        finally:
+            res = stream.result
+            self.output.value = res.text
+            self.stats.value = f"<i>{html.escape(res.stats_line())}</i>"
+            self.generate_button.disabled, self.stop_button.disabled = False, True
+            self._show_history()
+
+    def stop(self) -> None:
+        """Stop the running generation; the text so far stays."""
+        self._stop.set()
+        if self.stream is not None and self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def clear(self) -> None:
+        self.session.history.clear()
+        self._show_history()
+
+    def wait(self, timeout: float = 600) -> None:
+        """Wait for the background load or generation (for scripts and tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- display --------------------------------------------------------------------------
+    def _background(self, fn, done: str) -> None:
+        def run():
+            try:
+                fn()
+                self._on_session(self.session)
+            except VllamaError as e:
+                self._set_status(str(e), error=True)
+            except Exception as e:
+                self._set_status(f"{type(e).__name__}: {e}", error=True)
+            finally:
+                self.progress.layout.visibility = "hidden"
+        self._thread = threading.Thread(target=run, name="vllama-panel-load", daemon=True)
+        self._thread.start()
+
+    def _guard(self, fn) -> None:
+        try:
+            fn()
+        except VllamaError as e:
+            self._set_status(str(e), error=True)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        color = "#b00020" if error else "inherit"
+        self.status.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
+
+    def _on_session(self, session) -> None:
+        st = session.status()
+        if st["loaded"]:
+            mem = f" · {st['rss_bytes'] / 2**20:.0f} MB" if "rss_bytes" in st else ""
+            self._set_status(f"{st['state']} · {st['engine']} · {st['model']}{mem} — {st['why']}")
+            if session.state == "idle" and self.model.value.strip() not in (st["model"], st.get("path", "")):
+                self.model.value = st["model"]
+        else:
+            self._set_status(f"{st['state']} · no model loaded — would use: {st['would_use']}")
+
+    def _show_history(self) -> None:
+        rows = [f"<b>{html.escape(m['role'])}</b>: {html.escape(m['content'])}" for m in self.session.history]
+        self.history.value = "<br>".join(rows)
+
+    def close(self) -> None:
+        if self._on_session in self.session.listeners:
+            self.session.listeners.remove(self._on_session)
+        self.widget.close()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+        display(self.widget)
+
+
+def panel(throttle: float = 0.1) -> Panel:
+    """The engine panel for the kernel's session (display it, or let the cell show it)."""
+    return Panel(throttle=throttle)
