@@ -136,6 +136,37 @@ SERVER = [
     new_code_cell("v.unload()\nserver.running"),
 ]
 
+PANEL = [
+    new_markdown_cell("# The engine panel\n\n`vllama_jupyter.panel()` (or `%vllama panel`) shows the kernel's "
+                      "engine: hardware and the engine chosen with its reason, an engine selector and a server "
+                      "URL for remote engines, a model picker (embedded model, `$VLLAMA_MODELS` folders, the "
+                      "Hugging Face cache, or any path / repo id), Load and Unload, sampling controls, a prompt, "
+                      "Generate and Stop, and chat mode with its history. Generation runs off the kernel's "
+                      "execute thread, so cells keep running; the panel and `%%vllama` cells share one engine."),
+    new_code_cell("import vllama_jupyter as v\n%load_ext vllama_jupyter\np = v.panel()\np"),
+    new_markdown_cell("Everything the buttons do can also be done from code — handy in a notebook that "
+                      "runs top to bottom:"),
+    new_code_cell("p.load_button.click(); p.wait()\np.max_tokens.value, p.temperature.value = 60, 0.0\n"
+                  "p.prompt.value = 'JULIET:\\n'\np.generate_button.click(); p.wait()"),
+    ignore("print(p.output.value)\nprint(p.stats.value)"),
+    check("v.status()['engine'], v.status()['model'], len(p.output.value) > 0, p.stop_button.disabled"),
+    new_markdown_cell("A model loaded from a cell shows up in the panel (and one loaded in the panel is what "
+                      "`%%vllama` uses):"),
+    new_code_cell("%vllama load embedded --n-ctx 2048"),
+    check("p.model.value"),
+    new_markdown_cell("Chat mode keeps the conversation, shown under the output:"),
+    new_code_cell("p.chat_mode.value = True\np.system.value = 'Thou art a herald.'\np.prompt.value = 'What news?'\n"
+                  "p.max_tokens.value = 20\np.generate_button.click(); p.wait()"),
+    check("[m['role'] for m in v.session.get_session().history]"),
+    new_code_cell("p.clear_button.click()"),
+    new_markdown_cell("## The benchmark widget\n\n`vllama_jupyter.bench_widget()` (or `%vllama bench --widget`): "
+                      "pick engines, workload, concurrency levels and the number of requests; Run fills the "
+                      "table level by level, draws the plots, and Export CSV writes the results."),
+    new_code_cell("w = v.bench_widget()\nw.concurrency.value, w.requests.value, w.max_tokens.value = '1,2', 8, 16\nw"),
+    new_code_cell("w.run_button.click(); w.wait()"),
+    check("w.status.value, w.progress.value, len(w.result.summary)"),
+]
+
 
 def write(name: str, cells: list) -> None:
     nb = new_notebook(cells=cells, metadata={
@@ -149,3 +180,4 @@ if __name__ == "__main__":
     write("02_benchmark_engines.ipynb", BENCHMARK_ENGINES)
     write("03_batch_inference.ipynb", BATCH)
     write("04_in_process_vs_server.ipynb", SERVER)
+    write("05_panel.ipynb", PANEL)

@@ -10,11 +10,13 @@ from vllama_jupyter.session import get_session
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def session():
-    """The process's one session, with the embedded model loaded on llama.cpp (shared by tests)."""
+    """The process's one session with the embedded model on llama.cpp, loaded only when another
+    test left something else (one engine is shared by the tests)."""
     s = get_session()
-    if s.engine is None or s.choice.engine != "llamacpp" or s.ref.source != "embedded":
+    if (s.engine is None or s.choice.engine != "llamacpp" or s.ref.source != "embedded"
+            or s.engine.llm.n_ctx() != 1024):
         s.load(None, "llamacpp")
     return s
 

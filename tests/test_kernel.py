@@ -16,7 +16,8 @@ def kernel():
 
 
 def test_cell_streams_throttled_updates_and_final_text_matches(kernel):
-    msgs = kernel.execute("%%vllama -t 0 --max-tokens 1000 --ignore-eos -o r\nROMEO:\n")
+    kernel.execute("%vllama load embedded --n-ctx 4200")
+    msgs = kernel.execute("%%vllama -t 0 --max-tokens 4000 --ignore-eos -o r\nROMEO:\n")
     assert not of_type(msgs, "error"), msgs
     displays = of_type(msgs, "display_data")
     updates = of_type(msgs, "update_display_data")
@@ -25,12 +26,12 @@ def test_cell_streams_throttled_updates_and_final_text_matches(kernel):
     assert len(ids) == 1  # one display handle per cell
     final = updates[-1]["content"]["data"]["text/plain"]
     assert final == kernel.value("r.text") and len(final) > 100
-    assert kernel.value("r.output_tokens") == 1000
+    assert kernel.value("r.output_tokens") == 4000
     live = updates[:-1]
     span = live[-1]["recv"] - live[0]["recv"] if len(live) > 1 else 1.0
     assert (len(live) - 1) / span <= 20.0, f"{len(live)} updates in {span:.2f}s"
     stats = stream_text(msgs)
-    assert "1000 tokens" in stats and "tokens/s" in stats and "TTFT" in stats
+    assert "4000 tokens" in stats and "tokens/s" in stats and "TTFT" in stats
 
 
 def test_interrupt_keeps_partial_text_and_engine(kernel):

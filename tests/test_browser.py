@@ -1,0 +1,128 @@
+"""A real JupyterLab on 127.0.0.1 (token auth) in headless Chromium: the panel streams and stops,
+and a %%vllama cell streams into its output. Screenshots go to out/screenshots/."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vllama_jupyter.servers import free_port
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = Path(__file__).resolve().parent.parent / "out" / "screenshots"
+TOKEN = "vllama-browser-test-token"
+
+if CHROMIUM is None:
+    pytest.skip("Chromium is not installed (scripts/test.sh installs it with apt-get when run as root)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "%load_ext vllama_jupyter\n%vllama load embedded --n-ctx 16384"},
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "import vllama_jupyter as v\np = v.panel()\np.max_tokens.value = 16000\np.temperature.value = 0\np"},
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "%%vllama -t 0 --max-tokens 16000 --ignore-eos -o r\nROMEO:\n"},
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    (root / "browser.ipynb").write_text(json.dumps(NOTEBOOK))
+    port = free_port()
+    log = open(root / "lab.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+                             "--ip", "127.0.0.1", "--port", str(port), f"--IdentityProvider.token={TOKEN}",
+                             f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if httpx.get(f"{base}/api/status", params={"token": TOKEN}, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}")
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(lab):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(f"{lab}/lab/tree/browser.ipynb?token={TOKEN}")
+        pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        pg.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        pg.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=120_000)
+        time.sleep(2)  # let the notebook settle before typing into it
+        yield pg
+        browser.close()
+
+
+def grows(read, first_min=50, timeout=120):
+    """Wait until read() is longer than first_min, then see it grow; return both lengths."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and len(read()) <= first_min:
+        time.sleep(0.05)
+    a = len(read())
+    time.sleep(0.6)
+    return a, len(read())
+
+
+def test_panel_generate_streams_and_stop(page):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    page.locator(".jp-Cell").nth(0).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_selector(".jp-Cell:nth-child(1) .jp-InputPrompt:has-text('[1]')", timeout=120_000)
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_selector(".vllama-panel button:has-text('Generate')", timeout=120_000)
+    page.wait_for_function("document.querySelector('.vllama-panel') && "
+                           "document.querySelector('.vllama-panel').innerText.includes('tiny-shakespeare')",
+                           timeout=120_000)
+    page.locator(".vllama-panel button:has-text('Generate')").click()
+    output = page.locator(".vllama-output textarea")
+    a, b = grows(output.input_value)
+    assert a > 50 and b > a, (a, b)
+    page.locator(".vllama-panel button:has-text('Stop')").click()
+    page.wait_for_function("document.querySelector('.vllama-panel').innerText.includes('cancelled')", timeout=60_000)
+    stopped = len(output.input_value())
+    time.sleep(0.5)
+    assert len(output.input_value()) == stopped  # nothing more after Stop
+    page.screenshot(path=str(SHOTS / "panel.png"), full_page=True)
+    print(f"panel browser test: {time.monotonic() - t0:.1f} s")
+
+
+def test_vllama_cell_streams_into_its_output(page):
+    t0 = time.monotonic()
+    page.locator(".jp-Cell").nth(2).click()
+    page.keyboard.press("Shift+Enter")
+    out = page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea-output").first
+    a, b = grows(lambda: out.inner_text() if out.count() else "")
+    assert a > 50 and b > a, (a, b)
+    page.screenshot(path=str(SHOTS / "cell.png"), full_page=True)
+    page.keyboard.press("Escape")
+    page.keyboard.press("i")
+    page.keyboard.press("i")  # interrupt the kernel
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[2].innerText.includes('interrupted')", timeout=60_000)
+    print(f"cell browser test: {time.monotonic() - t0:.1f} s")
