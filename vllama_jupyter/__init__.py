@@ -83,11 +83,19 @@ def hardware():
 def load_ipython_extension(ipython) -> None:
     from .magics import VllamaMagics
 
+    from .labstatus import register
+
     magics = VllamaMagics(shell=ipython)
     ipython.register_magics(magics)
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)  # so %config VllamaMagics.<trait> works
+    register(ipython)  # the JupyterLab status-bar item talks to this
 
 
 def unload_ipython_extension(ipython) -> None:
     pass
+
+
+def _jupyter_labextension_paths() -> list[dict]:
+    """Where JupyterLab finds the prebuilt front-end extension."""
+    return [{"src": "labextension", "dest": "vllama-jupyter"}]
