@@ -37,10 +37,20 @@ NOTEBOOK = {
 }
 
 
+EXT_NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "%load_ext vllama_jupyter\n%vllama load embedded --n-ctx 16384\n%config VllamaMagics.max_tokens = 16000"},
+    ],
+    "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5,
+}
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     (root / "browser.ipynb").write_text(json.dumps(NOTEBOOK))
+    (root / "ext.ipynb").write_text(json.dumps(EXT_NOTEBOOK))
     port = free_port()
     log = open(root / "lab.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
@@ -63,6 +73,13 @@ def lab(tmp_path_factory):
     proc.wait(timeout=30)
 
 
+def open_notebook(pg, lab, name):
+    pg.goto(f"{lab}/lab/tree/{name}?reset&token={TOKEN}")  # reset: only this notebook open
+    pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    pg.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=120_000)
+    time.sleep(2)  # let the notebook settle before typing into it
+
+
 @pytest.fixture(scope="module")
 def page(lab):
     with sync_api.sync_playwright() as p:
@@ -70,11 +87,8 @@ def page(lab):
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                           "--disable-component-update", "--no-first-run"])
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.goto(f"{lab}/lab/tree/browser.ipynb?token={TOKEN}")
-        pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        pg.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        pg.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=120_000)
-        time.sleep(2)  # let the notebook settle before typing into it
+        pg.lab = lab
+        open_notebook(pg, lab, "browser.ipynb")
         yield pg
         browser.close()
 
@@ -126,3 +140,39 @@ def test_vllama_cell_streams_into_its_output(page):
     page.keyboard.press("i")  # interrupt the kernel
     page.wait_for_function("document.querySelectorAll('.jp-Cell')[2].innerText.includes('interrupted')", timeout=60_000)
     print(f"cell browser test: {time.monotonic() - t0:.1f} s")
+
+
+def test_status_bar_insert_cell_and_stop_generation(page):
+    """The JupyterLab extension: status bar, "Insert %%vllama cell", "Stop generation"."""
+    t0 = time.monotonic()
+    open_notebook(page, page.lab, "ext.ipynb")
+    status = page.locator(".vllama-status")
+    assert not status.is_visible()  # hidden until the kernel has loaded the extension
+    page.locator(".jp-Cell").nth(0).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")  # run in place: no new cell below
+    page.wait_for_selector(".vllama-status:has-text('llamacpp · tiny-shakespeare · idle')", timeout=120_000)
+    page.screenshot(path=str(SHOTS / "statusbar-loaded.png"))
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("Insert %%vllama cell")
+    page.keyboard.press("Enter")
+    cell = page.locator(".jp-Cell").nth(1)
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1] && "
+                           "document.querySelectorAll('.jp-Cell')[1].innerText.includes('%%vllama')", timeout=30_000)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("ROMEO:")
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('ROMEO:')", timeout=30_000)
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector(".vllama-status[data-state='generating']", timeout=60_000)
+    out = cell.locator(".jp-OutputArea-output").first
+    a, b = grows(lambda: out.inner_text() if out.count() else "")
+    assert b > a > 50
+    page.screenshot(path=str(SHOTS / "statusbar-generating.png"))
+    page.locator("jp-button:has-text('Stop generation'), button:has-text('Stop generation')").first.click()
+    page.wait_for_selector(".vllama-status[data-state='idle']:has-text('tok/s')", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('interrupted')", timeout=60_000)
+    # the %%vllama cell's body is highlighted as Markdown, not Python
+    assert cell.locator(".cm-content").get_attribute("data-language") == "markdown"
+    page.screenshot(path=str(SHOTS / "statusbar-stopped.png"))
+    print(f"extension browser test: {time.monotonic() - t0:.1f} s; status: {status.inner_text()}")
