@@ -26,9 +26,9 @@ def test_binder_environment_runs_the_quickstart(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     code = ("import nbformat, vllama_jupyter, sys; from nbclient import NotebookClient\n"
             "assert 'site-packages' in vllama_jupyter.__file__, vllama_jupyter.__file__\n"
-            "nb = nbformat.read('notebooks/01_quickstart.ipynb', as_version=4)\n"
+            f"nb = nbformat.read({str(repo / 'notebooks' / '01_quickstart.ipynb')!r}, as_version=4)\n"
             "NotebookClient(nb, timeout=600, kernel_name='python3').execute()\n"
             "print(nb.cells[6].outputs[0]['data']['text/plain'])")
-    r = run("python", "-c", code)
+    r = subprocess.run(["python", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "(80, 'length', 'llamacpp', 'tiny-shakespeare')" in r.stdout
