@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import show  # noqa: E402
 
 CACHE = Path(os.environ.get("VLLAMA_BENCH_CACHE", Path.home() / ".cache" / "vllama-jupyter"))
 # Qwen2.5-0.5B: hidden 896, 24 layers, 14 heads (2 KV heads), FFN 4864, vocab 151,936, tied embeddings
@@ -156,9 +159,7 @@ def main() -> list[tuple[str, float, str]]:
           f"-> {rate * per_token / 1e9:.2f} GB/s; memory read bandwidth here {bw / 1e9:.2f} GB/s ({threads} threads)")
     rows = [("late / early TPOT (1,000 tokens, llama.cpp)", ratio, "<= 1.05"),
             ("llama.cpp decode bytes/s / memory bandwidth", rate * per_token / bw, ">= 0.8")]
-    for name, value, goal in rows:
-        print(f"{name:45s} {value:6.2f}   goal {goal}")
-    return rows
+    return show(rows)
 
 
 if __name__ == "__main__":

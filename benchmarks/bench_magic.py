@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import show  # noqa: E402
 
 N = 1000
 REPEATS = 7
@@ -74,9 +77,7 @@ def main() -> list[tuple[str, float, str]]:
           f"in-kernel live display {live:,.0f} tokens/s, display off {off:,.0f} tokens/s ({N} tokens, median of {REPEATS})")
     rows = [("%%vllama client-seen / raw token loop", seen / raw, ">= 0.97"),
             ("%%vllama live display / display off", live / off, ">= 0.99")]
-    for name, ratio, goal in rows:
-        print(f"{name:45s} {ratio:6.3f}   goal {goal}")
-    return rows
+    return show(rows)
 
 
 if __name__ == "__main__":

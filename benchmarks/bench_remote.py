@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import show  # noqa: E402
 
 
 def main() -> list[tuple[str, float, str]]:
@@ -49,9 +52,7 @@ def main() -> list[tuple[str, float, str]]:
     print(f"streaming: in-process {speed['in-process']:,.0f} tok/s, llama.cpp server {speed['server']:,.0f} tok/s")
     rows = [("short-request latency in-process / server", med["in-process"] / med["server"], "<= 0.7"),
             ("streaming tok/s in-process / server", speed["in-process"] / speed["server"], "(report)")]
-    for name, ratio, goal in rows:
-        print(f"{name:45s} {ratio:6.2f}   goal {goal}")
-    return rows
+    return show(rows)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import show  # noqa: E402
 
 N, OUT = 64, 64
 NAMES = ("ROMEO", "JULIET", "KING HENRY", "QUEEN MARGARET", "GLOUCESTER", "NURSE", "TYBALT", "HAMLET")
@@ -73,9 +76,7 @@ def main() -> list[tuple[str, float, str]]:
           f"again {bat2:,.0f} tok/s; vllm serve, 64 concurrent: {srv:,.0f} tok/s ({srv_wall:.1f} s)")
     rows = [("vLLM batch() / 64 sequential streams", bat / seq, ">= 10"),
             ("vLLM in-kernel / vllm serve (64 concurrent)", inproc / srv, ">= 0.95")]
-    for name, ratio, goal in rows:
-        print(f"{name:45s} {ratio:6.2f}   goal {goal}")
-    return rows
+    return show(rows)
 
 
 if __name__ == "__main__":

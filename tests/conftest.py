@@ -32,3 +32,14 @@ def run_python(code: str, env: dict | None = None, timeout: float = 300) -> subp
     e.update(env or {})
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           env=e, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """A real IPython kernel (jupyter_client) with the extension loaded, one per test module."""
+    from .kernel import Kernel
+
+    k = Kernel()
+    k.execute("%load_ext vllama_jupyter")
+    yield k
+    k.stop()

@@ -4,15 +4,7 @@ import time
 
 import pytest
 
-from .kernel import Kernel, of_type, stream_text
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    k = Kernel()
-    k.execute("%load_ext vllama_jupyter")
-    yield k
-    k.stop()
+from .kernel import of_type, stream_text
 
 
 def test_cell_streams_throttled_updates_and_final_text_matches(kernel):

@@ -6,15 +6,12 @@ import pytest
 
 from vllama_jupyter.models import EMBEDDED_DIR
 
-from .kernel import Kernel, of_type, stream_text
+from .kernel import of_type, stream_text
 
 
 @pytest.fixture(scope="module")
-def k():
-    kernel = Kernel()
-    kernel.execute("%load_ext vllama_jupyter")
-    yield kernel
-    kernel.stop()
+def k(kernel):
+    return kernel
 
 
 def run(k, code):

@@ -15,26 +15,13 @@ class Delta(NamedTuple):
     finish_reason: str | None = None
 
 
-@dataclass
-class Result:
-    """A finished (or stopped) generation with vLLM-style timings, all in seconds."""
+class Timings:
+    """vLLM's per-request timings from t_start, first_text_time, delta_times and output_tokens."""
 
-    text: str
-    token_ids: list[int]
-    prompt_tokens: int
-    finish_reason: str
-    engine: str
-    model: str
     t_start: float
-    delta_times: list[float] = field(default_factory=list)
-    first_text_time: float | None = None
-    usage_tokens: int | None = None   # the count a server reported, when it sent no token ids
-
-    @property
-    def output_tokens(self) -> int:
-        if not self.token_ids and self.usage_tokens is not None:
-            return self.usage_tokens
-        return len(self.token_ids)
+    first_text_time: float | None
+    delta_times: list[float]
+    output_tokens: int
 
     @property
     def ttft(self) -> float | None:
@@ -57,6 +44,28 @@ class Result:
     def itl(self) -> list[float]:
         """Gaps between consecutive deltas."""
         return [b - a for a, b in zip(self.delta_times, self.delta_times[1:])]
+
+
+@dataclass
+class Result(Timings):
+    """A finished (or stopped) generation with vLLM-style timings, all in seconds."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str
+    engine: str
+    model: str
+    t_start: float
+    delta_times: list[float] = field(default_factory=list)
+    first_text_time: float | None = None
+    usage_tokens: int | None = None   # the count a server reported, when it sent no token ids
+
+    @property
+    def output_tokens(self) -> int:
+        if not self.token_ids and self.usage_tokens is not None:
+            return self.usage_tokens
+        return len(self.token_ids)
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -11,38 +11,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..result import Timings
+
 STATS = ("mean", "median", "p90", "p99")
 
 
 @dataclass
-class Record:
+class Record(Timings):
     """One request: its start, first-text and delta times (perf_counter seconds) and token counts."""
 
     t_start: float
-    first_text: float | None
+    first_text_time: float | None
     delta_times: list[float]
     output_tokens: int
     prompt_tokens: int
     ok: bool = True
     extra: dict = field(default_factory=dict)
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self.first_text is None else self.first_text - self.t_start
-
-    @property
-    def e2el(self) -> float:
-        return (self.delta_times[-1] if self.delta_times else self.t_start) - self.t_start
-
-    @property
-    def tpot(self) -> float | None:
-        if self.ttft is None or self.output_tokens < 2:
-            return None
-        return (self.e2el - self.ttft) / (self.output_tokens - 1)
-
-    @property
-    def itl(self) -> list[float]:
-        return [b - a for a, b in zip(self.delta_times, self.delta_times[1:])]
 
 
 def describe(values: list[float]) -> dict[str, float]:
