@@ -4,7 +4,6 @@ import sys
 
 import pytest
 
-import vllama_jupyter as v
 from vllama_jupyter.session import get_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

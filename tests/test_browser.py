@@ -1,7 +1,6 @@
 """A real JupyterLab on 127.0.0.1 (token auth) in headless Chromium: the panel streams and stops,
 and a %%vllama cell streams into its output. Screenshots go to out/screenshots/."""
 import json
-import os
 import shutil
 import subprocess
 import sys

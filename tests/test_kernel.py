@@ -2,7 +2,6 @@
 import threading
 import time
 
-import pytest
 
 from .kernel import of_type, stream_text
 

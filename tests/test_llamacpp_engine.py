@@ -4,7 +4,6 @@ import signal
 
 import pytest
 
-import vllama_jupyter as v
 from vllama_jupyter import Sampling
 from vllama_jupyter.engines.llamacpp import Detokenizer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+from contextlib import contextmanager
 import time
 from dataclasses import dataclass, field
 
@@ -162,16 +163,13 @@ class Session:
             except Exception:
                 pass  # a broken display must not break the engine
 
+    @contextmanager
     def _hold(self, state: str):
-        session = self
-
-        class Held:
-            def __enter__(self):
-                session._acquire(state)
-
-            def __exit__(self, *exc):
-                session._release()
-        return Held()
+        self._acquire(state)
+        try:
+            yield
+        finally:
+            self._release()
 
     @property
     def busy(self) -> bool:

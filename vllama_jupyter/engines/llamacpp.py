@@ -43,6 +43,15 @@ def check_gguf(path: Path) -> dict:
     return meta
 
 
+def _check_options(options: dict) -> None:
+    import llama_cpp
+
+    allowed = set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
+
+
 class Detokenizer:
     """Token ids to text one token at a time; UTF-8 split across tokens comes out whole.
     `pieces` caches each token's bytes (shared across requests of one model)."""
@@ -77,18 +86,13 @@ class Engine(BaseEngine):
     @staticmethod
     def check(ref: ModelRef, options: dict) -> None:
         """Validate model and options before anything already loaded is given up."""
-        import llama_cpp
-
-        allowed = set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
+        _check_options(options)
         check_gguf(ref.path)
 
     def load(self, ref: ModelRef, **options) -> None:
         import llama_cpp
 
-        self.check(ref, options)
+        _check_options(options)
         meta = check_gguf(ref.path)
         arch = meta.get("general.architecture", "")
         ctx_train = meta.get(f"{arch}.context_length", 4096)
@@ -111,6 +115,8 @@ class Engine(BaseEngine):
         self._vocab = self.llm._model.vocab
         self._eog: dict[int, bool] = {}
         self._pieces: dict[int, bytes] = {}
+        special = lambda i: self.llm.detokenize([i], special=True).decode("utf-8", "replace")  # noqa: E731
+        self._bos_text, self._eos_text = special(self.llm.token_bos()), special(self._eos)
 
     def _is_eog(self, tok: int) -> bool:
         eog = self._eog.get(tok)
@@ -121,8 +127,7 @@ class Engine(BaseEngine):
         return eog
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
-        bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace")
-        add_bos = not (special and bos and text.startswith(bos))
+        add_bos = not (special and self._bos_text and text.startswith(self._bos_text))
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
     def vocab_size(self) -> int:
@@ -135,8 +140,7 @@ class Engine(BaseEngine):
         check_messages(messages)
         if not self.template:
             return plain_prompt(messages)
-        tok = lambda i: self.llm.detokenize([i], special=True).decode("utf-8", "replace")  # noqa: E731
-        return render_template(self.template, messages, bos=tok(self.llm.token_bos()), eos=tok(self._eos))
+        return render_template(self.template, messages, bos=self._bos_text, eos=self._eos_text)
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
         s = sampling or Sampling()

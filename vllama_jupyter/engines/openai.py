@@ -92,7 +92,7 @@ class Engine(BaseEngine):
         self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0),
                                    limits=httpx.Limits(max_connections=max(concurrency, 8)))
         models = self._models()
-        if model in (None, "", "embedded", "default") or (model not in models and len(models) == 1 and model is None):
+        if model in (None, "", "embedded", "default"):
             if not models:
                 raise VllamaError(f"the server at {self.url} lists no models: name one with the model argument")
             model = models[0]
