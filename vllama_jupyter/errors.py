@@ -2,8 +2,19 @@
 
 
 class VllamaError(Exception):
-    """A user-facing error. Its message is one line: what is wrong, then how to fix it."""
+    """A user-facing error. Its message is one line: what is wrong, then how to fix it.
+    In IPython and Jupyter it fails the cell and shows as that one line, with no traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 class BusyError(VllamaError):
     """The session's engine is already generating (another cell or the panel holds it)."""
+
+
+def notice(message: str) -> None:
+    """One line to the user that is not an error (in a cell: on its stderr)."""
+    import sys
+
+    print(f"vllama: {message}", file=sys.stderr, flush=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import VllamaError
+
 _FIELD = re.compile(r"\{([A-Za-z]\w*(?:\.[A-Za-z]\w*|\[[^\[\]{}]+\])*)\}")
 _PART = re.compile(r"\.([A-Za-z]\w*)|\[([^\[\]{}]+)\]")
 _MISSING = object()
@@ -29,9 +31,20 @@ def _lookup(expr: str, namespace: dict):
     return value
 
 
+def _text(expr: str, value) -> str:
+    try:
+        text = str(value)
+    except Exception as e:
+        raise VllamaError(f"{{{expr}}} cannot be turned into text ({type(e).__name__} in its __str__): "
+                          "put a string in the variable, or use --no-interpolate") from None
+    if not isinstance(text, str):
+        raise VllamaError(f"{{{expr}}} cannot be turned into text: use --no-interpolate")
+    return text
+
+
 def interpolate(text: str, namespace: dict) -> str:
     """Replace each `{field}` whose lookup succeeds with str(value); leave the rest alone."""
     def sub(m: re.Match) -> str:
         value = _lookup(m.group(1), namespace)
-        return m.group(0) if value is _MISSING else str(value)
+        return m.group(0) if value is _MISSING else _text(m.group(1), value)
     return _FIELD.sub(sub, text)

@@ -10,8 +10,9 @@ TARGET = "vllama"
 
 def status_message(session: Session) -> dict:
     """What the status bar shows: engine, model, state, and the last generation's tokens/s."""
-    engine = session.choice.engine if session.engine is not None and session.choice else None
-    model = getattr(session.ref, "name", session.ref) if session.engine is not None else None
+    loaded = session.loaded if session.engine is not None else None
+    engine = loaded.choice.engine if loaded else None
+    model = loaded.ref.name if loaded else None
     last = session.last.tokens_per_s if session.last is not None else None
     return {"loaded": session.engine is not None, "engine": engine, "model": model,
             "state": session.state, "tokens_per_s": None if last is None else round(last, 1)}

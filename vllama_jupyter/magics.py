@@ -8,30 +8,74 @@ import shlex
 import sys
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, Int, Unicode
 
+from . import selection
 from .errors import VllamaError
+from .hardware import hardware
 from .interpolate import interpolate
 from .sampling import Sampling
 from .session import get_session
 from .streaming import FORMATS, Renderer
 
-LINE_HELP = """%vllama SUBCOMMAND — manage the kernel's engine
-  status                 engine, model, device, memory, and why this engine
-  hardware               what was found on this machine
-  load MODEL [--engine E] [--n-ctx N]   load a model (path, repo id, alias, 'embedded')
-  load MODEL --engine openai --url URL [--preset P] [--api-key-env NAME]   use a server
-  serve llamacpp|vllm [MODEL]   start a local server on 127.0.0.1 and use it
-  unload                 free the engine and its memory
-  models                 models this kernel can load (embedded, $VLLAMA_MODELS, HF cache)
-  bench [-e E] [-n N] [-c 1,2,4] [--rate R] [--max-tokens M] [--csv PREFIX] [--widget]   benchmark
-  panel                  the engine panel (widgets)
-  history                the chat conversation so far
-  reset                  clear the chat conversation
-  help                   this text
-%%vllama [options] — the cell body is the prompt; %%vllama? lists the options."""
+class Parser(argparse.ArgumentParser):
+    """A subcommand's options; a mistake is one VllamaError line that shows the usage."""
+
+    def __init__(self, name: str, description: str):
+        super().__init__(prog=f"%vllama {name}", description=description, add_help=False, exit_on_error=False)
+
+    def error(self, message: str):
+        raise VllamaError(f"{message}: {self.format_usage().strip().removeprefix('usage: ')}")
+
+    def read(self, words: list[str]):
+        try:
+            return self.parse_args(words)
+        except argparse.ArgumentError as e:
+            self.error(str(e))
+
+
+def _subcommands() -> dict[str, Parser]:
+    P = {}
+    P["status"] = Parser("status", "engine, model, device, memory, and why this engine")
+    P["hardware"] = Parser("hardware", "what was found on this machine")
+    p = P["load"] = Parser("load", "load a model (path, repo id, alias, 'embedded'), or connect to a server with --url")
+    p.add_argument("model", nargs="?")
+    p.add_argument("-e", "--engine")
+    p.add_argument("--n-ctx", type=int, help="context length in tokens")
+    p.add_argument("--url")
+    p.add_argument("--preset")
+    p.add_argument("--api-key-env")
+    p = P["serve"] = Parser("serve", "start a local server on 127.0.0.1 and use it")
+    p.add_argument("kind", choices=["llamacpp", "vllm"])
+    p.add_argument("model", nargs="?")
+    p.add_argument("--api-key-env")
+    p.add_argument("--no-load", action="store_true")
+    P["unload"] = Parser("unload", "free the engine and its memory")
+    p = P["models"] = Parser("models", "models this kernel can load (embedded, $VLLAMA_MODELS or the folders given, HF cache)")
+    p.add_argument("folders", nargs="*")
+    p = P["bench"] = Parser("bench", "benchmark the engine")
+    p.add_argument("-e", "--engine")
+    p.add_argument("-m", "--model")
+    p.add_argument("-n", "--requests", type=int, default=16)
+    p.add_argument("-c", "--concurrency", default="1")
+    p.add_argument("--rate")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--input-len", type=int)
+    p.add_argument("--csv")
+    p.add_argument("--widget", action="store_true")
+    P["panel"] = Parser("panel", "the engine panel (widgets)")
+    P["history"] = Parser("history", "the chat conversation so far")
+    P["reset"] = Parser("reset", "clear the chat conversation")
+    P["help"] = Parser("help", "this text")
+    return P
+
+
+SUBCOMMANDS = _subcommands()
+LINE_HELP = "\n".join(["%vllama SUBCOMMAND — manage the kernel's engine"]
+                      + [f"  {p.format_usage().strip().removeprefix('usage: ')}\n      {p.description}"
+                         for p in SUBCOMMANDS.values()]
+                      + ["%%vllama [options] — the cell body is the prompt; %%vllama? lists the options."])
 
 
 def _unescape(text: str) -> str:
@@ -39,18 +83,11 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
-def _parse(parser: argparse.ArgumentParser, words: list[str], usage: str):
+def _words(line: str) -> list[str]:
     try:
-        args, extra = parser.parse_known_args(words)
-    except (argparse.ArgumentError, SystemExit) as e:
-        raise VllamaError(f"bad arguments ({e}): {usage}") from None
-    if extra:
-        raise VllamaError(f"unknown option {extra[0]!r}: {usage}")
-    return args
-
-
-def _say(msg: str) -> None:
-    print(f"vllama: {msg}", file=sys.stderr)
+        return shlex.split(line)
+    except ValueError as e:
+        raise VllamaError(f"could not read the options ({e}): check the quotes") from None
 
 
 @magics_class
@@ -59,9 +96,9 @@ class VllamaMagics(Magics):
 
     model = Unicode("", help="Model loaded when none is named (path, repo id, alias; '' = embedded).").tag(config=True)
     engine = Unicode("auto", help="Engine: auto, llamacpp, vllm or openai.").tag(config=True)
-    max_tokens = Int(256, help="Default --max-tokens.").tag(config=True)
-    temperature = Float(0.8, help="Default --temperature (0 = greedy).").tag(config=True)
-    top_p = Float(0.95, help="Default --top-p.").tag(config=True)
+    max_tokens = Int(Sampling.max_tokens, help="Default --max-tokens.").tag(config=True)
+    temperature = Float(Sampling.temperature, help="Default --temperature (0 = greedy).").tag(config=True)
+    top_p = Float(Sampling.top_p, help="Default --top-p.").tag(config=True)
     format = Unicode("text", help="Default --format: text, markdown, code or json.").tag(config=True)
     throttle = Float(0.1, help="Seconds between display updates while streaming.").tag(config=True)
     show_stats = Bool(True, help="Print the stats line after each generation.").tag(config=True)
@@ -85,34 +122,30 @@ class VllamaMagics(Magics):
     @argument("--no-interpolate", action="store_true", help="leave {name} in the prompt as written")
     @line_cell_magic
     def vllama(self, line: str, cell: str | None = None):
-        """%%vllama: the cell is the prompt. %vllama SUBCOMMAND: see `%vllama help`."""
+        """%%vllama: the cell is the prompt. %vllama SUBCOMMAND: see `%vllama help`.
+        Errors fail the cell with one line (no traceback); an interrupt keeps the partial text."""
         if cell is None:
             return self._line(line)
-        try:
-            words = shlex.split(line)
-        except ValueError as e:
-            raise UsageError(f"could not read the options ({e}): check the quotes") from None
-        args = self.vllama.parser.parse_args(words)
-        try:
-            return self._cell(args, cell)
-        except VllamaError as e:
-            _say(str(e))
+        args = self.vllama.parser.parse_args(_words(line))
+        return self._cell(args, cell)
 
     # -- the cell magic -------------------------------------------------------------------
     def _cell(self, args, cell: str):
         ns = self.shell.user_ns if self.shell is not None else {}
+        if args.out is not None and not args.out.isidentifier():
+            raise VllamaError(f"-o/--out needs a variable name, not {args.out!r}")
         prompt = cell if args.no_interpolate else interpolate(cell, ns)
         if not prompt.strip():
             raise VllamaError("the cell is empty: write a prompt below %%vllama")
-        session = get_session()
-        session.config_engine = None if self.engine == "auto" else self.engine
-        self._ensure_model(session, args.model, args.engine)
         s = Sampling.make(max_tokens=args.max_tokens if args.max_tokens is not None else self.max_tokens,
                           temperature=args.temperature if args.temperature is not None else self.temperature,
                           top_p=args.top_p if args.top_p is not None else self.top_p,
                           seed=args.seed, stop=tuple(_unescape(x) for x in args.stop or ()),
                           ignore_eos=args.ignore_eos,
                           json_schema=self._schema(args.json_schema, ns) if args.json_schema else None)
+        session = get_session()
+        session.config_engine = None if self.engine == "auto" else self.engine
+        session.ensure(args.model if args.model is not None else (self.model or None), args.engine)
         fmt = args.format or ("json" if args.json_schema else self.format)
         if args.chat or args.system:
             stream = session.chat(prompt.strip(), s, system=args.system, keep=args.chat)
@@ -127,18 +160,6 @@ class VllamaMagics(Magics):
             ns[args.out] = result
         if self.show_stats and not args.quiet:
             print(f"— {result.stats_line()}")
-
-    def _ensure_model(self, session, model: str | None, engine: str | None) -> None:
-        want_model = model if model is not None else (self.model or None)
-        loaded = session.engine is not None
-        if not loaded:
-            session.load(want_model, engine)
-            return
-        same_engine = engine is None or engine == session.choice.engine
-        same_model = model is None or model in (session.ref.name if hasattr(session.ref, "name") else session.ref,
-                                                str(getattr(session.ref, "path", "")))
-        if not (same_engine and same_model):
-            session.load(want_model, engine)
 
     @staticmethod
     def _schema(spec: str, ns: dict) -> dict:
@@ -156,26 +177,22 @@ class VllamaMagics(Magics):
 
     # -- the line magic -------------------------------------------------------------------
     def _line(self, line: str):
-        try:
-            words = shlex.split(line)
-        except ValueError as e:
-            return _say(f"could not read the line ({e}): check the quotes")
+        words = _words(line)
         cmd, rest = (words[0].lower(), words[1:]) if words else ("help", [])
-        handler = getattr(self, f"_cmd_{cmd}", None)
-        if handler is None:
-            return _say(f"unknown subcommand {cmd!r}: try %vllama help")
-        try:
-            return handler(rest)
-        except VllamaError as e:
-            _say(str(e))
+        if cmd not in SUBCOMMANDS:
+            raise VllamaError(f"unknown subcommand {cmd!r}: use one of {', '.join(SUBCOMMANDS)} (%vllama help)")
+        return getattr(self, f"_cmd_{cmd}")(SUBCOMMANDS[cmd].read(rest))
 
-    def _cmd_help(self, rest):
+    def _cmd_help(self, a):
         print(LINE_HELP)
 
-    def _cmd_status(self, rest):
+    def _cmd_status(self, a):
         st = get_session().status()
         if not st["loaded"]:
             print(f"no model loaded ({st['state']})\nwould use: {st['would_use']}")
+            return
+        if "dead" in st:
+            print(f"engine: {st['engine']} — engine died\nmodel:  {st['model']}\nstate:  {st['dead']}")
             return
         facts = [st["state"]]
         if "context_length" in st:
@@ -189,58 +206,34 @@ class VllamaMagics(Magics):
               f"state:  {' · '.join(facts)}\n"
               f"why:    {st['why']}")
 
-    def _cmd_hardware(self, rest):
+    def _cmd_hardware(self, a):
         from .hardware import hardware
         print(hardware().summary())
 
-    def _cmd_load(self, rest):
-        p = argparse.ArgumentParser(prog="%vllama load", add_help=False, exit_on_error=False)
-        p.add_argument("model", nargs="?")
-        p.add_argument("-e", "--engine")
-        p.add_argument("--n-ctx", type=int)
-        p.add_argument("--url")
-        p.add_argument("--preset")
-        p.add_argument("--api-key-env")
-        a = _parse(p, rest, "%vllama load MODEL [--engine E] [--n-ctx N] [--url URL --preset P --api-key-env NAME]")
+    def _cmd_load(self, a):
         remote = {k: v for k, v in (("url", a.url), ("preset", a.preset), ("api_key_env", a.api_key_env)) if v}
         if remote and a.engine not in (None, "openai"):
             raise VllamaError("--url, --preset and --api-key-env go with --engine openai")
-        if remote:
-            a.engine = "openai"
-            opts = remote
-        elif a.n_ctx:
-            opts = {"max_model_len" if a.engine == "vllm" else "n_ctx": a.n_ctx}
-        else:
-            opts = {}
         session = get_session()
         session.config_engine = None if self.engine == "auto" else self.engine
+        if remote:
+            a.engine, opts = "openai", remote
+        elif a.n_ctx is not None:
+            engine = selection.choose(hardware(), override=a.engine, config=session.config_engine).engine
+            if engine == "openai":
+                raise VllamaError("--n-ctx is set on the server, not here: drop it for --engine openai")
+            opts = {"max_model_len" if engine == "vllm" else "n_ctx": a.n_ctx}
+        else:
+            opts = {}
         session.load(a.model or self.model or None, a.engine, **opts)
-        self._cmd_status([])
+        self._cmd_status(a)
 
-    def _cmd_serve(self, rest):
-        p = argparse.ArgumentParser(prog="%vllama serve", add_help=False, exit_on_error=False)
-        p.add_argument("kind", choices=["llamacpp", "vllm"])
-        p.add_argument("model", nargs="?")
-        p.add_argument("--api-key-env")
-        p.add_argument("--no-load", action="store_true")
-        a = _parse(p, rest, "%vllama serve llamacpp|vllm [MODEL] [--api-key-env NAME] [--no-load]")
+    def _cmd_serve(self, a):
         opts = {"api_key_env": a.api_key_env} if a.api_key_env else {}
         server = get_session().serve(a.kind, a.model, load=not a.no_load, **opts)
-        print(f"{server.kind} server for {server.model} at {server.url} (log: {server.log_path})")
+        print(f"{server.kind} server for {server.model} at {server.url}")
 
-    def _cmd_bench(self, rest):
-        p = argparse.ArgumentParser(prog="%vllama bench", add_help=False, exit_on_error=False)
-        p.add_argument("-e", "--engine")
-        p.add_argument("-m", "--model")
-        p.add_argument("-n", "--requests", type=int, default=16)
-        p.add_argument("-c", "--concurrency", default="1")
-        p.add_argument("--rate")
-        p.add_argument("--max-tokens", type=int, default=64)
-        p.add_argument("--input-len", type=int)
-        p.add_argument("--csv")
-        p.add_argument("--widget", action="store_true")
-        a = _parse(p, rest, "%vllama bench [-e ENGINE] [-m MODEL] [-n N] [-c 1,2,4] [--rate R,..] "
-                            "[--max-tokens M] [--input-len L] [--csv PREFIX] [--widget]")
+    def _cmd_bench(self, a):
         if a.widget:
             from .widgets import bench_widget
             from IPython.display import display
@@ -259,28 +252,28 @@ class VllamaMagics(Magics):
         from IPython.display import display
         display(res)
 
-    def _cmd_panel(self, rest):
+    def _cmd_panel(self, a):
         from IPython.display import display
 
         from .widgets import panel
         display(panel(self.throttle))
 
-    def _cmd_unload(self, rest):
+    def _cmd_unload(self, a):
         get_session().unload()
         print("unloaded")
 
-    def _cmd_models(self, rest):
+    def _cmd_models(self, a):
         from .models import list_models
-        for row in list_models(rest or None):
+        for row in list_models(a.folders or None):
             print(f"{row['model']}  [{row['where']}; {row['forms']}]")
 
-    def _cmd_history(self, rest):
+    def _cmd_history(self, a):
         hist = get_session().history
         if not hist:
             print("(no conversation yet: use %%vllama --chat)")
         for m in hist:
             print(f"{m['role']}: {m['content']}")
 
-    def _cmd_reset(self, rest):
+    def _cmd_reset(self, a):
         get_session().history.clear()
         print("conversation cleared")

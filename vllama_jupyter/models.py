@@ -8,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import VllamaError
@@ -38,12 +38,32 @@ _PREFERRED_QUANTS = ("q4_k_m", "q5_k_m", "q8_0", "f16")
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model in the form one engine loads: `path` is a GGUF file or an HF folder."""
+    """A local model in the form one engine loads: `path` is a GGUF file or an HF folder.
+    Two references are equal when they point at the same file or folder in the same form."""
 
-    name: str      # short label shown in status and stats lines
+    name: str = field(compare=False)     # short label shown in status and stats lines
     path: Path
-    form: str      # "gguf" or "hf"
-    source: str    # "embedded", "local", "hub"
+    form: str                            # "gguf" or "hf"
+    source: str = field(compare=False)   # "embedded", "local", "hub"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(os.path.realpath(self.path)))
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    """A model behind an OpenAI-compatible server. `model` None means the server's first."""
+
+    url: str
+    model: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.model or self.url
+
+    @property
+    def source(self) -> str:
+        return "remote"
 
 
 def embedded(form: str) -> ModelRef:
@@ -159,11 +179,7 @@ def list_models(folders: list[str] | None = None) -> list[dict]:
     rows = [{"model": EMBEDDED_NAME, "where": "embedded", "forms": "gguf, hf"}]
     env = os.environ.get("VLLAMA_MODELS", "")
     for folder in folders if folders is not None else [f for f in env.split(os.pathsep) if f]:
-        root = Path(os.path.expanduser(folder))
-        for p in sorted(root.glob("**/*.gguf"))[:200]:
-            rows.append({"model": str(p), "where": "local", "forms": "gguf"})
-        for p in sorted(root.glob("**/config.json"))[:200]:
-            rows.append({"model": str(p.parent), "where": "local", "forms": "hf"})
+        rows += _scan(Path(os.path.expanduser(folder)))
     try:
         from huggingface_hub import scan_cache_dir
         for repo in sorted(scan_cache_dir().repos, key=lambda r: r.repo_id):
@@ -176,4 +192,25 @@ def list_models(folders: list[str] | None = None) -> list[dict]:
                 rows.append({"model": repo.repo_id, "where": "HF cache", "forms": ", ".join(forms)})
     except Exception:
         pass  # no cache yet, or huggingface_hub missing
+    return rows
+
+
+def _scan(root: Path, max_dirs: int = 2000, max_depth: int = 4) -> list[dict]:
+    """GGUF files and HF folders under `root`, looking at most `max_dirs` folders `max_depth` deep;
+    unreadable folders are skipped."""
+    if not root.is_dir():
+        raise VllamaError(f"{root} is not a folder: give folders that hold .gguf files or model folders")
+    rows, seen = [], 0
+    for here, dirs, files in os.walk(root, onerror=lambda e: None):
+        seen += 1
+        depth = len(Path(here).relative_to(root).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < max_depth else []
+        rows += [{"model": os.path.join(here, f), "where": "local", "forms": "gguf"}
+                 for f in sorted(files) if f.lower().endswith(".gguf")]
+        if "config.json" in files:
+            rows.append({"model": here, "where": "local", "forms": "hf"})
+        if seen >= max_dirs:
+            rows.append({"model": f"(stopped after {max_dirs} folders of {root}: name a smaller folder)",
+                         "where": "local", "forms": "-"})
+            break
     return rows

@@ -5,14 +5,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple
 
+from .errors import VllamaError
+
 
 class Delta(NamedTuple):
-    """A piece of output: new text, the token ids behind it, and when it arrived (perf_counter)."""
+    """A piece of output: new text, the token ids behind it, and when it arrived (perf_counter).
+    `usage` is (prompt tokens, output tokens) when a server reports its counts."""
 
     text: str
     token_ids: tuple[int, ...]
     t: float
     finish_reason: str | None = None
+    usage: tuple[int | None, int | None] | None = None
 
 
 class Timings:
@@ -93,28 +97,49 @@ class Result(Timings):
     def __str__(self) -> str:
         return self.text
 
+    def __repr__(self) -> str:
+        head = self.text if len(self.text) <= 40 else self.text[:40] + "…"
+        return f"<Result {head!r} · {self.stats_line()}>"
+
 
 class Stream:
     """An iterator of Deltas that records them; `.result` is the Result once it ends.
 
-    Closing it (or breaking out of a for loop and dropping it, or a KeyboardInterrupt) aborts the
-    request inside the engine.
+    Nothing runs until the first delta is asked for: `start()` opens the engine's request then,
+    after the `on_start` hooks (the session's lock). The `on_end` hooks run exactly once, in a
+    `finally`, when the stream ends, is closed, or raises. A source that stops without a finish
+    reason is a truncated stream: an error, never a quiet success. Closing it (or dropping it,
+    or a KeyboardInterrupt) aborts the request inside the engine.
     """
 
-    def __init__(self, deltas: Iterator[Delta], *, prompt_tokens: int, engine: str, model: str,
-                 t_start: float | None = None, on_end: Callable[["Stream"], None] | None = None):
-        self._deltas = deltas
+    def __init__(self, start: Callable[[], Iterator[Delta]], *, prompt_tokens: int, engine: str, model: str):
+        self._start = start
+        self._deltas: Iterator[Delta] | None = None
         self.prompt_tokens = prompt_tokens
         self.engine = engine
         self.model = model
-        self.t_start = time.perf_counter() if t_start is None else t_start
+        self.t_start = time.perf_counter()
         self.parts: list[str] = []
         self.token_ids: list[int] = []
         self.times: list[float] = []
         self.first_text_time: float | None = None
         self.finish_reason: str | None = None
         self.usage_tokens: int | None = None
-        self._on_end = on_end
+        self._starts: list[Callable[[], None]] = []
+        self._ends: list[Callable[["Stream"], None]] = []
+
+    def on(self, start: Callable[[], None] | None = None, end: Callable[["Stream"], None] | None = None) -> "Stream":
+        """Add hooks: `start()` runs before the request opens (it may refuse by raising);
+        `end(stream)` runs once when a started stream finishes in any way."""
+        if start:
+            self._starts.append(start)
+        if end:
+            self._ends.append(end)
+        return self
+
+    @property
+    def started(self) -> bool:
+        return self._deltas is not None
 
     def __iter__(self) -> "Stream":
         return self
@@ -122,17 +147,44 @@ class Stream:
     def __next__(self) -> Delta:
         if self.finish_reason is not None:
             raise StopIteration
+        if self._deltas is None:
+            self._open()
         try:
             d = next(self._deltas)
         except StopIteration:
-            self._end("stop")
-            raise
+            self._end("error")
+            raise VllamaError(f"the {self.engine} stream ended without a finish reason after "
+                              f"{self.output_tokens} tokens: the output is truncated") from None
         except KeyboardInterrupt:
             self._end("interrupted")
             raise
         except BaseException:
             self._end("error")
             raise
+        try:
+            self._record(d)
+        except BaseException:
+            self._end("error")
+            raise
+        if d.finish_reason:
+            self._end(d.finish_reason)
+        return d
+
+    def _open(self) -> None:
+        done = []
+        try:
+            for hook in self._starts:
+                hook()
+                done.append(hook)
+            self.t_start = time.perf_counter()
+            self._deltas = self._start()
+        except BaseException:
+            if done:  # the hooks that ran own something (the lock): give it back
+                self.finish_reason = "error"
+                self._run_ends()
+            raise
+
+    def _record(self, d: Delta) -> None:
         if d.text or d.token_ids:
             self.times.append(d.t)
         if d.text:
@@ -140,21 +192,40 @@ class Stream:
             if self.first_text_time is None:
                 self.first_text_time = d.t
         self.token_ids.extend(d.token_ids)
-        if d.finish_reason:
-            self._end(d.finish_reason)
-        return d
+        if d.usage:
+            prompt, output = d.usage
+            if prompt is not None:
+                self.prompt_tokens = prompt
+            self.usage_tokens = output
 
     def _end(self, reason: str) -> None:
-        if self.finish_reason is None:
-            self.finish_reason = reason
-            close = getattr(self._deltas, "close", None)
+        if self.finish_reason is not None:
+            return
+        self.finish_reason = reason
+        try:
+            close = getattr(self._deltas, "close", None)  # generators have it, plain iterators not
             if close:
                 close()
-            if self._on_end:
-                self._on_end(self)
+        finally:
+            self._run_ends()
+
+    def _run_ends(self) -> None:
+        ends, self._ends = self._ends, []
+        errors = []
+        for hook in ends:
+            try:
+                hook(self)
+            except BaseException as e:  # every hook runs; the first failure is raised after
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     def close(self, reason: str = "cancelled") -> None:
-        """Stop generating; the partial output stays in `.result`."""
+        """Stop generating; the partial output stays in `.result`. A stream never started just ends."""
+        if self._deltas is None and self.finish_reason is None:
+            self.finish_reason = reason
+            self._ends = []
+            return
         self._end(reason)
 
     def __enter__(self) -> "Stream":
@@ -164,11 +235,21 @@ class Stream:
         self.close("interrupted" if exc[0] is KeyboardInterrupt else "cancelled")
 
     def __del__(self) -> None:
-        if self.finish_reason is None and self._on_end is not None:
+        if self.finish_reason is None and self._deltas is not None:
             try:
                 self._end("cancelled")
             except Exception:
                 pass
+
+    def __repr__(self) -> str:
+        state = self.finish_reason or ("running" if self.started else "not started")
+        return f"<vllama Stream {self.engine} · {self.model} · {state} · {self.output_tokens} tokens>"
+
+    @property
+    def output_tokens(self) -> int:
+        if not self.token_ids and self.usage_tokens is not None:
+            return self.usage_tokens
+        return len(self.token_ids)
 
     @property
     def text(self) -> str:
@@ -186,3 +267,11 @@ class Stream:
         for _ in self:
             pass
         return self.result
+
+
+def finished(deltas: list[Delta], *, t_start: float, prompt_tokens: int, engine: str, model: str) -> Result:
+    """The Result of deltas an engine has already collected (a batch)."""
+    st = Stream(lambda: iter(deltas), prompt_tokens=prompt_tokens, engine=engine, model=model)
+    result = st.run()
+    result.t_start = t_start
+    return result

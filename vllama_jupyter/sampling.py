@@ -42,16 +42,22 @@ class Sampling:
 def _check(s: Sampling) -> None:
     if isinstance(s.max_tokens, bool) or not isinstance(s.max_tokens, int) or s.max_tokens < 1:
         raise VllamaError(f"max_tokens must be a whole number >= 1 (got {s.max_tokens!r})")
-    if not isinstance(s.temperature, (int, float)) or not 0.0 <= s.temperature <= 2.0:
+    if not _number(s.temperature) or not 0.0 <= s.temperature <= 2.0:
         raise VllamaError(f"temperature must be between 0 and 2 (got {s.temperature!r}); 0 means greedy")
-    if not isinstance(s.top_p, (int, float)) or not 0.0 < s.top_p <= 1.0:
+    if not _number(s.top_p) or not 0.0 < s.top_p <= 1.0:
         raise VllamaError(f"top_p must be in (0, 1] (got {s.top_p!r})")
     if isinstance(s.top_k, bool) or not isinstance(s.top_k, int) or s.top_k < 0:
         raise VllamaError(f"top_k must be a whole number >= 0, 0 meaning off (got {s.top_k!r})")
-    if s.seed is not None and (isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0):
-        raise VllamaError(f"seed must be a whole number >= 0 (got {s.seed!r})")
+    if s.seed is not None and (isinstance(s.seed, bool) or not isinstance(s.seed, int) or not 0 <= s.seed < 2**32):
+        raise VllamaError(f"seed must be a whole number from 0 to {2**32 - 1} (got {s.seed!r})")
     if any(not isinstance(x, str) or not x for x in s.stop):
         raise VllamaError("each stop sequence must be a non-empty string")
+    if s.json_schema is not None and not isinstance(s.json_schema, dict):
+        raise VllamaError(f"json_schema must be a dict holding a JSON schema (got {type(s.json_schema).__name__})")
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 class StopMatcher:

@@ -1,9 +1,11 @@
 """Local OpenAI-compatible servers started for comparison (llama.cpp server, `vllm serve`):
-bound to 127.0.0.1 on a free port, probed until ready, logs captured, owned by the session and
-stopped on unload or when the kernel exits."""
+bound to 127.0.0.1 on a free port, probed until ready, owned by the session and stopped on
+unload or when the kernel exits, even when it is killed (Linux: a parent-death signal). Their
+logs live in one folder per kernel, removed when the server stops."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,12 +26,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_LOGS: Path | None = None
+
+
+def log_folder() -> Path:
+    """This kernel's folder for server logs; folders left by kernels that died are removed."""
+    global _LOGS
+    if _LOGS is None or not _LOGS.exists():
+        import psutil
+
+        tmp = Path(tempfile.gettempdir())
+        for old in tmp.glob("vllama-logs-*"):
+            pid = old.name.split("-")[2]
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        _LOGS = Path(tempfile.mkdtemp(prefix=f"vllama-logs-{os.getpid()}-"))
+    return _LOGS
+
+
+def remove_log_folder() -> None:
+    if _LOGS is not None:
+        shutil.rmtree(_LOGS, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the kernel that started it dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.setsid()
+
+
 class Server:
     """A server process this session started."""
 
     def __init__(self, kind: str, cmd: list[str], port: int, model: str, env: dict | None = None):
         self.kind, self.cmd, self.port, self.model = kind, cmd, port, model
-        self.log_path = Path(tempfile.mkstemp(prefix=f"vllama-{kind}-", suffix=".log")[1])
+        self.log_path = log_folder() / f"{kind}-{port}.log"
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
@@ -46,7 +81,7 @@ class Server:
 
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **self.env}, start_new_session=True)
+                                         env={**os.environ, **self.env}, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         headers = {}
         key = self.env.get("API_KEY") or self.env.get("VLLM_API_KEY")
@@ -54,16 +89,18 @@ class Server:
             headers["Authorization"] = f"Bearer {key}"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise VllamaError(f"the {self.kind} server exited with code {self.proc.returncode} while starting: "
-                                  f"{self.log_tail(1)} (full log: {self.log_path})")
+                tail = self.log_tail(1)
+                self.stop()
+                raise VllamaError(f"the {self.kind} server exited with code {self.proc.returncode} while starting: {tail}")
             try:
                 if httpx.get(f"{self.url}/models", headers=headers, timeout=2.0).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
+        tail = self.log_tail(1)
         self.stop()
-        raise VllamaError(f"the {self.kind} server was not ready within {timeout:.0f}s (log: {self.log_path})")
+        raise VllamaError(f"the {self.kind} server was not ready within {timeout:.0f}s: {tail or 'it wrote nothing'}")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -77,16 +114,19 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
+        """Stop the server and its process group, and remove its log."""
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+            if self.proc is not None and self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(timeout=10)
+                except ProcessLookupError:
+                    pass
+        finally:
+            self.log_path.unlink(missing_ok=True)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

@@ -1,11 +1,12 @@
-"""The kernel's one engine: load, switch, unload, chat history, and a lock so that a cell and a
-widget thread never drive the engine at once."""
+"""The kernel's one engine: load (a transaction), switch, unload, chat history, and a lock so that
+a cell and a widget thread never drive the engine at once."""
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
-from contextlib import contextmanager
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import engines, models, selection
@@ -15,11 +16,19 @@ from .result import Result, Stream
 from .sampling import Sampling
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What is loaded: enough to load it again."""
+
+    choice: selection.Choice
+    ref: object          # models.ModelRef or models.RemoteRef
+    options: dict
+
+
 @dataclass
 class Session:
     engine: object | None = None
-    choice: selection.Choice | None = None
-    ref: models.ModelRef | None = None
+    loaded: Loaded | None = None
     history: list[dict] = field(default_factory=list)
     last: Result | None = None
     state: str = "idle"          # idle, loading, generating
@@ -27,35 +36,98 @@ class Session:
     servers: list = field(default_factory=list)   # servers this session started (see serve())
     listeners: list = field(default_factory=list)  # called with the session after loads, unloads, state changes
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _refs: dict = field(default_factory=dict)      # (text, engine) -> resolved reference
+
+    @property
+    def choice(self) -> selection.Choice | None:
+        return self.loaded.choice if self.loaded else None
+
+    @property
+    def ref(self):
+        return self.loaded.ref if self.loaded else None
+
+    # -- references -----------------------------------------------------------------------
+    def resolve(self, model, engine: str, options: dict | None = None):
+        """The typed reference `model` names for `engine` (hub lookups are remembered)."""
+        if engine == "openai":
+            from .engines.openai import remote_ref
+            return remote_ref(model, options or {})
+        key = (str(model).strip() if model is not None else "", engine)
+        ref = self._refs.get(key)
+        if ref is None or not ref.path.exists():
+            ref = self._refs[key] = models.resolve(model, engine)
+        return ref
+
+    def needs_load(self, model=None, engine: str | None = None, **options) -> bool:
+        """Whether serving a request for `model` on `engine` with `options` needs a (re)load.
+        None means "whatever is loaded"; named ones are compared as resolved references."""
+        if self.engine is None:
+            return True
+        loaded = self.loaded
+        if engine is not None and engines.check_name(engine) != loaded.choice.engine:
+            return True
+        if options and options != loaded.options:
+            return True
+        if model is None:
+            return False
+        return self.resolve(model, loaded.choice.engine, options or loaded.options) != loaded.ref
+
+    def ensure(self, model=None, engine: str | None = None, **options) -> object:
+        """The loaded engine, loading `model` first when it (or nothing) is loaded."""
+        if self.needs_load(model, engine, **options):
+            self.load(model, engine, **options)
+        return self.engine
 
     # -- loading --------------------------------------------------------------------------
-    def load(self, model: str | None = None, engine: str | None = None, **options) -> dict:
+    def load(self, model=None, engine: str | None = None, **options) -> dict:
         """Load `model` (default: the embedded one) on `engine` (default: chosen from the hardware).
 
-        The new model is checked before the old one is freed, then the old one is freed before
-        the new one is loaded, so two models never share memory."""
+        A transaction: everything that costs no memory is checked first; then the old engine is
+        freed and the new one loaded; if that fails, the old one is loaded back."""
         choice = selection.choose(hardware(), override=engine, config=self.config_engine)
         cls = engines.engine_class(choice.engine)
-        ref = model if choice.engine == "openai" else models.resolve(model, choice.engine)
-        cls.check(ref, options)
-        with self._hold("loading"):
+        ref = cls.check(self.resolve(model, choice.engine, options), options)
+        with self.hold("loading"):
+            previous = self.loaded
             self._close_engine()
-            new = cls()
             try:
-                new.load(ref, **options)
-            except BaseException:
-                new.close()
+                self._start(Loaded(choice, ref, dict(options)))
+            except Exception as e:
+                raise VllamaError(f"could not load {ref.name}: {_line(e)}{self._restore(previous)}") from None
+            except BaseException:  # an interrupt mid-load: put the old model back, then stop
+                self._restore(previous)
                 raise
-            self.engine, self.choice, self.ref = new, choice, ref
-            self.history.clear()
+            if previous is None or previous.ref != ref:
+                self.history.clear()
         return self.status()
+
+    def _start(self, spec: Loaded) -> None:
+        new = engines.engine_class(spec.choice.engine)()
+        try:
+            new.load(spec.ref, **spec.options)
+        except BaseException:
+            new.close()
+            raise
+        self.engine, self.loaded = new, spec
+
+    def _restore(self, previous: Loaded | None) -> str:
+        """Load `previous` back after a failed load; the words that tell the user how it went."""
+        self.loaded = None
+        if previous is None:
+            return ""
+        try:
+            self._start(previous)
+            return f"; {previous.ref.name} is loaded again"
+        except Exception as e:
+            self.loaded = None
+            return f"; loading {previous.ref.name} back failed too ({_line(e)}): load a model again"
 
     def unload(self) -> None:
         """Free the engine and its memory, and stop the servers this session started."""
-        with self._hold("loading"):
+        with self.hold("loading"):
             self._close_engine()
             self.stop_servers()
-            self.choice = self.ref = None
+            self.loaded = None
             self.history.clear()
 
     def serve(self, kind: str, model: str | None = None, load: bool = True, **options):
@@ -66,8 +138,10 @@ class Session:
         server = servers.make(kind, model, **options).start()
         self.servers.append(server)
         if load:
-            self.load(server.model, "openai", url=server.url, preset=server.preset,
-                      api_key_env=options.get("api_key_env"))
+            opts = {"url": server.url, "preset": server.preset}
+            if options.get("api_key_env"):
+                opts["api_key_env"] = options["api_key_env"]
+            self.load(server.model, "openai", **opts)
         return server
 
     def stop_servers(self) -> None:
@@ -77,63 +151,60 @@ class Session:
     def _shutdown(self) -> None:
         self._close_engine()
         self.stop_servers()
+        if "vllama_jupyter.servers" in sys.modules:
+            sys.modules["vllama_jupyter.servers"].remove_log_folder()
 
     def _close_engine(self) -> None:
         if self.engine is not None:
             eng, self.engine = self.engine, None
             eng.close()
 
-    def ensure(self) -> object:
-        """The loaded engine, loading the default model first if nothing is loaded."""
-        if self.engine is None:
-            self.load()
-        return self.engine
+    def _engine(self) -> object:
+        """The engine for a request: the loaded one, or the default model loaded now."""
+        eng = self.ensure()
+        why = eng.dead()
+        if why:
+            raise VllamaError(why)
+        return eng
 
     # -- generating -----------------------------------------------------------------------
     def stream(self, prompt, sampling: Sampling | None = None, **overrides) -> Stream:
-        """Stream a completion of `prompt`; the session is busy until the stream ends or closes."""
+        """Stream a completion of `prompt`. The session is busy from the first delta asked for
+        until the stream ends, is closed or raises."""
         s = Sampling.make(sampling, **overrides)
-        eng = self.ensure()
-        return self._guarded(lambda: eng.stream(prompt, s))
+        return self._guarded(self._engine().stream(prompt, s))
 
     def chat(self, message: str, sampling: Sampling | None = None, system: str | None = None,
              keep: bool = True, **overrides) -> Stream:
         """Continue the conversation with `message`; the reply joins the history when it ends.
         With keep=False the message is answered on its own and the history is left as it was."""
         s = Sampling.make(sampling, **overrides)
-        eng = self.ensure()
         if not isinstance(message, str) or not message.strip():
             raise VllamaError("the message is empty: write something to say")
+        eng = self._engine()
         msgs = list(self.history) if keep else []
         if system and not (msgs and msgs[0]["role"] == "system"):
             msgs.insert(0, {"role": "system", "content": system})
         msgs.append({"role": "user", "content": message})
 
         def remember(stream: Stream) -> None:
-            if keep:
+            if keep and stream.finish_reason != "error":
                 self.history[:] = msgs + [{"role": "assistant", "content": stream.text}]
-        return self._guarded(lambda: eng.chat(msgs, s), remember)
+        return self._guarded(eng.chat(msgs, s), remember)
 
     def generate(self, prompt, sampling: Sampling | None = None, **overrides) -> Result:
         return self.stream(prompt, sampling, **overrides).run()
 
-    def batch(self, prompts: list, sampling: Sampling | None = None, **overrides) -> list[Result]:
+    def batch(self, prompts, sampling: Sampling | None = None, **overrides) -> list[Result]:
         s = Sampling.make(sampling, **overrides)
-        eng = self.ensure()
-        with self._hold("generating"):
+        eng = self._engine()
+        with self.hold("generating"):
             results = eng.batch(prompts, s)
         if results:
             self.last = results[-1]
         return results
 
-    def _guarded(self, start, on_end=None) -> Stream:
-        self._acquire("generating")
-        try:
-            stream = start()
-        except BaseException:
-            self._release()
-            raise
-
+    def _guarded(self, stream: Stream, on_end=None) -> Stream:
         def end(st: Stream) -> None:
             self.last = st.result
             try:
@@ -141,8 +212,7 @@ class Session:
                     on_end(st)
             finally:
                 self._release()
-        stream._on_end = end
-        return stream
+        return stream.on(start=lambda: self._acquire("generating"), end=end)
 
     # -- the lock -------------------------------------------------------------------------
     def _acquire(self, state: str) -> None:
@@ -164,12 +234,14 @@ class Session:
                 pass  # a broken display must not break the engine
 
     @contextmanager
-    def _hold(self, state: str):
+    def hold(self, state: str = "generating"):
+        """Hold the engine for a run of requests (benchmarks); BusyError when it is held."""
         self._acquire(state)
         try:
-            yield
+            yield self.engine
         finally:
             self._release()
+
 
     @property
     def busy(self) -> bool:
@@ -180,8 +252,12 @@ class Session:
         """What is loaded, where, and why this engine."""
         out = {"state": self.state, "loaded": self.engine is not None}
         if self.engine is not None:
-            out.update(self.engine.info())
-            out["why"] = str(self.choice)
+            why_dead = self.engine.dead()
+            if why_dead:
+                out.update(engine=self.loaded.choice.engine, model=self.loaded.ref.name, dead=why_dead)
+            else:
+                out.update(self.engine.info())
+            out["why"] = str(self.loaded.choice)
         else:
             try:
                 out["would_use"] = str(selection.choose(hardware(), config=self.config_engine))
@@ -190,6 +266,11 @@ class Session:
         out["history_messages"] = len(self.history)
         out["time"] = time.strftime("%H:%M:%S")
         return out
+
+
+def _line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " ".join(text.splitlines()[0].split())[:300]
 
 
 _SESSION: Session | None = None

@@ -49,7 +49,8 @@ class Renderer:
         self.updates = 0
 
     def run(self, stream: Stream) -> Result:
-        """Show the stream to its end (or until interrupted, which is re-raised after the final update)."""
+        """Show the stream to its end (or until interrupted, which is re-raised after the final
+        update). Whatever goes wrong while showing it, the stream is closed: the engine is freed."""
         try:
             if self.jupyter:
                 self._jupyter(stream)
@@ -59,6 +60,8 @@ class Renderer:
             stream.close("interrupted")
             self._final(stream.text)
             raise
+        finally:
+            stream.close("error")  # a no-op when it has ended
         self._final(stream.text)
         return stream.result
 

@@ -110,12 +110,12 @@ def _one(engine, prompt, sampling: Sampling, delay_until: float | None = None) -
 
 
 def _run_level(engine, prompts: list, sampling: Sampling, concurrency: int, rate: float | None, seed: int):
-    workers = concurrency if getattr(engine, "concurrent", False) else 1
+    workers = concurrency if engine.concurrent else 1
     t0 = time.perf_counter()
     if rate:
         gaps = np.random.default_rng(seed).exponential(1.0 / rate, len(prompts))
         arrivals = t0 + np.cumsum(gaps) - gaps[0]
-        workers = len(prompts) if getattr(engine, "concurrent", False) else 1
+        workers = len(prompts) if engine.concurrent else 1
         with ThreadPoolExecutor(max_workers=min(workers, 256)) as pool:
             records = list(pool.map(lambda pa: _one(engine, pa[0], sampling, pa[1]), zip(prompts, arrivals)))
     elif workers == 1:
@@ -154,13 +154,7 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
     sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos)
 
     session = get_session()
-    if engine is not None or model is not None or session.engine is None:
-        loaded = session.engine is not None and session.choice is not None
-        same = loaded and (engine is None or session.choice.engine == engine) and \
-            (model is None or model == getattr(session.ref, "name", session.ref)) and not load_options
-        if not same:
-            session.load(model, engine, **load_options)
-    eng = session.engine
+    eng = session.ensure(model, engine, **load_options)
     if prompts is not None:
         work = workloads.from_items(prompts, num_requests)
     elif input_len:
@@ -170,7 +164,7 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
 
     info = eng.info()
     rows, req_rows = [], []
-    with session._hold("generating"):
+    with session.hold("generating"):
         for p in work[:warmup]:
             _one(eng, p, sampling)
         plan = [(1, r) for r in levels] if levels else [(c, None) for c in conc]

@@ -28,11 +28,7 @@ def from_items(items, n: int | None = None) -> list:
 def random_tokens(engine, n: int, input_len: int, seed: int = 0) -> list[list[int]]:
     """`n` prompts of exactly `input_len` token ids (BOS first), uniform over the vocabulary
     without special and byte tokens."""
-    size = getattr(engine, "vocab_size", None)
-    if size is None:
-        raise VllamaError(f"random token prompts need the model's vocabulary; the {engine.name} engine "
-                          "has none here: use a prompt list instead")
-    vocab = size()
+    vocab = engine.vocab_size()   # a clear error on engines that do not know it
     if input_len < 2:
         raise VllamaError("input_len must be at least 2 (BOS and one token)")
     bos = engine.tokenize("x")[0]

@@ -1,14 +1,16 @@
-"""The engine protocol: load, stream, generate, chat, batch, info, close.
+"""The engine protocol: everything the session, the magics, the widgets and the benchmarks use
+of an engine is declared here, so no caller probes an engine for what it has.
 
-An engine's `stream` validates its input eagerly (so bad input fails before anything runs) and
-returns a `Stream` of `Delta`s; everything else is built on it here.
-"""
+An engine's `stream` validates its input eagerly (bad input fails before anything runs) and
+returns a `Stream` that opens the request only when its first delta is asked for."""
 from __future__ import annotations
 
-from ..chat import check_messages, plain_prompt
+from collections.abc import Iterable
+
 from ..errors import VllamaError
 from ..result import Result, Stream
 from ..sampling import Sampling
+from ..templates import check_messages, plain_prompt
 
 
 class BaseEngine:
@@ -19,17 +21,38 @@ class BaseEngine:
         self.model_name = ""
 
     # -- to implement ---------------------------------------------------------------------
-    def load(self, model, **options) -> None:
+    @classmethod
+    def check(cls, ref, options: dict):
+        """Validate the reference and options with nothing loaded and nothing freed (files,
+        headers, option ranges, memory, a server's reachability). Returns the reference to load."""
+        raise NotImplementedError
+
+    def load(self, ref, **options) -> None:
         raise NotImplementedError
 
     def stream(self, prompt: str | list[int], sampling: Sampling | None = None) -> Stream:
+        raise NotImplementedError
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` as a prompt (with BOS where the model adds one)."""
+        raise NotImplementedError
+
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def context_length(self) -> int:
         raise NotImplementedError
 
     def info(self) -> dict:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Free everything: memory, child processes, connections. Safe to call twice."""
         raise NotImplementedError
+
+    def dead(self) -> str | None:
+        """Why the engine can no longer serve (its process died), or None while it can."""
+        return None
 
     # -- built on the above ---------------------------------------------------------------
     def chat_prompt(self, messages: list[dict]) -> str:
@@ -42,28 +65,47 @@ class BaseEngine:
     def generate(self, prompt: str | list[int], sampling: Sampling | None = None) -> Result:
         return self.stream(prompt, sampling).run()
 
-    def batch(self, prompts: list[str], sampling: Sampling | None = None) -> list[Result]:
+    def batch(self, prompts: list, sampling: Sampling | None = None) -> list[Result]:
         """Run prompts in turn; engines that batch override this to run them together."""
-        return [self.generate(p, sampling) for p in check_batch(prompts)]
+        return [self.generate(p, sampling) for p in check_batch(prompts, self.check_prompt)]
+
+    def check_prompt(self, prompt) -> None:
+        """Text, or token ids inside this model's vocabulary."""
+        check_prompt(prompt, self.vocab_size())
 
 
-def check_batch(prompts: list) -> list:
-    if isinstance(prompts, str) or not prompts:
-        raise VllamaError("batch needs a non-empty list of prompts")
-    for i, p in enumerate(prompts):
+def check_batch(prompts, check=None) -> list:
+    """Any iterable of prompts (list, tuple, generator, pandas Series) as a checked list."""
+    if isinstance(prompts, (str, bytes, dict)) or not isinstance(prompts, Iterable):
+        raise VllamaError(f"batch needs a list of prompts, not {type(prompts).__name__}: "
+                          "pass a list, a generator or a DataFrame column")
+    items = list(prompts)
+    if not items:
+        raise VllamaError("batch needs at least one prompt (the list is empty)")
+    for i, p in enumerate(items):
         try:
-            check_prompt(p)
+            (check or check_prompt)(p)
         except VllamaError as e:
             raise VllamaError(f"prompt {i} of the batch: {e}") from None
-    return list(prompts)
+    return items
 
 
-def check_prompt(prompt) -> None:
+def check_prompt(prompt, vocab_size: int | None = None) -> None:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise VllamaError("the prompt is empty: write some text to continue")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise VllamaError(f"the prompt holds text that is not valid Unicode ({e.reason} at character "
+                              f"{e.start}): clean the text, e.g. s.encode('utf-8', 'replace').decode()") from None
     elif isinstance(prompt, (list, tuple)):
         if not prompt or not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             raise VllamaError("a token-id prompt must be a non-empty list of integers")
+        if vocab_size is not None:
+            bad = next((t for t in prompt if not 0 <= t < vocab_size), None)
+            if bad is not None:
+                raise VllamaError(f"token id {bad} is outside this model's vocabulary (0..{vocab_size - 1}): "
+                                  "take ids from tokenize()")
     else:
         raise VllamaError(f"the prompt must be text or a list of token ids, not {type(prompt).__name__}")

@@ -7,25 +7,27 @@ import ctypes
 import gc
 import inspect
 import json
+import logging
 import os
 import random
 import sys
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
-from ..chat import PLAIN_STOPS, check_messages, plain_prompt, render_template
-from ..errors import VllamaError
+from ..templates import PLAIN_STOPS, check_messages, plain_prompt, render_template
+from ..errors import VllamaError, notice
 from ..models import ModelRef
 from ..result import Delta, Stream
 from ..sampling import Sampling, StopMatcher
-from .base import BaseEngine, check_prompt
+from .base import BaseEngine
 
 
 def check_gguf(path: Path) -> dict:
     """Read a GGUF file's header and tensor table; a truncated or corrupt file is a clear error.
 
-    Returns the few metadata fields we use (context length, chat template, architecture)."""
+    Returns the few metadata fields we use (architecture, context length, shape, chat template)."""
     from gguf import GGUFReader
 
     try:
@@ -35,12 +37,16 @@ def check_gguf(path: Path) -> dict:
                           "it may be truncated: download or convert it again") from None
     meta = {}
     for key, field in reader.fields.items():
-        if key == "general.architecture" or key.endswith((".context_length",)) or key == "tokenizer.chat_template":
+        if key in ("general.architecture", "tokenizer.chat_template") or key.endswith(_SHAPE_KEYS):
             value = field.parts[field.data[0]]
             meta[key] = bytes(value).decode("utf-8", "replace") if field.types and field.types[0].name == "STRING" \
                 else int(value[0])
     del reader
     return meta
+
+
+_SHAPE_KEYS = (".context_length", ".block_count", ".embedding_length", ".attention.head_count",
+               ".attention.head_count_kv")
 
 
 def _check_options(options: dict) -> None:
@@ -50,6 +56,91 @@ def _check_options(options: dict) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
+    for key, least in (("n_ctx", 16), ("n_batch", 1), ("n_ubatch", 1), ("n_threads", 1), ("n_threads_batch", 1)):
+        v = options.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
+            raise VllamaError(f"{key} must be a whole number >= {least} (got {v!r})"
+                              + ("; leave it out to use the context the model was trained on" if key == "n_ctx" else ""))
+
+
+def _arch(meta: dict) -> str:
+    return meta.get("general.architecture", "")
+
+
+def trained_context(meta: dict) -> int:
+    return meta.get(f"{_arch(meta)}.context_length", 4096)
+
+
+def kv_bytes(meta: dict, n_ctx: int) -> int:
+    """f16 K and V for every layer and position (llama.cpp's default cache types)."""
+    a = _arch(meta)
+    layers, embd = meta.get(f"{a}.block_count", 32), meta.get(f"{a}.embedding_length", 4096)
+    heads = meta.get(f"{a}.attention.head_count", 32) or 1
+    kv_heads = meta.get(f"{a}.attention.head_count_kv", heads)
+    return 2 * layers * n_ctx * (embd // heads) * kv_heads * 2
+
+
+def check_memory(path: Path, meta: dict, n_ctx: int) -> None:
+    import psutil
+
+    need = kv_bytes(meta, n_ctx) + path.stat().st_size
+    free = psutil.virtual_memory().available
+    if need > 0.8 * free:
+        raise VllamaError(f"a context of {n_ctx:,} tokens needs about {need / 2**30:.1f} GiB (KV cache + weights) "
+                          f"but {free / 2**30:.1f} GiB of memory is free: use a smaller n_ctx "
+                          f"(the model was trained on {trained_context(meta):,})")
+
+
+def probe(path: Path) -> None:
+    """Read the model's architecture, hyper-parameters and vocabulary (no weights): a model this
+    llama.cpp cannot run is refused here, before anything loaded is given up."""
+    import llama_cpp
+
+    route_logs()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    logs.clear()
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise VllamaError(f"llama.cpp {llama_cpp.__version__} cannot run {path.name}: {last_error()}")
+    llama_cpp.llama_model_free(model)
+
+
+# -- llama.cpp's own log lines go to Python logging (quiet unless the logger is turned up) ---
+log = logging.getLogger("vllama_jupyter.llamacpp")
+log.addHandler(logging.NullHandler())  # quiet unless the user configures logging
+log.propagate = False
+logs: deque[str] = deque(maxlen=20)   # the latest warnings and errors, for error messages
+_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level
+_callback = None
+
+
+def route_logs() -> None:
+    global _callback
+    if _callback is not None:
+        return
+    import llama_cpp
+
+    last = [logging.DEBUG]
+
+    def on_log(level, text, _user):
+        lvl = last[0] if level == 5 else _LEVELS.get(level, logging.DEBUG)
+        last[0] = lvl
+        line = text.decode("utf-8", "replace").rstrip()
+        if line.strip(" ."):
+            if lvl >= logging.WARNING:
+                logs.append(line)
+            log.log(lvl, line)
+    _callback = llama_cpp.llama_log_callback(on_log)  # kept: C holds a pointer to it
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+def last_error() -> str:
+    """The most telling recent llama.cpp log line."""
+    for line in reversed(logs):
+        if "error" in line.lower() or "failed" in line.lower() or "unknown" in line.lower():
+            return " ".join(line.split())[:200]
+    return " ".join(logs[-1].split())[:200] if logs else "llama.cpp gave no reason"
 
 
 class Detokenizer:
@@ -83,31 +174,36 @@ class Engine(BaseEngine):
         self.template: str | None = None
         self.load_seconds = 0.0
 
-    @staticmethod
-    def check(ref: ModelRef, options: dict) -> None:
-        """Validate model and options before anything already loaded is given up."""
+    @classmethod
+    def check(cls, ref: ModelRef, options: dict) -> ModelRef:
+        """Options, GGUF header, an architecture this llama.cpp knows, and memory for the context."""
         _check_options(options)
-        check_gguf(ref.path)
+        meta = check_gguf(ref.path)
+        check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192))
+        probe(ref.path)
+        return ref
 
     def load(self, ref: ModelRef, **options) -> None:
         import llama_cpp
-
-        _check_options(options)
-        meta = check_gguf(ref.path)
-        arch = meta.get("general.architecture", "")
-        ctx_train = meta.get(f"{arch}.context_length", 4096)
         import psutil
 
+        route_logs()
+        meta = check_gguf(ref.path)
+        ctx_train = trained_context(meta)
         threads = psutil.cpu_count(logical=False) or os.cpu_count() or 1  # llama.cpp's default is half the logical CPUs
         opts = {"n_ctx": min(ctx_train, 8192), "verbose": False, "n_threads": threads, "n_threads_batch": threads,
                 "n_gpu_layers": -1 if llama_cpp.llama_supports_gpu_offload() else 0}
         opts.update(options)
         t0 = time.perf_counter()
+        logs.clear()
         try:
             self.llm = llama_cpp.Llama(model_path=str(ref.path), **opts)
-        except (ValueError, RuntimeError) as e:
-            raise VllamaError(f"llama.cpp could not load {ref.path}: {e}") from None
+        except (ValueError, RuntimeError, OSError) as e:
+            raise VllamaError(f"llama.cpp refused it ({_first_line(e)}; {last_error()})") from None
         self.load_seconds = time.perf_counter() - t0
+        if opts["n_ctx"] > ctx_train:
+            notice(f"the context ({opts['n_ctx']:,} tokens) is longer than the {ctx_train:,} {ref.name} was "
+                   "trained on: text past that point may be poor")
         self.ref = ref
         self.model_name = ref.name
         self.template = meta.get("tokenizer.chat_template")
@@ -133,6 +229,9 @@ class Engine(BaseEngine):
     def vocab_size(self) -> int:
         return self.llm.n_vocab()
 
+    def context_length(self) -> int:
+        return self.llm.n_ctx()
+
     def detokenize(self, ids: list[int]) -> str:
         return self.llm.detokenize(list(ids)).decode("utf-8", "replace")
 
@@ -152,19 +251,18 @@ class Engine(BaseEngine):
         return self._stream(prompt, sampling, special=False)
 
     def _stream(self, prompt, sampling, special: bool) -> Stream:
-        t_start = time.perf_counter()
         self._require()
         s = sampling or Sampling()
-        check_prompt(prompt)
-        ids = self.tokenize(prompt, special=special) if isinstance(prompt, str) else list(prompt)
+        self.check_prompt(prompt)
+        ids = self.tokenize(prompt, special=special) if isinstance(prompt, str) else [int(t) for t in prompt]
         n_ctx = self.llm.n_ctx()
         if len(ids) >= n_ctx:
             raise VllamaError(f"the prompt is {len(ids)} tokens but the context holds {n_ctx}: "
                               "shorten the prompt or load the model with a larger n_ctx")
         grammar = self._grammar(s.json_schema) if s.json_schema else None
         max_new = min(s.max_tokens, n_ctx - len(ids))
-        return Stream(self._loop(ids, s, max_new, grammar), prompt_tokens=len(ids), engine=self.name,
-                      model=self.model_name, t_start=t_start)
+        return Stream(lambda: self._loop(ids, s, max_new, grammar), prompt_tokens=len(ids), engine=self.name,
+                      model=self.model_name)
 
     def _grammar(self, schema: dict):
         from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
@@ -237,3 +335,8 @@ def release_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):
             pass
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:200]

@@ -12,10 +12,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..chat import check_messages
 from ..errors import VllamaError
-from ..result import Delta, Result, Stream
+from ..models import EMBEDDED_NAMES, RemoteRef
+from ..result import Delta, Result, Stream, finished
 from ..sampling import Sampling
+from ..templates import check_messages
 from .base import BaseEngine, check_batch, check_prompt
 
 
@@ -40,6 +41,38 @@ PRESETS = {
 }
 
 
+OPTIONS = ("url", "preset", "api_key_env", "timeout", "concurrency")
+
+
+def base_url(options: dict) -> str:
+    """The server's /v1 URL from url= or a preset, checked for shape (no network)."""
+    import httpx
+
+    preset = options.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise VllamaError(f"unknown server preset {preset!r}: use one of {', '.join(PRESETS)}")
+    url = options.get("url") or (PRESETS[preset].url if preset else "")
+    if not url:
+        raise VllamaError("the openai engine needs a server: give url='http://host:port/v1' or a preset")
+    if not isinstance(url, str):
+        raise VllamaError(f"url must be text like 'http://127.0.0.1:8000/v1' (got {type(url).__name__})")
+    try:
+        parsed = httpx.URL(url.strip())
+    except (httpx.InvalidURL, ValueError) as e:
+        raise VllamaError(f"the url {url!r} cannot be read ({e}): write it like http://127.0.0.1:8000/v1") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise VllamaError(f"the url {url!r} needs http:// or https:// and a host, like http://127.0.0.1:8000/v1")
+    url = str(parsed).rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def remote_ref(model, options: dict) -> RemoteRef:
+    if model is not None and not isinstance(model, str):
+        raise VllamaError(f"the model of a server is its name as text (got {type(model).__name__})")
+    name = (model or "").strip()
+    return RemoteRef(base_url(options), None if name.lower() in EMBEDDED_NAMES else name)
+
+
 class Engine(BaseEngine):
     """OpenAI-compatible server. Options: url, preset (vllm, ollama, llamacpp-server, max,
     sglang, tgi), api_key_env (the NAME of an environment variable), timeout, concurrency."""
@@ -57,61 +90,70 @@ class Engine(BaseEngine):
         self.concurrency = 8
         self.load_seconds = 0.0
 
-    @staticmethod
-    def check(ref, options: dict) -> None:
-        allowed = {"url", "preset", "api_key_env", "timeout", "concurrency"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise VllamaError(f"unknown option {unknown[0]!r} for the openai engine: use url, preset, "
-                              "api_key_env, timeout, concurrency")
-        preset = options.get("preset")
-        if preset is not None and preset not in PRESETS:
-            raise VllamaError(f"unknown server preset {preset!r}: use one of {', '.join(PRESETS)}")
-        if not (options.get("url") or (preset and PRESETS[preset].url)):
-            raise VllamaError("the openai engine needs a server: give url='http://host:port/v1' or a preset")
-        env = options.get("api_key_env")
-        if env is not None and not os.environ.get(env):
-            raise VllamaError(f"the environment variable {env} (api_key_env) is not set: export it before loading")
-        conc = options.get("concurrency", 8)
-        if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
-            raise VllamaError(f"concurrency must be a whole number >= 1 (got {conc!r})")
+    @classmethod
+    def check(cls, ref: RemoteRef, options: dict) -> RemoteRef:
+        """Options, then the server: reachable, and serving the model (the first it lists when none is named)."""
+        _check_options(options)
+        probe = cls()
+        try:
+            probe._connect(ref.url, options)
+            return RemoteRef(ref.url, probe._pick(ref.model))
+        finally:
+            probe.close()
 
-    def load(self, model: str | None, url: str | None = None, preset: str | None = None,
-             api_key_env: str | None = None, timeout: float = 60.0, concurrency: int = 8) -> None:
-        import httpx
-
-        self.check(model, {"url": url, "preset": preset, "api_key_env": api_key_env, "concurrency": concurrency})
-        self.preset_name = preset or "openai"
-        self.preset = PRESETS[self.preset_name]
-        self.url = (url or self.preset.url).rstrip("/")
-        if not self.url.endswith("/v1"):
-            self.url += "/v1"
-        self.api_key_env = api_key_env
-        self.concurrency = concurrency
+    def load(self, ref: RemoteRef, **options) -> None:
+        _check_options(options)
         t0 = time.perf_counter()
-        self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0),
-                                   limits=httpx.Limits(max_connections=max(concurrency, 8)))
-        models = self._models()
-        if model in (None, "", "embedded", "default"):
-            if not models:
-                raise VllamaError(f"the server at {self.url} lists no models: name one with the model argument")
-            model = models[0]
-        elif model not in models and models:
-            raise VllamaError(f"the server at {self.url} has no model {model!r}: it has {', '.join(models[:10])}")
-        self.model_name = model
+        self._connect(ref.url, options)
+        self.model_name = self._pick(ref.model)
         self.load_seconds = time.perf_counter() - t0
 
+    def _connect(self, url: str, options: dict) -> None:
+        import httpx
+
+        self.preset_name = options.get("preset") or "openai"
+        self.preset = PRESETS[self.preset_name]
+        self.url = url
+        self.api_key_env = options.get("api_key_env")
+        self.concurrency = options.get("concurrency", 8)
+        timeout = options.get("timeout", 60.0)
+        self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0),
+                                   limits=httpx.Limits(max_connections=max(self.concurrency, 8)))
+
+    def _pick(self, model: str | None) -> str:
+        models = self._models()
+        if not models:
+            raise VllamaError(f"the server at {self.url} lists no models: is a model loaded there?")
+        if model is None:
+            return models[0]
+        if model not in models:
+            raise VllamaError(f"the server at {self.url} has no model {model!r}: it has {', '.join(models[:10])}")
+        return model
+
     # -- HTTP -----------------------------------------------------------------------------
+    def _key(self) -> str:
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
     def _headers(self) -> dict:
-        if not self.api_key_env:
-            return {}
-        return {"Authorization": f"Bearer {os.environ.get(self.api_key_env, '')}"}
+        return {"Authorization": f"Bearer {self._key()}"} if self.api_key_env else {}
+
+    def _scrub(self, text: str) -> str:
+        """`text` without the API key's value, wherever the server echoed it."""
+        key = self._key()
+        return text.replace(key, "***") if len(key) >= 4 else text
+
+    def _fail(self, message: str) -> VllamaError:
+        return VllamaError(self._scrub(message))
 
     def _models(self) -> list[str]:
         data = self._request("GET", "/models")
-        return [m.get("id") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise self._fail(f"the server at {self.url} answered /models without a model list: "
+                             "is this an OpenAI-compatible server (its URL ends in /v1)?")
+        return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, body: dict | None = None):
         import httpx
 
         try:
@@ -122,18 +164,18 @@ class Engine(BaseEngine):
         try:
             return r.json()
         except ValueError:
-            raise VllamaError(f"the server at {self.url} answered {path} with something that is not JSON") from None
+            raise self._fail(f"the server at {self.url} answered {path} with something that is not JSON") from None
 
     def _http_error(self, e) -> VllamaError:
         import httpx
 
         if isinstance(e, httpx.ConnectError):
-            return VllamaError(f"nothing is listening at {self.url} (connection refused): start the server or check the url")
+            return self._fail(f"nothing is listening at {self.url} (connection refused): start the server or check the url")
         if isinstance(e, httpx.TimeoutException):
-            return VllamaError(f"no answer from {self.url} in time: the server is busy or stuck (raise timeout=...)")
+            return self._fail(f"no answer from {self.url} in time: the server is busy or stuck (raise timeout=...)")
         if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
-            return VllamaError(f"the connection to {self.url} broke mid-answer (did the server stop?)")
-        return VllamaError(f"could not talk to {self.url}: {type(e).__name__}")
+            return self._fail(f"the connection to {self.url} broke mid-answer (did the server stop?)")
+        return self._fail(f"could not talk to {self.url}: {type(e).__name__}")
 
     def _check_status(self, status: int, text: str) -> None:
         if status < 400:
@@ -141,12 +183,12 @@ class Engine(BaseEngine):
         detail = _error_text(text)
         if status in (401, 403):
             hint = f"check the key in ${self.api_key_env}" if self.api_key_env else "give api_key_env=NAME of the variable holding the key"
-            raise VllamaError(f"the server at {self.url} refused the API key ({status}): {hint}")
+            raise self._fail(f"the server at {self.url} refused the API key ({status}): {hint}")
         if status == 404:
-            raise VllamaError(f"the server at {self.url} has no such model or endpoint (404): {detail}")
+            raise self._fail(f"the server at {self.url} has no such model or endpoint (404): {detail}")
         if status >= 500:
-            raise VllamaError(f"the server at {self.url} failed (HTTP {status}): {detail}")
-        raise VllamaError(f"the server at {self.url} refused the request (HTTP {status}): {detail}")
+            raise self._fail(f"the server at {self.url} failed (HTTP {status}): {detail}")
+        raise self._fail(f"the server at {self.url} refused the request (HTTP {status}): {detail}")
 
     # -- requests -------------------------------------------------------------------------
     def _body(self, s: Sampling, stream: bool) -> dict:
@@ -172,62 +214,95 @@ class Engine(BaseEngine):
         return body
 
     def stream(self, prompt, sampling: Sampling | None = None) -> Stream:
+        self._require()
         check_prompt(prompt)
         body = self._body(sampling or Sampling(), True)
-        body["prompt"] = prompt if isinstance(prompt, str) else list(prompt)
+        body["prompt"] = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
         return self._open("/completions", body, chat=False)
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
+        self._require()
         body = self._body(sampling or Sampling(), True)
         body["messages"] = check_messages(messages)
         return self._open("/chat/completions", body, chat=True)
 
     def _open(self, path: str, body: dict, chat: bool) -> Stream:
-        self._require()
-        t_start = time.perf_counter()
-        st = Stream(iter(()), prompt_tokens=0, engine=self.name, model=self.model_name, t_start=t_start)
-        st._deltas = self._sse(path, body, chat, st)
-        return st
+        return Stream(lambda: self._sse(path, body, chat), prompt_tokens=0, engine=self.name, model=self.model_name)
 
-    def _sse(self, path: str, body: dict, chat: bool, st: Stream):
+    def _sse(self, path: str, body: dict, chat: bool):
         import httpx
+        from httpx_sse import SSEError, connect_sse
 
+        tokens = 0
         try:
-            with self.client.stream("POST", path, json=body, headers=self._headers()) as r:
+            with connect_sse(self.client, "POST", path, json=body, headers=self._headers()) as source:
+                r = source.response
                 if r.status_code >= 400:
                     r.read()
                     self._check_status(r.status_code, r.text)
-                reason = None
-                chunks, reported = 0, False
-                for line in r.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                if "text/event-stream" not in r.headers.get("content-type", ""):
+                    raise self._fail(f"the server at {self.url} did not answer with an event stream "
+                                     f"(content-type {r.headers.get('content-type', 'none')!r}): is it OpenAI-compatible?")
+                reason, counted = None, False
+                for event in source.iter_sse():
+                    if event.data.strip() == "[DONE]":
                         break
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        raise VllamaError(f"the server at {self.url} sent a malformed stream (not JSON): {data[:80]!r}") from None
-                    if "error" in chunk:
-                        raise VllamaError(f"the server at {self.url} failed mid-stream: {_error_text(json.dumps(chunk))}")
-                    now = time.perf_counter()
-                    if chunk.get("usage"):
-                        st.prompt_tokens = chunk["usage"].get("prompt_tokens") or 0
-                        st.usage_tokens = chunk["usage"].get("completion_tokens")
-                        reported = True
-                    for choice in chunk.get("choices") or []:
-                        text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
-                        ids = tuple(choice.get("token_ids") or ())
-                        reason = choice.get("finish_reason") or reason
-                        if text or ids:
-                            if not reported:  # until usage comes: one token per chunk, as these servers send
-                                chunks += 1
-                                st.usage_tokens = chunks
-                            yield Delta(text, ids, now)
-                yield Delta("", (), time.perf_counter(), _reason(reason))
+                    for d in self._chunk(event.data, chat):
+                        tokens += 1 if d.text or d.token_ids else 0
+                        counted = counted or d.usage is not None
+                        reason = d.finish_reason or reason
+                        yield d._replace(finish_reason=None)
+                else:
+                    if reason is None:  # some servers end with a finish reason and no [DONE]
+                        raise self._fail(f"the server at {self.url} closed the stream after {tokens} chunks "
+                                         "without finishing it: the output is truncated")
+                # until usage comes, one token per chunk, as these servers send
+                yield Delta("", (), time.perf_counter(), _reason(reason), usage=None if counted else (None, tokens))
         except httpx.HTTPError as e:
             raise self._http_error(e) from None
+        except (SSEError, UnicodeDecodeError) as e:
+            raise self._fail(f"the server at {self.url} sent a malformed event stream ({type(e).__name__})") from None
+
+    def _chunk(self, data: str, chat: bool) -> list[Delta]:
+        """The deltas in one streamed chunk, whose shape is checked field by field."""
+        now = time.perf_counter()
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise self._fail(f"the server at {self.url} sent a malformed stream (not JSON): {data[:80]!r}") from None
+        if not isinstance(chunk, dict):
+            raise self._bad(f"a chunk that is a {type(chunk).__name__}, not an object")
+        if "error" in chunk:
+            raise self._fail(f"the server at {self.url} failed mid-stream: {_error_text(json.dumps(chunk))}")
+        out = []
+        usage = chunk.get("usage")
+        if usage is not None:
+            if not isinstance(usage, dict) or not all(_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens")):
+                raise self._bad(f"usage {usage!r:.60} without whole-number token counts")
+            out.append(Delta("", (), now, usage=(usage.get("prompt_tokens"), usage.get("completion_tokens"))))
+        choices = chunk.get("choices", [])
+        if not isinstance(choices, list):
+            raise self._bad(f"choices that are a {type(choices).__name__}, not a list")
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise self._bad(f"a choice that is a {type(choice).__name__}, not an object")
+            part = choice.get("delta") if chat else choice
+            if chat and part is not None and not isinstance(part, dict):
+                raise self._bad(f"a delta that is a {type(part).__name__}, not an object")
+            text = (part or {}).get("content" if chat else "text") or ""
+            ids = choice.get("token_ids") or ()
+            reason = choice.get("finish_reason")
+            if not isinstance(text, str):
+                raise self._bad(f"text that is a {type(text).__name__} ({text!r:.40}), not a string")
+            if not isinstance(ids, (list, tuple)) or not all(_count(t) for t in ids):
+                raise self._bad("token_ids that are not a list of whole numbers")
+            if reason is not None and not isinstance(reason, str):
+                raise self._bad(f"a finish_reason that is a {type(reason).__name__}")
+            out.append(Delta(text, tuple(ids), now, reason))
+        return out
+
+    def _bad(self, what: str) -> VllamaError:
+        return self._fail(f"the server at {self.url} sent a malformed stream: {what}")
 
     def complete(self, prompt, sampling: Sampling | None = None) -> Result:
         """One non-streaming completion request (the server's own text, for comparisons)."""
@@ -237,18 +312,32 @@ class Engine(BaseEngine):
         body["prompt"] = prompt if isinstance(prompt, str) else list(prompt)
         t0 = time.perf_counter()
         data = self._request("POST", "/completions", body)
-        choice = (data.get("choices") or [{}])[0]
-        usage = data.get("usage") or {}
-        st = Stream(iter([Delta(choice.get("text") or "", (), time.perf_counter(), _reason(choice.get("finish_reason")))]),
-                    prompt_tokens=usage.get("prompt_tokens") or 0, engine=self.name, model=self.model_name, t_start=t0)
-        st.usage_tokens = usage.get("completion_tokens")
-        return st.run()
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict) \
+                or not isinstance(choices[0].get("text"), str):
+            raise self._bad("a completion without choices[0].text")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        counts = (usage.get("prompt_tokens"), usage.get("completion_tokens")) if usage else None
+        delta = Delta(choices[0]["text"], (), time.perf_counter(), _reason(choices[0].get("finish_reason") or "stop"),
+                      usage=counts)
+        return finished([delta], t_start=t0, prompt_tokens=0, engine=self.name, model=self.model_name)
 
-    def batch(self, prompts: list, sampling: Sampling | None = None) -> list[Result]:
+    def batch(self, prompts, sampling: Sampling | None = None) -> list[Result]:
         """Requests sent concurrently (at most `concurrency` at once), so the server batches them."""
         prompts = check_batch(prompts)
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
             return list(pool.map(lambda p: self.generate(p, sampling), prompts))
+
+    def tokenize(self, text: str) -> list[int]:
+        raise VllamaError("token counts are not available from an OpenAI-compatible server here: "
+                          "load the model in-process (llamacpp or vllm) to tokenize")
+
+    def vocab_size(self) -> int:
+        raise VllamaError("the vocabulary of a remote model is not known: give prompts as text, "
+                          "or load the model in-process (llamacpp or vllm)")
+
+    def context_length(self) -> int:
+        raise VllamaError("the context length of a remote model is not known here")
 
     def _require(self) -> None:
         if self.client is None:
@@ -270,6 +359,26 @@ class Engine(BaseEngine):
         return f"<openai engine {self.model_name!r} at {self.url}>"
 
 
+def _check_options(options: dict) -> None:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise VllamaError(f"unknown option {unknown[0]!r} for the openai engine: use {', '.join(OPTIONS)}")
+    base_url(options)
+    env = options.get("api_key_env")
+    if env is not None and (not isinstance(env, str) or not os.environ.get(env)):
+        raise VllamaError(f"the environment variable {env} (api_key_env) is not set: export it before loading")
+    conc = options.get("concurrency", 8)
+    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
+        raise VllamaError(f"concurrency must be a whole number >= 1 (got {conc!r})")
+    timeout = options.get("timeout", 60.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise VllamaError(f"timeout must be a positive number of seconds (got {timeout!r})")
+
+
+def _count(x) -> bool:
+    return x is None or (isinstance(x, int) and not isinstance(x, bool) and x >= 0)
+
+
 def _reason(r: str | None) -> str:
     return {"abort": "cancelled", None: "stop"}.get(r, r)
 
@@ -279,7 +388,7 @@ def _error_text(text: str) -> str:
         data = json.loads(text)
         err = data.get("error", data) if isinstance(data, dict) else data
         msg = err.get("message") if isinstance(err, dict) else err
-        msg = str(msg or data.get("detail") or text)
+        msg = str(msg or (data.get("detail") if isinstance(data, dict) else "") or text)
     except (ValueError, AttributeError):
         msg = text
     return " ".join(msg.split())[:200] or "(no detail)"

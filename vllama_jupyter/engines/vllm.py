@@ -8,17 +8,18 @@ import asyncio
 import dataclasses
 import gc
 import itertools
+import json
 import os
 import queue
 import threading
 import time
 
-from ..chat import PLAIN_STOPS, check_messages, plain_prompt
+from ..templates import PLAIN_STOPS, check_messages, plain_prompt
 from ..errors import VllamaError
 from ..models import ModelRef
-from ..result import Delta, Result, Stream
+from ..result import Delta, Result, Stream, finished
 from ..sampling import Sampling
-from .base import BaseEngine, check_batch, check_prompt
+from .base import BaseEngine, check_batch
 
 _DONE = object()
 _ids = itertools.count()
@@ -77,15 +78,26 @@ class Engine(BaseEngine):
         self.ref: ModelRef | None = None
         self.load_seconds = 0.0
         self.options: dict = {}
+        self._children: list = []   # the processes vLLM started for this engine
 
-    @staticmethod
-    def check(ref: ModelRef, options: dict) -> None:
+    @classmethod
+    def check(cls, ref: ModelRef, options: dict) -> ModelRef:
         check_options(options)
-        if not (ref.path / "config.json").exists():
-            raise VllamaError(f"{ref.path} has no config.json, so vLLM cannot load it")
+        config = ref.path / "config.json"
+        try:
+            trained = json.loads(config.read_text()).get("max_position_embeddings")
+        except (OSError, ValueError, AttributeError) as e:
+            raise VllamaError(f"{config} cannot be read ({type(e).__name__}), so vLLM cannot load {ref.name}") from None
+        want = options.get("max_model_len")
+        if want and isinstance(trained, int) and want > trained:
+            raise VllamaError(f"max_model_len {want:,} is more than the {trained:,} tokens {ref.name} was trained on: "
+                              f"use max_model_len <= {trained}")
+        return ref
 
     # -- life cycle -----------------------------------------------------------------------
     def load(self, ref: ModelRef, **options) -> None:
+        import psutil
+
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep notebooks clean; set it to see more
         check_options(options)
         opts = dict(options)
@@ -101,6 +113,7 @@ class Engine(BaseEngine):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        before = {c.pid for c in psutil.Process().children()}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="vllama-vllm-loop", daemon=True)
         self.thread.start()
@@ -110,12 +123,13 @@ class Engine(BaseEngine):
         t0 = time.perf_counter()
         try:
             self.llm = self._wait(start())
-        except VllamaError:
+        except BaseException as e:
+            self._children = [c for c in psutil.Process().children() if c.pid not in before]
             self.close()
-            raise
-        except Exception as e:
-            self.close()
-            raise VllamaError(f"vLLM could not start {ref.name}: {_first_line(e)}") from None
+            if isinstance(e, (VllamaError, KeyboardInterrupt)):
+                raise
+            raise VllamaError(f"vLLM could not start it ({_first_line(e)})") from None
+        self._children = [c for c in psutil.Process().children() if c.pid not in before]
         self.load_seconds = time.perf_counter() - t0
         self.ref, self.model_name, self.options = ref, ref.name, opts
         self.tokenizer = self.llm.get_tokenizer()
@@ -140,6 +154,8 @@ class Engine(BaseEngine):
             self.loop.close()
             self.loop = self.thread = None
         _stop_resource_tracker()
+        _reap(self._children)
+        self._children = []
         gc.collect()
 
     def _wait(self, coro):
@@ -156,8 +172,8 @@ class Engine(BaseEngine):
     def _translate(self, e: BaseException) -> BaseException:
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        if isinstance(e, EngineDeadError) or (self.llm is not None and self.llm.errored):
-            return VllamaError("the vLLM engine process has died: reload it with %vllama load "
+        if isinstance(e, EngineDeadError) or self.dead():
+            return VllamaError(self.dead() or "the vLLM engine process has died: reload it with %vllama load "
                                "(or vllama_jupyter.load()); the kernel is fine")
         if isinstance(e, VllamaError):
             return e
@@ -166,8 +182,15 @@ class Engine(BaseEngine):
     def _require(self) -> None:
         if self.llm is None:
             raise VllamaError("no model is loaded: call load() first")
-        if self.llm.errored:
-            raise self._translate(RuntimeError("engine dead"))
+        why = self.dead()
+        if why:
+            raise VllamaError(why)
+
+    def dead(self) -> str | None:
+        if self.llm is not None and self.llm.errored:
+            return ("the vLLM engine process has died: reload it with %vllama load "
+                    "(or vllama_jupyter.load()); the kernel is fine")
+        return None
 
     # -- requests -------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool = True) -> list[int]:
@@ -176,13 +199,16 @@ class Engine(BaseEngine):
     def vocab_size(self) -> int:
         return len(self.tokenizer)
 
+    def context_length(self) -> int:
+        return self.max_model_len
+
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def _prepare(self, prompt, s: Sampling, add_special: bool = True):
         self._require()
-        check_prompt(prompt)
-        ids = self.tokenize(prompt, add_special) if isinstance(prompt, str) else list(prompt)
+        self.check_prompt(prompt)
+        ids = self.tokenize(prompt, add_special) if isinstance(prompt, str) else [int(t) for t in prompt]
         if len(ids) >= self.max_model_len:
             raise VllamaError(f"the prompt is {len(ids)} tokens but the context holds {self.max_model_len}: "
                               "shorten the prompt or load the model with a larger max_model_len")
@@ -205,9 +231,13 @@ class Engine(BaseEngine):
         return {"prompt_token_ids": ids}
 
     def stream(self, prompt, sampling: Sampling | None = None, _special: bool = True) -> Stream:
-        t_start = time.perf_counter()
         s = sampling or Sampling()
         ids, params = self._prepare(prompt, s, _special)
+        return Stream(lambda: self._deltas(ids, params), prompt_tokens=len(ids), engine=self.name,
+                      model=self.model_name)
+
+    def _deltas(self, ids: list[int], params):
+        """Submit the request, then yield its deltas; leaving early cancels it inside vLLM."""
         q: queue.Queue = queue.Queue()
         engine_input = self._input(ids)
 
@@ -222,10 +252,6 @@ class Engine(BaseEngine):
             finally:
                 q.put(_DONE)
         fut = asyncio.run_coroutine_threadsafe(pump(), self.loop)
-        return Stream(self._deltas(q, fut), prompt_tokens=len(ids), engine=self.name,
-                      model=self.model_name, t_start=t_start)
-
-    def _deltas(self, q: queue.Queue, fut):
         try:
             while True:
                 item = q.get()
@@ -240,7 +266,6 @@ class Engine(BaseEngine):
             if not fut.done():
                 fut.cancel()  # cancels generate(), which aborts the request in the engine
                 _drain(q)
-
 
     def chat_prompt(self, messages: list[dict]) -> str:
         check_messages(messages)
@@ -261,7 +286,7 @@ class Engine(BaseEngine):
         from tqdm.auto import tqdm
 
         s = sampling or Sampling()
-        prepared = [self._prepare(p, s) for p in check_batch(prompts)]
+        prepared = [self._prepare(p, s) for p in check_batch(prompts, self.check_prompt)]
         bar = tqdm(total=len(prepared), desc="vllm batch", unit="req", leave=False, disable=len(prepared) < 8)
 
         async def one(ids, params):
@@ -279,8 +304,8 @@ class Engine(BaseEngine):
             done = self._wait(run_all())
         finally:
             bar.close()
-        return [Stream(iter(deltas), prompt_tokens=len(ids), engine=self.name, model=self.model_name,
-                       t_start=t0).run() for (ids, _), (t0, deltas) in zip(prepared, done)]
+        return [finished(deltas, t_start=t0, prompt_tokens=len(ids), engine=self.name, model=self.model_name)
+                for (ids, _), (t0, deltas) in zip(prepared, done)]
 
     def info(self) -> dict:
         import psutil
@@ -343,3 +368,16 @@ def _drain(q: queue.Queue, timeout: float = 10.0) -> None:
                 return
         except queue.Empty:
             return
+
+
+def _reap(children: list, timeout: float = 30.0) -> None:
+    """Wait for the engine's processes to exit and collect them (no zombies); kill stragglers."""
+    import psutil
+
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=10)

@@ -36,9 +36,9 @@ class Panel:
         self.unload_button = W.Button(description="Unload", icon="eject")
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="120px", visibility="hidden"))
         self.status = W.HTML()
-        self.max_tokens = W.BoundedIntText(value=256, min=1, max=1_000_000, description="Max tokens")
-        self.temperature = W.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="Temperature")
-        self.top_p = W.FloatSlider(value=0.95, min=0.01, max=1.0, step=0.01, description="Top-p")
+        self.max_tokens = W.BoundedIntText(value=Sampling.max_tokens, min=1, max=1_000_000, description="Max tokens")
+        self.temperature = W.FloatSlider(value=Sampling.temperature, min=0.0, max=2.0, step=0.05, description="Temperature")
+        self.top_p = W.FloatSlider(value=Sampling.top_p, min=0.01, max=1.0, step=0.01, description="Top-p")
         self.seed = W.IntText(value=-1, description="Seed (-1 any)")
         self.system = W.Textarea(placeholder="System prompt (chat mode)", description="System",
                                  layout=W.Layout(width="98%", height="48px"))
@@ -81,7 +81,7 @@ class Panel:
         self.progress.layout.visibility = "visible"
         self.progress.bar_style = "info"
         self._set_status(f"loading {model or 'the embedded model'}…")
-        self._background(lambda: self.session.load(model, engine, **options), done="ready")
+        self._background(lambda: self.session.ensure(model, engine, **options), done="ready")
 
     def unload(self) -> None:
         self._guard(self.session.unload)
@@ -178,7 +178,9 @@ class Panel:
 
     def _on_session(self, session) -> None:
         st = session.status()
-        if st["loaded"]:
+        if "dead" in st:
+            self._set_status(f"engine died · {st['engine']} · {st['model']} — {st['dead']}", error=True)
+        elif st["loaded"]:
             mem = f" · {st['rss_bytes'] / 2**20:.0f} MB" if "rss_bytes" in st else ""
             self._set_status(f"{st['state']} · {st['engine']} · {st['model']}{mem} — {st['why']}")
             if session.state == "idle" and self.model.value.strip() not in (st["model"], st.get("path", "")):
