@@ -49,7 +49,7 @@ def raw_loop_tps() -> float:
 
 
 def kernel_tps() -> tuple[float, float, float]:
-    from tests.kernel import Kernel, of_type
+    from vllama_jupyter.bench.kernel import Kernel, of_type
 
     k = Kernel()
     try:

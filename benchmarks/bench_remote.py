@@ -29,8 +29,7 @@ def main() -> list[tuple[str, float, str]]:
     local.load(resolve(None, "llamacpp"))
     server = make("llamacpp").start()
     try:
-        remote = Remote()
-        remote.load(None, url=server.url, preset="llamacpp-server")
+        remote = Remote.connect(url=server.url, preset="llamacpp-server")
         lat = {"in-process": [], "server": []}
         tps = {"in-process": [], "server": []}
         for eng, key in ((local, "in-process"), (remote, "server")):

@@ -56,8 +56,7 @@ def main() -> list[tuple[str, float, str]]:
     server.start(timeout=600)
     serve_start = time.perf_counter() - t0
     try:
-        remote = Remote()
-        remote.load(None, url=server.url, preset="vllm", concurrency=N)
+        remote = Remote.connect(url=server.url, preset="vllm", concurrency=N)
         remote.batch(prompts()[:8], s)  # warm-up
         srv, srv_wall = tokens_per_s(lambda: remote.batch(prompts(), s))
         remote.close()

@@ -36,7 +36,7 @@ def run_python(code: str, env: dict | None = None, timeout: float = 300) -> subp
 @pytest.fixture(scope="module")
 def kernel():
     """A real IPython kernel (jupyter_client) with the extension loaded, one per test module."""
-    from .kernel import Kernel
+    from vllama_jupyter.bench.kernel import Kernel
 
     k = Kernel()
     k.execute("%load_ext vllama_jupyter")

@@ -3,7 +3,7 @@ import threading
 import time
 
 
-from .kernel import of_type, stream_text
+from vllama_jupyter.bench.kernel import of_type, stream_text
 
 
 def test_cell_streams_throttled_updates_and_final_text_matches(kernel):

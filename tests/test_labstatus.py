@@ -2,7 +2,7 @@
 import queue
 import time
 
-from .kernel import Kernel, open_comm
+from vllama_jupyter.bench.kernel import Kernel, open_comm
 
 
 def comm_messages(k: Kernel, comm_id: str, seconds: float = 3.0, until=None) -> list[dict]:

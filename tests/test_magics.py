@@ -6,7 +6,9 @@ import pytest
 
 from vllama_jupyter.models import EMBEDDED_DIR
 
-from .kernel import of_type, stream_text
+from vllama_jupyter.bench.kernel import of_type, stream_text
+
+from .helpers import failed_line
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +28,7 @@ def shown(msgs):
 
 
 def one_error_line(msgs):
-    err = stream_text(msgs, "stderr").strip()
-    assert err.startswith("vllama: ") and "\n" not in err, err
-    assert not of_type(msgs, "error")
-    return err
+    return failed_line(msgs)
 
 
 def test_greedy_seed_and_sampling_options(k):
@@ -171,7 +170,5 @@ def test_bad_input_one_line_engine_kept(k, cell, words):
 
 
 def test_bad_option_is_a_usage_error(k):
-    msgs = k.execute("%%vllama --max-tokns 5\nhi")
-    assert stream_text(msgs, "stderr").strip() == "UsageError: unrecognized arguments: --max-tokns 5"
-    msgs = k.execute('%%vllama -s "unclosed\nhi')
-    assert "check the quotes" in stream_text(msgs, "stderr")
+    assert failed_line(k.execute("%%vllama --max-tokns 5\nhi")) == "UsageError: unrecognized arguments: --max-tokns 5"
+    assert "check the quotes" in failed_line(k.execute('%%vllama -s "unclosed\nhi'))

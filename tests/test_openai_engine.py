@@ -28,8 +28,7 @@ def llama_server():
 
 @pytest.fixture(scope="module")
 def remote(llama_server):
-    eng = Engine()
-    eng.load(None, url=llama_server.url, preset="llamacpp-server", api_key_env=KEY_ENV)
+    eng = Engine.connect(url=llama_server.url, preset="llamacpp-server", api_key_env=KEY_ENV)
     yield eng
     eng.close()
 
@@ -91,7 +90,7 @@ def test_errors_are_one_line_and_the_session_stays_usable(llama_server, session)
     cases.append((dict(url=llama_server.url, api_key_env="VLLAMA_WRONG_KEY"), None, "refused the API key (401): check the key in $VLLAMA_WRONG_KEY"))
     for opts, model, words in cases:
         with pytest.raises(VllamaError) as e:
-            Engine().load(model, **opts)
+            Engine.connect(model, **opts)
         assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
         assert KEY not in str(e.value)
     assert session.engine is before
@@ -100,8 +99,7 @@ def test_errors_are_one_line_and_the_session_stays_usable(llama_server, session)
 
 def test_server_killed_mid_stream(session):
     server = make("llamacpp", n_ctx=8192).start()
-    eng = Engine()
-    eng.load(None, url=server.url, preset="llamacpp-server")
+    eng = Engine.connect(url=server.url, preset="llamacpp-server")
     stream = eng.stream("ROMEO:\n", Sampling(max_tokens=7000, temperature=0.0))
     with pytest.raises(VllamaError) as e:
         for i, _ in enumerate(stream):
@@ -143,7 +141,9 @@ def test_api_key_in_no_output_and_no_saved_notebook(llama_server, tmp_path):
         new_code_cell("%vllama load --engine openai --url " + llama_server.url + " --api-key-env VLLAMA_WRONG_KEY"),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     env = dict(os.environ, VLLAMA_WRONG_KEY="another-secret-value")
-    NotebookClient(nb, timeout=300, kernel_name="python3").execute(env=env)
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True).execute(env=env)
+    last = nb.cells[-1].outputs
+    assert [o["output_type"] for o in last] == ["error"] and len(last[0]["traceback"]) == 1
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)
     text = path.read_text()
@@ -158,8 +158,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed")
 def test_vllm_serve_stream_batch_cancel(engine):
     server = make("vllm").start(timeout=600)
     try:
-        eng = Engine()
-        eng.load(None, url=server.url, preset="vllm")
+        eng = Engine.connect(url=server.url, preset="vllm")
         streamed = eng.generate("ROMEO:\n", GREEDY)
         whole = eng.complete("ROMEO:\n", GREEDY)
         assert streamed.text == whole.text and streamed.output_tokens == whole.output_tokens == 40

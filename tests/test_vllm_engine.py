@@ -133,7 +133,7 @@ def test_killed_engine_gives_clear_error_then_reload_and_close_leaves_no_child(v
 
 
 def test_vllm_cell_in_a_real_kernel():
-    from .kernel import Kernel, of_type, stream_text
+    from vllama_jupyter.bench.kernel import Kernel, of_type, stream_text
 
     k = Kernel()
     try:

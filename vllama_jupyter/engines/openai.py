@@ -101,6 +101,13 @@ class Engine(BaseEngine):
         finally:
             probe.close()
 
+    @classmethod
+    def connect(cls, model: str | None = None, **options) -> "Engine":
+        """An engine connected to a server outside any session (scripts, benchmarks, tests)."""
+        eng = cls()
+        eng.load(cls.check(remote_ref(model, options), options), **options)
+        return eng
+
     def load(self, ref: RemoteRef, **options) -> None:
         _check_options(options)
         t0 = time.perf_counter()
@@ -251,13 +258,13 @@ class Engine(BaseEngine):
                         tokens += 1 if d.text or d.token_ids else 0
                         counted = counted or d.usage is not None
                         reason = d.finish_reason or reason
-                        yield d._replace(finish_reason=None)
+                        # until usage comes, one token per chunk, as these servers send
+                        yield d._replace(finish_reason=None, usage=d.usage or (None if counted else (None, tokens)))
                 else:
                     if reason is None:  # some servers end with a finish reason and no [DONE]
                         raise self._fail(f"the server at {self.url} closed the stream after {tokens} chunks "
                                          "without finishing it: the output is truncated")
-                # until usage comes, one token per chunk, as these servers send
-                yield Delta("", (), time.perf_counter(), _reason(reason), usage=None if counted else (None, tokens))
+                yield Delta("", (), time.perf_counter(), _reason(reason))
         except httpx.HTTPError as e:
             raise self._http_error(e) from None
         except (SSEError, UnicodeDecodeError) as e:

@@ -74,7 +74,7 @@ class Panel:
     def load(self) -> None:
         """Load the chosen model on the chosen engine (runs in the background; see wait())."""
         engine = None if self.engine.value == "auto" else self.engine.value
-        model = self.model.value.strip() or None
+        model = self.model.value.strip() or "embedded"
         options = {}
         if engine == "openai" or (engine is None and self.url.value.strip()):
             engine, options = "openai", {"url": self.url.value.strip()}

@@ -1,4 +1,5 @@
-"""A real IPython kernel driven through jupyter_client, for tests and benchmarks."""
+"""A real IPython kernel driven through jupyter_client: what a Jupyter client sees of a cell
+(benchmarks time it; needs jupyter_client and ipykernel)."""
 from __future__ import annotations
 
 import queue
@@ -13,10 +14,11 @@ class Kernel:
         env = dict(os.environ, **(extra_env or {}))
         self.km, self.kc = start_new_kernel(kernel_name="python3", env=env)
 
-    def execute(self, code: str, timeout: float = 300, on_msg=None) -> list[dict]:
-        """Run code; return every iopub message of that execution (each with a 'recv' time)."""
+    def execute(self, code: str, timeout: float = 300, on_msg=None) -> "Output":
+        """Run code; return every iopub message of that execution (each with a 'recv' time),
+        with the execute reply's status ('ok' or 'error') as `.status`."""
         msg_id = self.kc.execute(code)
-        msgs = []
+        msgs = Output()
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -30,7 +32,11 @@ class Kernel:
             if on_msg:
                 on_msg(msg)
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return msgs
+                while True:
+                    reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        msgs.status = reply["content"]["status"]
+                        return msgs
 
     def value(self, expr: str):
         """The repr of `expr` evaluated in the kernel, read back with ast.literal_eval."""
@@ -45,6 +51,12 @@ class Kernel:
     def stop(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+
+
+class Output(list):
+    """The iopub messages of one execution; `status` is the execute reply's."""
+
+    status: str = "ok"
 
 
 def of_type(msgs: list[dict], kind: str) -> list[dict]:

@@ -1,0 +1,19 @@
+"""Checks on what a real kernel shows for a failed cell."""
+import re
+
+from vllama_jupyter.bench.kernel import of_type, stream_text
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failed_line(msgs) -> str:
+    """The one line a failed cell shows. The execute reply is an error (so nbclient, papermill and
+    nbval stop there) and nothing in the output is a traceback."""
+    assert msgs.status == "error", f"the cell did not fail: {[m['content'] for m in msgs if m['msg_type'] != 'status']}"
+    errors = of_type(msgs, "error")
+    lines = [ANSI.sub("", x) for m in errors for x in m["content"]["traceback"]]
+    stderr = ANSI.sub("", stream_text(msgs, "stderr")).strip()
+    shown = "\n".join(lines + ([stderr] if stderr else []))
+    assert "Traceback" not in shown and 'File "' not in shown and "site-packages" not in shown, shown
+    assert len(errors) <= 1 and shown.count("\n") == 0 and shown, shown
+    return shown
