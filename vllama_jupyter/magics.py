@@ -25,8 +25,11 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, name: str, description: str):
         super().__init__(prog=f"%vllama {name}", description=description, add_help=False, exit_on_error=False)
 
+    def one_line(self) -> str:
+        return " ".join(self.format_usage().split()).removeprefix("usage: ")
+
     def error(self, message: str):
-        raise VllamaError(f"{message}: {self.format_usage().strip().removeprefix('usage: ')}")
+        raise VllamaError(f"{message}: {self.one_line()}")
 
     def read(self, words: list[str]):
         try:
@@ -73,7 +76,7 @@ def _subcommands() -> dict[str, Parser]:
 
 SUBCOMMANDS = _subcommands()
 LINE_HELP = "\n".join(["%vllama SUBCOMMAND — manage the kernel's engine"]
-                      + [f"  {p.format_usage().strip().removeprefix('usage: ')}\n      {p.description}"
+                      + [f"  {p.one_line()}\n      {p.description}"
                          for p in SUBCOMMANDS.values()]
                       + ["%%vllama [options] — the cell body is the prompt; %%vllama? lists the options."])
 
