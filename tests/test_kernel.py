@@ -5,6 +5,8 @@ import time
 
 from vllama_jupyter.bench.kernel import of_type, stream_text
 
+from .helpers import failed_line
+
 
 def test_cell_streams_throttled_updates_and_final_text_matches(kernel):
     kernel.execute("%vllama load embedded --n-ctx 4200")
@@ -53,3 +55,31 @@ def test_interrupt_keeps_partial_text_and_engine(kernel):
     assert not of_type(after, "error")
     assert kernel.value("again.output_tokens") == 5
     assert kernel.value("id(__import__('vllama_jupyter').session.get_session().engine)") == engine_id
+
+
+def test_an_unread_stream_does_not_hold_the_engine(kernel):
+    kernel.execute("import vllama_jupyter as v\n%vllama load embedded --engine llamacpp")
+    msgs = kernel.execute("v.stream('ROMEO:', max_tokens=5)")  # shown as the cell's value, never read
+    assert msgs.status == "ok"
+    assert "not started" in of_type(msgs, "execute_result")[0]["content"]["data"]["text/plain"]
+    assert kernel.execute("%%vllama -t 0 --max-tokens 3\nROMEO:\n").status == "ok"
+    # a stream that was started holds the engine until it is closed or dropped
+    assert kernel.execute("s = v.stream('ROMEO:', max_tokens=50); d = next(s)").status == "ok"
+    assert "the engine is busy (generating)" in failed_line(kernel.execute("%%vllama --max-tokens 3\nROMEO:\n"))
+    assert kernel.execute("del s").status == "ok"
+    assert kernel.execute("%%vllama -t 0 --max-tokens 3\nROMEO:\n").status == "ok"
+    assert kernel.execute("s = v.stream('ROMEO:', max_tokens=50); d = next(s); s.close()").status == "ok"
+    assert kernel.value("s.result.finish_reason") == "cancelled"
+    assert kernel.execute("%vllama unload").status == "ok"
+
+
+def test_a_stream_that_fails_mid_way_frees_the_engine(kernel):
+    from .hostile_server import HostileServer
+
+    with HostileServer() as server:
+        for mode, words in (("text-int", "text that is a int"), ("no-done", "the output is truncated")):
+            assert kernel.execute(f"%vllama load --engine openai --url {server.url(mode)}").status == "ok"
+            assert words in failed_line(kernel.execute("%%vllama\nROMEO:\n"))
+            assert kernel.value("__import__('vllama_jupyter').session.get_session().busy") is False
+        assert kernel.execute("%vllama unload").status == "ok"
+    assert kernel.execute("%vllama load embedded --engine llamacpp").status == "ok"

@@ -217,7 +217,8 @@ class Session:
     # -- the lock -------------------------------------------------------------------------
     def _acquire(self, state: str) -> None:
         if not self._lock.acquire(blocking=False):
-            raise BusyError(f"the engine is busy ({self.state}): wait for it to finish or press Stop")
+            raise BusyError(f"the engine is busy ({self.state}): wait for it to finish, press Stop, "
+                            "or close() the stream you started")
         self.state = state
         self._notify()
 

@@ -61,6 +61,10 @@ def _check_options(options: dict) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
             raise VllamaError(f"{key} must be a whole number >= {least} (got {v!r})"
                               + ("; leave it out to use the context the model was trained on" if key == "n_ctx" else ""))
+    for key in ("type_k", "type_v"):
+        v = options.get(key)
+        if v is not None and v not in CACHE_TYPES.values():
+            raise VllamaError(f"{key} must be a KV cache type number: " + ", ".join(f"{n} ({k})" for k, n in CACHE_TYPES.items()))
 
 
 def _arch(meta: dict) -> str:
@@ -136,11 +140,17 @@ def route_logs() -> None:
 
 
 def last_error() -> str:
-    """The most telling recent llama.cpp log line."""
+    """The most telling recent llama.cpp log line: the reason it gave, else the last error."""
     for line in reversed(logs):
-        if "error" in line.lower() or "failed" in line.lower() or "unknown" in line.lower():
+        if "error loading model:" in line:
+            return " ".join(line.split("error loading model:", 1)[1].split())[:200]
+    for line in reversed(logs):
+        if any(w in line.lower() for w in ("error", "failed", "unknown")):
             return " ".join(line.split())[:200]
     return " ".join(logs[-1].split())[:200] if logs else "llama.cpp gave no reason"
+
+
+CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
 
 
 class Detokenizer:
