@@ -9,10 +9,10 @@ from jupyter_client.manager import start_new_kernel
 
 
 class Kernel:
-    def __init__(self, extra_env: dict | None = None):
+    def __init__(self, extra_env: dict | None = None, cwd: str | None = None):
         import os
         env = dict(os.environ, **(extra_env or {}))
-        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env)
+        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env, cwd=cwd or os.getcwd())
 
     def execute(self, code: str, timeout: float = 300, on_msg=None) -> "Output":
         """Run code; return every iopub message of that execution (each with a 'recv' time),

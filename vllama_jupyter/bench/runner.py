@@ -3,6 +3,7 @@ metrics with vLLM's definitions, results as pandas DataFrames with the facts nee
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ class BenchResult:
     def to_csv(self, prefix: str) -> list[str]:
         """Write PREFIX_summary.csv, PREFIX_requests.csv and PREFIX_meta.json; return the paths."""
         paths = [f"{prefix}_summary.csv", f"{prefix}_requests.csv", f"{prefix}_meta.json"]
+        os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
         self.summary.to_csv(paths[0], index=False)
         self.requests.to_csv(paths[1], index=False)
         with open(paths[2], "w") as f:

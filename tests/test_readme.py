@@ -1,0 +1,34 @@
+"""The README's notebook and Python examples, run verbatim in a real kernel, in order."""
+import re
+from pathlib import Path
+
+from vllama_jupyter.bench.kernel import Kernel, of_type
+
+from .conftest import ROOT
+
+README = Path(ROOT) / "README.md"
+
+
+def blocks(lang: str | None = None) -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", README.read_text(), re.S)
+            if lang is None or m.group(1) == lang]
+
+
+def test_readme_examples_run_verbatim(tmp_path):
+    cells = [code for lang, code in blocks() if lang in ("ipython", "python")]
+    assert len(cells) >= 4 and any(c.startswith("%%vllama") for c in cells)
+    k = Kernel(cwd=str(tmp_path))
+    try:
+        for code in cells:
+            msgs = k.execute(code, timeout=600)
+            errors = [m["content"]["evalue"] for m in of_type(msgs, "error")]
+            assert msgs.status == "ok", (code, errors)
+        # the output shown under the %%vllama example is what the embedded model really writes
+        shown = next(code for lang, code in blocks("") if code.startswith("This is the day"))
+        text = shown.rsplit("...", 1)[0].rstrip(" ,")
+        assert k.value("reply.text").lstrip("\n").startswith(text.rsplit(",", 1)[0])
+        assert shown.strip().splitlines()[-1].startswith("— 80 tokens · TTFT")
+        assert k.value("reply.output_tokens") == 80
+        assert (tmp_path / "out" / "run1_summary.csv").exists()
+    finally:
+        k.stop()
