@@ -80,7 +80,7 @@ BENCHMARK_ENGINES = [
            "if 'vllm' in t:\n    t['vllm / llamacpp'] = t['vllm'] / t['llamacpp']\nt"),
     new_markdown_cell("Save the numbers with the facts needed to compare them later (hardware, "
                       "engine versions, model, settings):"),
-    ignore("res.to_csv('benchmark_engines')"),
+    ignore("res.to_csv('out/benchmark_engines')  # CSV + JSON under out/"),
     check("sorted(res.meta)[:4]"),
 ]
 
@@ -172,6 +172,8 @@ def write(name: str, cells: list) -> None:
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"}})
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{Path(name).stem[:2]}-{i:02d}"   # stable ids: regenerating changes nothing
     nbformat.write(nb, Path(__file__).resolve().parent.parent / "notebooks" / name)
 
 

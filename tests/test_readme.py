@@ -32,3 +32,23 @@ def test_readme_examples_run_verbatim(tmp_path):
         assert (tmp_path / "out" / "run1_summary.csv").exists()
     finally:
         k.stop()
+
+
+def test_notebooks_are_committed_clean_and_as_generated():
+    """No outputs, counts or widget state in the repository's notebooks; they are what
+    scripts/make_notebooks.py writes."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    for path in sorted((Path(ROOT) / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert "widgets" not in nb.metadata, path
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, (path, cell.source[:40])
+    before = {p.name: p.read_bytes() for p in (Path(ROOT) / "notebooks").glob("*.ipynb")}
+    subprocess.run([sys.executable, str(Path(ROOT) / "scripts" / "make_notebooks.py")], check=True)
+    after = {p.name: p.read_bytes() for p in (Path(ROOT) / "notebooks").glob("*.ipynb")}
+    assert before == after
