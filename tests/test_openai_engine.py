@@ -187,3 +187,42 @@ def test_vllm_serve_stream_batch_cancel(engine):
     finally:
         server.stop()
     assert not server.running
+
+
+def test_served_process_dies_with_a_killed_kernel_and_its_logs_go():
+    """A kernel killed hard (SIGKILL: no atexit) takes its server with it; its log folder is
+    removed by the next kernel that starts a server."""
+    from vllama_jupyter import servers
+    from vllama_jupyter.bench.kernel import Kernel
+
+    k = Kernel()
+    try:
+        assert k.execute("%load_ext vllama_jupyter\n%vllama serve llamacpp --no-load", timeout=120).status == "ok"
+        srv = k.value("(lambda s: (s.proc.pid, s.url, str(s.log_path)))("
+                      "__import__('vllama_jupyter').session.get_session().servers[0])")
+        kernel_pid = k.value("__import__('os').getpid()")
+        pid, url, log = srv
+        assert httpx.get(f"{url}/models", timeout=5).status_code == 200 and os.path.exists(log)
+        os.kill(kernel_pid, 9)
+        gone = psutil_wait_gone(pid, 20)
+        assert gone, f"server {pid} outlived its kernel"
+    finally:
+        k.stop()
+    folder = os.path.dirname(log)
+    assert os.path.isdir(folder)
+    servers.log_folder()  # what the next kernel does before its first server
+    assert not os.path.exists(folder)
+
+
+def psutil_wait_gone(pid: int, timeout: float) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False

@@ -127,7 +127,16 @@ def test_killed_engine_gives_clear_error_then_reload_and_close_leaves_no_child(v
     assert not children()
     session.load(None, "vllm")
     assert session.generate("ROMEO:\n", max_tokens=5, temperature=0).output_tokens == 5
-    assert any("EngineCore" in " ".join(p.cmdline()) for p in children())
+    core = [p for p in children() if "EngineCore" in " ".join(p.cmdline())]
+    assert core
+    # the session's engine process dies: status says so and the next request says how to recover
+    for p in core:
+        p.kill()
+    psutil.wait_procs(core, timeout=30)
+    st = session.status()
+    assert st["loaded"] and "engine process has died" in st["dead"] and st["engine"] == "vllm"
+    with pytest.raises(VllamaError, match="has died: reload it"):
+        session.generate("ROMEO:\n", max_tokens=5, temperature=0)
     session.unload()
     assert not children(), [p.cmdline() for p in children()]
 
