@@ -79,6 +79,7 @@ class Engine(BaseEngine):
         self.load_seconds = 0.0
         self.options: dict = {}
         self._children: list = []   # the processes vLLM started for this engine
+        self._cores: list = []
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict) -> ModelRef:
@@ -130,6 +131,8 @@ class Engine(BaseEngine):
                 raise
             raise VllamaError(f"vLLM could not start it ({_first_line(e)})") from None
         self._children = [c for c in psutil.Process().children() if c.pid not in before]
+        # the engine-core processes: their death is the engine's, before vLLM itself notices
+        self._cores = [c for c in self._children if "EngineCore" in _cmdline(c)]
         self.load_seconds = time.perf_counter() - t0
         self.ref, self.model_name, self.options = ref, ref.name, opts
         self.tokenizer = self.llm.get_tokenizer()
@@ -187,7 +190,7 @@ class Engine(BaseEngine):
             raise VllamaError(why)
 
     def dead(self) -> str | None:
-        if self.llm is not None and self.llm.errored:
+        if self.llm is not None and (self.llm.errored or not all(_alive(p) for p in self._cores)):
             return ("the vLLM engine process has died: reload it with %vllama load "
                     "(or vllama_jupyter.load()); the kernel is fine")
         return None
@@ -201,6 +204,7 @@ class Engine(BaseEngine):
 
     def context_length(self) -> int:
         return self.max_model_len
+
 
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -381,3 +385,19 @@ def _reap(children: list, timeout: float = 30.0) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=10)
+
+
+def _cmdline(p) -> str:
+    try:
+        return " ".join(p.cmdline()) + " " + p.name()
+    except Exception:
+        return ""
+
+
+def _alive(p) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
