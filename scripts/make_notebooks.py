@@ -167,6 +167,26 @@ PANEL = [
     check("w.status.value, w.progress.value, len(w.result.summary)"),
 ]
 
+REFERENCE = [
+    new_markdown_cell("# The reference benchmark run\n\n`benchmarks/run_all.py` measures every performance "
+                      "ratio of this project in one run: each compares two things measured alternately "
+                      "(A B, B A, ...), every pair gives one ratio, and a ratio is the median of its pairs "
+                      "with their spread. `--reference` keeps a run in `benchmarks/results/reference/`; "
+                      "this notebook shows the one committed with the project. Run the harness on your "
+                      "machine and point `RUN` at its folder to see yours."),
+    new_code_cell("import json\nfrom pathlib import Path\n\nimport pandas as pd\n\n"
+                  "RUN = Path('../benchmarks/results/reference')\nrun = json.loads((RUN / 'run.json').read_text())\n"
+                  "print(run['machine'])\nprint(run['versions'], run['time'], f\"{run['seconds']} s\")"),
+    ignore("table = pd.DataFrame([{k: r[k] for k in ('ratio', 'median', 'q1', 'q3', 'min', 'max', 'pairs', 'goal', 'met', 'note')}\n"
+           "                      for r in run['ratios']])\ntable.style.format(precision=3)"),
+    check("sorted(table.columns), all(table['pairs'] >= 3)"),
+    new_markdown_cell("Each ratio's pairs (grey), quartiles (blue bar) and median (green when it meets its goal, "
+                      "red when not), against the goal (dashed):"),
+    ignore("from IPython.display import Image\nImage(filename=str(RUN / 'ratios.png'))"),
+    new_markdown_cell("Every pair is kept, so a ratio's spread can be looked at directly:"),
+    ignore("pairs = pd.read_csv(RUN / 'pairs.csv')\npairs.groupby('ratio')['a_over_b'].describe()"),
+]
+
 
 def write(name: str, cells: list) -> None:
     nb = new_notebook(cells=cells, metadata={
@@ -183,3 +203,4 @@ if __name__ == "__main__":
     write("03_batch_inference.ipynb", BATCH)
     write("04_in_process_vs_server.ipynb", SERVER)
     write("05_panel.ipynb", PANEL)
+    write("06_benchmark_reference.ipynb", REFERENCE)

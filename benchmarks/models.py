@@ -1,0 +1,151 @@
+"""Models the benchmarks build here (nothing is downloaded from a model hub):
+
+  qwen_shaped()      a random-weight llama model of Qwen2.5-0.5B's dimensions, f16 (about 1 GB)
+  real_tokenizer()   a small random-weight llama model around Qwen2's real byte-level BPE
+                     vocabulary (151,936 tokens) and chat template, taken from the vocabulary-only
+                     GGUF in llama-cpp-python's source distribution (from PyPI)
+  long_context_hf()  the embedded model's HF folder, allowed a 4,096-token context (vLLM)
+
+Built once into $VLLAMA_BENCH_CACHE (default ~/.cache/vllama-jupyter).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(os.environ.get("VLLAMA_BENCH_CACHE", Path.home() / ".cache" / "vllama-jupyter"))
+# Qwen2.5-0.5B: hidden 896, 24 layers, 14 heads (2 KV heads), FFN 4864, vocab 151,936, tied embeddings
+QWEN = dict(vocab=151936, hidden=896, layers=24, heads=14, kv_heads=2, ffn=4864, ctx=32768)
+SMALL = dict(hidden=128, layers=2, heads=4, kv_heads=4, ffn=256, ctx=4096)
+
+
+def _writer(path: Path, shape: dict, name: str):
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(shape["ctx"])
+    w.add_embedding_length(shape["hidden"])
+    w.add_block_count(shape["layers"])
+    w.add_feed_forward_length(shape["ffn"])
+    w.add_head_count(shape["heads"])
+    w.add_head_count_kv(shape["kv_heads"])
+    w.add_rope_dimension_count(shape["hidden"] // shape["heads"])
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    return w
+
+
+def _weights(w, shape: dict, vocab: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+
+    def rand(*dims):
+        return (rng.standard_normal(dims, dtype=np.float32) * 0.02).astype(np.float16)
+
+    h, kv = shape["hidden"], shape["kv_heads"] * (shape["hidden"] // shape["heads"])
+    w.add_tensor("token_embd.weight", rand(vocab, h))
+    for i in range(shape["layers"]):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(h, np.float32))
+        w.add_tensor(f"blk.{i}.attn_q.weight", rand(h, h))
+        w.add_tensor(f"blk.{i}.attn_k.weight", rand(kv, h))
+        w.add_tensor(f"blk.{i}.attn_v.weight", rand(kv, h))
+        w.add_tensor(f"blk.{i}.attn_output.weight", rand(h, h))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(h, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(shape["ffn"], h))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", rand(shape["ffn"], h))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", rand(h, shape["ffn"]))
+    w.add_tensor("output_norm.weight", np.ones(h, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def qwen_shaped() -> Path:
+    import gguf
+
+    path = CACHE / "qwen2.5-0.5b-shape-f16.gguf"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part")
+    w = _writer(part, QWEN, "random Qwen2.5-0.5B-shaped llama")
+    w.add_tokenizer_model("llama")
+    tokens = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{i:02X}>".encode() for i in range(256)]
+    tokens += [f"\u2581t{i}".encode() for i in range(QWEN["vocab"] - len(tokens))]
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * len(tokens))
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.BYTE] * 256
+    w.add_token_types(types + [gguf.TokenType.NORMAL] * (len(tokens) - len(types)))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    _weights(w, QWEN, QWEN["vocab"])
+    os.replace(part, path)
+    return path
+
+
+def vocab_file(name: str = "qwen2") -> Path:
+    """ggml-vocab-NAME.gguf from the llama-cpp-python source distribution of the installed version."""
+    import llama_cpp
+
+    path = CACHE / f"ggml-vocab-{name}.gguf"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    sdists = CACHE / "sdist"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                    "-d", str(sdists), f"llama-cpp-python=={llama_cpp.__version__}"], check=True)
+    archive = next(sdists.glob(f"llama_cpp_python-{llama_cpp.__version__}.tar.gz"))
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(f"vendor/llama.cpp/models/ggml-vocab-{name}.gguf"))
+        with tar.extractfile(member) as src, open(path.with_suffix(".part"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    os.replace(path.with_suffix(".part"), path)
+    return path
+
+
+def real_tokenizer(name: str = "qwen2") -> Path:
+    """A small random-weight model whose tokenizer and chat template are the real ones of `name`."""
+    from gguf import GGUFReader, GGUFValueType
+
+    path = CACHE / f"random-llama-{name}-vocab.gguf"
+    if path.exists():
+        return path
+    reader = GGUFReader(str(vocab_file(name)))
+    part = path.with_suffix(".part")
+    w = _writer(part, SMALL, f"random llama with the {name} tokenizer")
+    vocab = 0
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        value = field.contents()
+        sub = field.types[1] if field.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(key, value, field.types[0], sub_type=sub)
+        if key == "tokenizer.ggml.tokens":
+            vocab = len(value)
+    _weights(w, SMALL, vocab)
+    os.replace(part, path)
+    return path
+
+
+def long_context_hf(ctx: int = 4096) -> Path:
+    """The embedded model's HF form with max_position_embeddings = ctx (same weights), so vLLM
+    takes a context longer than the 1,024 tokens it was trained on."""
+    from vllama_jupyter.models import EMBEDDED_DIR
+
+    path = CACHE / f"tiny-shakespeare-hf-{ctx}"
+    if not path.exists():
+        shutil.copytree(EMBEDDED_DIR / "hf", str(path) + ".part")
+        config = Path(str(path) + ".part") / "config.json"
+        data = json.loads(config.read_text())
+        data["max_position_embeddings"] = ctx
+        config.write_text(json.dumps(data, indent=2))
+        os.replace(str(path) + ".part", path)
+    return path

@@ -1,0 +1,86 @@
+"""Interleaved, paired measurement: the one way every two-sided ratio here is measured.
+
+A and B run alternately (A B A B ...), after warm-up runs that are thrown away; each pair gives
+one ratio, so drift of a shared machine lands on both sides of a pair alike. A ratio is reported
+as the median of its pairs with their spread (quartiles and min-max) and the number of pairs.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Ratio:
+    """One reported ratio: `pairs` holds (a, b, a/b) of every pair."""
+
+    name: str
+    goal: str                      # e.g. ">= 0.97"
+    unit: str = ""                 # what a and b are (e.g. "tokens/s")
+    pairs: list[tuple[float, float, float]] = field(default_factory=list)
+    note: str = ""                 # a derived figure worth printing (e.g. µs/token added)
+
+    @property
+    def values(self) -> list[float]:
+        return [r for _, _, r in self.pairs]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def quartiles(self) -> tuple[float, float]:
+        v = self.values
+        if len(v) < 2:
+            return v[0], v[0]
+        q = statistics.quantiles(v, n=4, method="inclusive")
+        return q[0], q[2]
+
+    @property
+    def met(self) -> bool:
+        op, target = self.goal.split()
+        return self.median >= float(target) if op == ">=" else self.median <= float(target)
+
+    def row(self) -> dict:
+        q1, q3 = self.quartiles
+        return {"ratio": self.name, "median": self.median, "q1": q1, "q3": q3, "min": min(self.values),
+                "max": max(self.values), "pairs": len(self.pairs), "goal": self.goal, "met": self.met,
+                "unit": self.unit, "note": self.note}
+
+    def to_dict(self) -> dict:
+        return {**self.row(), "every_pair": [dict(zip(("a", "b", "a_over_b"), p)) for p in self.pairs]}
+
+    def line(self) -> str:
+        q1, q3 = self.quartiles
+        mark = "met" if self.met else "NOT met"
+        return (f"{self.name:52s} {self.median:7.3f}  IQR {q1:.3f}-{q3:.3f}  range {min(self.values):.3f}-"
+                f"{max(self.values):.3f}  n={len(self.pairs):<3d} goal {self.goal:8s} {mark}"
+                + (f"  ({self.note})" if self.note else ""))
+
+
+def paired(name: str, goal: str, a: Callable[[], float], b: Callable[[], float], pairs: int,
+           warmup: int = 1, unit: str = "", ratio: Callable[[float, float], float] | None = None) -> Ratio:
+    """Run `a` and `b` alternately `pairs` times after `warmup` discarded pairs; one ratio per pair
+    (a / b unless `ratio` says otherwise)."""
+    ratio = ratio or (lambda x, y: x / y)
+    for _ in range(warmup):
+        a(), b()
+    out = Ratio(name, goal, unit)
+    for i in range(pairs):
+        if i % 2:   # B first every other pair, so neither side always runs right after the other
+            y = b()
+            x = a()
+        else:
+            x = a()
+            y = b()
+        out.pairs.append((x, y, ratio(x, y)))
+    return out
+
+
+def show(ratios: list[Ratio]) -> list[Ratio]:
+    for r in ratios:
+        print(r.line(), flush=True)
+    return ratios
+
+
