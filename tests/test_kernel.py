@@ -83,3 +83,14 @@ def test_a_stream_that_fails_mid_way_frees_the_engine(kernel):
             assert kernel.value("__import__('vllama_jupyter').session.get_session().busy") is False
         assert kernel.execute("%vllama unload").status == "ok"
     assert kernel.execute("%vllama load embedded --engine llamacpp").status == "ok"
+
+
+def test_llama_cpp_log_lines_stay_out_of_cells(kernel):
+    msgs = kernel.execute("%vllama load embedded --engine llamacpp --n-ctx 4096")
+    err = stream_text(msgs, "stderr")
+    assert msgs.status == "ok"
+    assert err.strip() == ("vllama: the context (4,096 tokens) is longer than the 1,024 tiny-shakespeare was "
+                           "trained on: text past that point may be poor")
+    msgs = kernel.execute("%%vllama -t 0 --max-tokens 5\nROMEO:\n")
+    assert msgs.status == "ok" and stream_text(msgs, "stderr") == ""
+    assert kernel.execute("%vllama load embedded --engine llamacpp").status == "ok"

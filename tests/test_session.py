@@ -109,3 +109,17 @@ def test_import_and_load_ext_pull_in_no_engine():
     r = run_python(code)
     assert r.returncode == 0, r.stderr
     assert "OS:" in r.stdout and r.stdout.strip().endswith("[]")
+
+
+def test_public_names_stay_what_the_readme_says():
+    """Importing every submodule (as engines, widgets and benchmarks do) replaces no public name."""
+    r = run_python("import importlib, pkgutil, vllama_jupyter as v\n"
+                   "for m in pkgutil.walk_packages(v.__path__, 'vllama_jupyter.'):\n"
+                   "    if not m.name.endswith('.__main__'):\n"
+                   "        importlib.import_module(m.name)\n"
+                   "import inspect\n"
+                   "print(all(inspect.isfunction(getattr(v, n)) for n in ('load', 'unload', 'status', 'generate', "
+                   "'stream', 'chat', 'batch', 'serve', 'panel', 'bench_widget', 'hardware')))\n"
+                   "print(inspect.ismodule(v.bench))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True"]

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .errors import VllamaError
+from .sampling import Sampling
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,8 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("prompt", nargs="?", help="the prompt (default: read standard input)")
     p.add_argument("-m", "--model", help="path, Hugging Face repo id or alias (default: embedded model)")
     p.add_argument("-e", "--engine", help="llamacpp, vllm or openai (default: chosen from the hardware)")
-    p.add_argument("--max-tokens", type=int, default=200)
-    p.add_argument("-t", "--temperature", type=float, default=0.8)
+    p.add_argument("--max-tokens", type=int, default=Sampling.max_tokens)
+    p.add_argument("-t", "--temperature", type=float, default=Sampling.temperature)
     p.add_argument("--seed", type=int)
     p.add_argument("--hardware", action="store_true", help="print what was found on this machine and exit")
     a = p.parse_args(argv)
