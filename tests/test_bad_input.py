@@ -194,6 +194,7 @@ def engine_state(k) -> tuple:
 
 def check_case(k, cell: str, words: str, before: tuple) -> None:
     line = failed_line(k.execute(cell))
+    print(f"\n{cell[:70]!r} -> {line}")  # the catalogue as the user sees it (pytest -s)
     assert words in line, (cell[:80], line)
     assert len(line) < 400, line
     assert KEY not in line
