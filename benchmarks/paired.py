@@ -1,12 +1,17 @@
 """Interleaved, paired measurement: the one way every two-sided ratio here is measured.
 
-A and B run alternately (A B A B ...), after warm-up runs that are thrown away; each pair gives
-one ratio, so drift of a shared machine lands on both sides of a pair alike. A ratio is reported
-as the median of its pairs with their spread (quartiles and min-max) and the number of pairs.
+A and B run alternately, after warm-up runs that are thrown away: A B, then B A, then A B, ...
+(so neither side always runs right after the other). Each pair gives one ratio, so drift of a
+shared machine lands on both sides of a pair alike. A ratio is reported as the median of its pairs
+with their spread (quartiles and min-max) and the number of pairs.
+
+`settle` waits between runs: llama.cpp's worker threads spin for a while after their work, and
+on two cores the next run, in another process, would pay for it.
 """
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -60,21 +65,24 @@ class Ratio:
 
 
 def paired(name: str, goal: str, a: Callable[[], float], b: Callable[[], float], pairs: int,
-           warmup: int = 1, unit: str = "", ratio: Callable[[float, float], float] | None = None) -> Ratio:
-    """Run `a` and `b` alternately `pairs` times after `warmup` discarded pairs; one ratio per pair
-    (a / b unless `ratio` says otherwise)."""
-    ratio = ratio or (lambda x, y: x / y)
+           warmup: int = 1, unit: str = "", settle: float = 0.2) -> Ratio:
+    """Run `a` and `b` alternately `pairs` times after `warmup` discarded pairs; one ratio a / b
+    per pair."""
+    def run(fn: Callable[[], float]) -> float:
+        time.sleep(settle)
+        return fn()
+
     for _ in range(warmup):
-        a(), b()
+        run(a), run(b)
     out = Ratio(name, goal, unit)
     for i in range(pairs):
-        if i % 2:   # B first every other pair, so neither side always runs right after the other
-            y = b()
-            x = a()
+        if i % 2:
+            y = run(b)
+            x = run(a)
         else:
-            x = a()
-            y = b()
-        out.pairs.append((x, y, ratio(x, y)))
+            x = run(a)
+            y = run(b)
+        out.pairs.append((x, y, x / y))
     return out
 
 

@@ -70,14 +70,17 @@ class Renderer:
 
         if self.live:
             self.handle = display(bundle("", self.fmt), raw=True, display_id=True)
-        last = time.perf_counter()
+        if self.handle is None:
+            for _ in stream:
+                pass
+            return
+        clock, throttle = time.perf_counter, self.throttle
+        next_update = clock() + throttle
         for d in stream:
-            if self.handle is not None and d.text:
-                now = time.perf_counter()
-                if now - last >= self.throttle:
-                    self.handle.update(bundle(stream.text, self.fmt), raw=True)
-                    self.updates += 1
-                    last = now
+            if d.text and clock() >= next_update:
+                self.handle.update(bundle(stream.text, self.fmt), raw=True)
+                self.updates += 1
+                next_update = clock() + throttle
 
     def _terminal(self, stream: Stream) -> None:
         for d in stream:

@@ -161,12 +161,13 @@ class Detokenizer:
         self.llm = llm
         self.pieces = {} if pieces is None else pieces
         self.utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self.decode = self.utf8.decode
 
     def feed(self, tok: int) -> str:
         piece = self.pieces.get(tok)
         if piece is None:
             piece = self.pieces[tok] = self.llm.detokenize([tok])
-        return self.utf8.decode(piece)
+        return self.decode(piece)
 
     def flush(self) -> str:
         return self.utf8.decode(b"", final=True)
@@ -292,24 +293,26 @@ class Engine(BaseEngine):
                               repeat_penalty=1.0, grammar=grammar)
         detok = Detokenizer(llm, self._pieces)
         stops = StopMatcher(s.stop)
+        # the per-token path: names bound once, no stop matching when there are no stops
+        feed, clock, eog = detok.feed, time.perf_counter, (None if s.ignore_eos else self._is_eog)
+        cut = stops.feed if s.stop else (lambda text: (text, False))
         held: list[int] = []
         n = 0
         try:
             for tok in tokens:
-                if not s.ignore_eos and self._is_eog(tok):
-                    yield Delta(detok.flush() + stops.flush(), tuple(held), time.perf_counter(), "stop")
+                if eog is not None and eog(tok):
+                    yield Delta(detok.flush() + stops.flush(), tuple(held), clock(), "stop")
                     return
                 n += 1
                 held.append(tok)
-                text, hit = stops.feed(detok.feed(tok))
-                last = n >= max_new
-                if hit or last:
+                text, hit = cut(feed(tok))
+                if hit or n >= max_new:
                     if not hit:
-                        text += stops.feed(detok.flush())[0] + stops.flush()
-                    yield Delta(text, tuple(held), time.perf_counter(), "stop" if hit else "length")
+                        text += cut(detok.flush())[0] + stops.flush()
+                    yield Delta(text, tuple(held), clock(), "stop" if hit else "length")
                     return
                 if text:
-                    yield Delta(text, tuple(held), time.perf_counter())
+                    yield Delta(text, tuple(held), clock())
                     held = []
         finally:
             tokens.close()
