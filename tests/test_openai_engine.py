@@ -210,7 +210,7 @@ def test_served_process_dies_with_a_killed_kernel_and_its_logs_go():
         k.stop()
     folder = os.path.dirname(log)
     assert os.path.isdir(folder)
-    servers.log_folder()  # what the next kernel does before its first server
+    servers.log_folder()  # what every kernel does before it starts a server
     assert not os.path.exists(folder)
 
 

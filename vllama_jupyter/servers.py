@@ -30,16 +30,15 @@ _LOGS: Path | None = None
 
 
 def log_folder() -> Path:
-    """This kernel's folder for server logs; folders left by kernels that died are removed."""
+    """This kernel's folder for server logs. Folders left by kernels that died are removed first."""
     global _LOGS
-    if _LOGS is None or not _LOGS.exists():
-        import psutil
+    import psutil
 
-        tmp = Path(tempfile.gettempdir())
-        for old in tmp.glob("vllama-logs-*"):
-            pid = old.name.split("-")[2]
-            if pid.isdigit() and not psutil.pid_exists(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
+    for old in Path(tempfile.gettempdir()).glob("vllama-logs-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    if _LOGS is None or not _LOGS.exists():
         _LOGS = Path(tempfile.mkdtemp(prefix=f"vllama-logs-{os.getpid()}-"))
     return _LOGS
 
