@@ -215,7 +215,7 @@ def test_catalogue_is_large_enough():
 
 @pytest.mark.parametrize("kind, case, words", CATALOGUE, ids=[f"{kind}:{case[:40]}" for kind, case, _ in CATALOGUE])
 def test_bad_input_fails_the_cell_with_one_line(k, files, hostile, kind, case, words):
-    k.execute(f"%vllama load embedded --engine llamacpp")  # the engine every case starts from
+    k.execute("%vllama load embedded --engine llamacpp")  # the engine every case starts from
     before = engine_state(k)
     assert before[1] == "tiny-shakespeare"
     os.environ.pop("VLLAMA_UNSET_VARIABLE", None)

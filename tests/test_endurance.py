@@ -6,17 +6,14 @@ import time
 import psutil
 import pytest
 
-from vllama_jupyter.bench.kernel import Kernel, of_type
+from vllama_jupyter.bench.kernel import of_type
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def k():
-    kernel = Kernel()
-    kernel.execute("%load_ext vllama_jupyter")
-    yield kernel
-    kernel.stop()
+def k(kernel):
+    return kernel
 
 
 def rss(k) -> int:

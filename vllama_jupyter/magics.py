@@ -5,7 +5,6 @@ import argparse
 import json
 import re
 import shlex
-import sys
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments

@@ -50,7 +50,7 @@ class Session:
     def resolve(self, model, engine: str, options: dict | None = None):
         """The typed reference `model` names for `engine` (hub lookups are remembered)."""
         if engine == "openai":
-            from .engines.openai import remote_ref
+            from .engines.remote import remote_ref
             return remote_ref(model, options or {})
         key = (str(model).strip() if model is not None else "", engine)
         ref = self._refs.get(key)

@@ -20,6 +20,7 @@ from ..models import ModelRef
 from ..result import Delta, Result, Stream, finished
 from ..sampling import Sampling
 from .base import BaseEngine, check_batch
+from .children import alive, cmdline, reap, rss, stop_resource_tracker
 
 _DONE = object()
 _ids = itertools.count()
@@ -132,7 +133,7 @@ class Engine(BaseEngine):
             raise VllamaError(f"vLLM could not start it ({_first_line(e)})") from None
         self._children = [c for c in psutil.Process().children() if c.pid not in before]
         # the engine-core processes: their death is the engine's, before vLLM itself notices
-        self._cores = [c for c in self._children if "EngineCore" in _cmdline(c)]
+        self._cores = [c for c in self._children if "EngineCore" in cmdline(c)]
         self.load_seconds = time.perf_counter() - t0
         self.ref, self.model_name, self.options = ref, ref.name, opts
         self.tokenizer = self.llm.get_tokenizer()
@@ -156,8 +157,8 @@ class Engine(BaseEngine):
             self.thread.join(timeout=30)
             self.loop.close()
             self.loop = self.thread = None
-        _stop_resource_tracker()
-        _reap(self._children)
+        stop_resource_tracker()
+        reap(self._children)
         self._children = []
         gc.collect()
 
@@ -190,7 +191,7 @@ class Engine(BaseEngine):
             raise VllamaError(why)
 
     def dead(self) -> str | None:
-        if self.llm is not None and (self.llm.errored or not all(_alive(p) for p in self._cores)):
+        if self.llm is not None and (self.llm.errored or not all(alive(p) for p in self._cores)):
             return ("the vLLM engine process has died: reload it with %vllama load "
                     "(or vllama_jupyter.load()); the kernel is fine")
         return None
@@ -318,13 +319,13 @@ class Engine(BaseEngine):
         self._require()
         proc = psutil.Process()
         children = proc.children(recursive=True)
-        rss = proc.memory_info().rss + sum(_rss(c) for c in children)
+        memory = proc.memory_info().rss + sum(rss(c) for c in children)
         cfg = self.llm.model_config
         device = "cuda" if _gpu_present() else "cpu"
         return {"engine": self.name, "version": vllm.__version__, "model": self.model_name,
                 "path": str(self.ref.path), "device": device, "dtype": str(cfg.dtype).replace("torch.", ""),
                 "context_length": self.max_model_len, "engine_processes": len(children),
-                "rss_bytes": rss, "load_seconds": round(self.load_seconds, 1),
+                "rss_bytes": memory, "load_seconds": round(self.load_seconds, 1),
                 "chat_template": "from tokenizer" if getattr(self.tokenizer, "chat_template", None) else "plain"}
 
 
@@ -336,26 +337,8 @@ async def _cancel_tasks() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _stop_resource_tracker() -> None:
-    """multiprocessing's resource tracker, started for vLLM's engine processes, is the last child
-    left after shutdown; it starts again by itself when something needs it."""
-    try:
-        from multiprocessing import resource_tracker
-
-        resource_tracker._resource_tracker._stop()
-    except Exception:
-        pass
-
-
 def _reason(r: str | None) -> str | None:
     return {"abort": "cancelled"}.get(r, r) if r else None
-
-
-def _rss(p) -> int:
-    try:
-        return p.memory_info().rss
-    except Exception:
-        return 0
 
 
 def _first_line(e: BaseException) -> str:
@@ -372,32 +355,3 @@ def _drain(q: queue.Queue, timeout: float = 10.0) -> None:
                 return
         except queue.Empty:
             return
-
-
-def _reap(children: list, timeout: float = 30.0) -> None:
-    """Wait for the engine's processes to exit and collect them (no zombies); kill stragglers."""
-    import psutil
-
-    _, alive = psutil.wait_procs(children, timeout=timeout)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-
-
-def _cmdline(p) -> str:
-    try:
-        return " ".join(p.cmdline()) + " " + p.name()
-    except Exception:
-        return ""
-
-
-def _alive(p) -> bool:
-    import psutil
-
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False

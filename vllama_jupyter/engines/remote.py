@@ -1,0 +1,78 @@
+"""What the openai engine is pointed at: server presets, the /v1 URL, the typed reference and
+the options, all checked without touching the network."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import VllamaError
+from ..models import EMBEDDED_NAMES, RemoteRef
+
+
+@dataclass(frozen=True)
+class Preset:
+    label: str
+    url: str
+    top_k: bool = False          # accepts top_k / ignore_eos extensions
+    schema_field: str = "response_format"
+    extra: tuple = ()            # body fields that make its sampling match the in-process engines
+
+
+PRESETS = {
+    "vllm": Preset("vLLM", "http://127.0.0.1:8000/v1", top_k=True, schema_field="structured_outputs"),
+    "ollama": Preset("Ollama", "http://127.0.0.1:11434/v1"),
+    "llamacpp-server": Preset("llama.cpp server", "http://127.0.0.1:8080/v1", top_k=True, schema_field="json_schema",
+                              extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
+    "max": Preset("MAX", "http://127.0.0.1:8000/v1"),
+    "sglang": Preset("SGLang", "http://127.0.0.1:30000/v1", top_k=True),
+    "tgi": Preset("TGI", "http://127.0.0.1:8080/v1"),
+    "openai": Preset("OpenAI-compatible", ""),
+}
+
+
+OPTIONS = ("url", "preset", "api_key_env", "timeout", "concurrency")
+
+
+def base_url(options: dict) -> str:
+    """The server's /v1 URL from url= or a preset, checked for shape (no network)."""
+    import httpx
+
+    preset = options.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise VllamaError(f"unknown server preset {preset!r}: use one of {', '.join(PRESETS)}")
+    url = options.get("url") or (PRESETS[preset].url if preset else "")
+    if not url:
+        raise VllamaError("the openai engine needs a server: give url='http://host:port/v1' or a preset")
+    if not isinstance(url, str):
+        raise VllamaError(f"url must be text like 'http://127.0.0.1:8000/v1' (got {type(url).__name__})")
+    try:
+        parsed = httpx.URL(url.strip())
+    except (httpx.InvalidURL, ValueError) as e:
+        raise VllamaError(f"the url {url!r} cannot be read ({e}): write it like http://127.0.0.1:8000/v1") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise VllamaError(f"the url {url!r} needs http:// or https:// and a host, like http://127.0.0.1:8000/v1")
+    url = str(parsed).rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def remote_ref(model, options: dict) -> RemoteRef:
+    if model is not None and not isinstance(model, str):
+        raise VllamaError(f"the model of a server is its name as text (got {type(model).__name__})")
+    name = (model or "").strip()
+    return RemoteRef(base_url(options), None if name.lower() in EMBEDDED_NAMES else name)
+
+
+def check_options(options: dict) -> None:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise VllamaError(f"unknown option {unknown[0]!r} for the openai engine: use {', '.join(OPTIONS)}")
+    base_url(options)
+    env = options.get("api_key_env")
+    if env is not None and (not isinstance(env, str) or not os.environ.get(env)):
+        raise VllamaError(f"the environment variable {env} (api_key_env) is not set: export it before loading")
+    conc = options.get("concurrency", 8)
+    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
+        raise VllamaError(f"concurrency must be a whole number >= 1 (got {conc!r})")
+    timeout = options.get("timeout", 60.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise VllamaError(f"timeout must be a positive number of seconds (got {timeout!r})")
