@@ -39,7 +39,7 @@ NOTEBOOK = {
 EXT_NOTEBOOK = {
     "cells": [
         {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-         "source": "%load_ext vllama_jupyter\n%vllama load embedded --n-ctx 16384\n%config VllamaMagics.max_tokens = 16000"},
+         "source": "%load_ext vllama_jupyter\n%vllama load embedded --n-ctx 16384\n%config VllamaMagics.max_tokens = 16000\n%config VllamaMagics.temperature = 0.0"},
     ],
     "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5,
 }
@@ -93,12 +93,15 @@ def page(lab):
 
 
 def grows(read, first_min=50, timeout=120):
-    """Wait until read() is longer than first_min, then see it grow; return both lengths."""
+    """Wait until read() is longer than first_min, then until it grows further (a busy machine may
+    pause the kernel for a while); return both lengths."""
     end = time.monotonic() + timeout
     while time.monotonic() < end and len(read()) <= first_min:
         time.sleep(0.05)
     a = len(read())
-    time.sleep(0.6)
+    end = time.monotonic() + 30
+    while time.monotonic() < end and len(read()) <= a:
+        time.sleep(0.1)
     return a, len(read())
 
 
