@@ -27,7 +27,23 @@ from .base import BaseEngine
 def check_gguf(path: Path) -> dict:
     """Read a GGUF file's header and tensor table; a truncated or corrupt file is a clear error.
 
-    Returns the few metadata fields we use (architecture, context length, shape, chat template)."""
+    Returns the few metadata fields we use (architecture, context length, shape, chat template).
+    A file is read once: check() and load() of the same unchanged file share the result."""
+    try:
+        st = path.stat()
+    except OSError:
+        return _read_gguf(path)   # says clearly what is wrong with it
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _META:
+        _META.clear()   # only the file being loaded is worth keeping
+        _META[key] = _read_gguf(path)
+    return _META[key]
+
+
+_META: dict = {}
+
+
+def _read_gguf(path: Path) -> dict:
     from gguf import GGUFReader
 
     try:
