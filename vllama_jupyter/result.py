@@ -3,20 +3,33 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable, Iterator, NamedTuple
 
 from .errors import VllamaError
 
 
+class TokenLogprob(NamedTuple):
+    """One output token: its text, its log-probability, and the most likely alternatives at that
+    step as (text, logprob) pairs, most likely first."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    id: int | None = None
+
+
 class Delta(NamedTuple):
     """A piece of output: new text, the token ids behind it, and when it arrived (perf_counter).
-    `usage` is (prompt tokens, output tokens) when a server reports its counts."""
+    `usage` is (prompt tokens, output tokens) when a server reports its counts; `logprobs` one
+    TokenLogprob per new token when they were asked for."""
 
     text: str
     token_ids: tuple[int, ...]
     t: float
     finish_reason: str | None = None
     usage: tuple[int | None, int | None] | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 class Timings:
@@ -64,6 +77,9 @@ class Result(Timings):
     delta_times: list[float] = field(default_factory=list)
     first_text_time: float | None = None
     usage_tokens: int | None = None   # the count a server reported, when it sent no token ids
+    logprobs: list[TokenLogprob] | None = None   # one per output token, when asked for
+    context_length: int | None = None
+    record: dict = field(default_factory=dict, repr=False)   # how it was made: see Stream.record
 
     @property
     def output_tokens(self) -> int:
@@ -85,8 +101,16 @@ class Result(Timings):
         ttft = "-" if self.ttft is None else f"{self.ttft * 1000:.0f} ms"
         tps = "-" if self.tokens_per_s is None else f"{self.tokens_per_s:.1f}"
         extra = f" · {self.finish_reason}" if self.finish_reason not in ("stop", "length") else ""
+        share = self.context_share
+        if share is not None and share > 0.5:
+            extra += f" · prompt {share:.0%} of the {self.context_length:,}-token context"
         return (f"{self.output_tokens} tokens · TTFT {ttft} · {tps} tokens/s · "
                 f"{self.engine} · {self.model}{extra}")
+
+    @property
+    def context_share(self) -> float | None:
+        """The prompt's share of the context window, when the context length is known."""
+        return self.prompt_tokens / self.context_length if self.context_length else None
 
     def _repr_markdown_(self) -> str:
         return f"{self.text}\n\n*{self.stats_line()}*"
@@ -112,8 +136,13 @@ class Stream:
     or a KeyboardInterrupt) aborts the request inside the engine.
     """
 
-    def __init__(self, start: Callable[[], Iterator[Delta]], *, prompt_tokens: int, engine: str, model: str):
+    def __init__(self, start: Callable[[], Iterator[Delta]], *, prompt_tokens: int, engine: str, model: str,
+                 context_length: int | None = None, provenance: Callable[[], dict] | None = None):
         self._start = start
+        self.context_length = context_length
+        self._provenance = provenance
+        self.started_at: datetime | None = None
+        self.logprobs: list[TokenLogprob] | None = None
         self._deltas: Iterator[Delta] | None = None
         self.prompt_tokens = prompt_tokens
         self.engine = engine
@@ -177,6 +206,7 @@ class Stream:
                 hook()
                 done.append(hook)
             self.t_start = time.perf_counter()
+            self.started_at = datetime.now(timezone.utc)
             self._deltas = self._start()
         except BaseException:
             if done:  # the hooks that ran own something (the lock): give it back
@@ -192,6 +222,10 @@ class Stream:
             if self.first_text_time is None:
                 self.first_text_time = d.t
         self.token_ids.extend(d.token_ids)
+        if d.logprobs is not None:
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(d.logprobs)
         if d.usage:
             prompt, output = d.usage
             if prompt is not None:
@@ -260,7 +294,19 @@ class Stream:
         return Result(text=self.text, token_ids=list(self.token_ids), prompt_tokens=self.prompt_tokens,
                       finish_reason=self.finish_reason or "running", engine=self.engine,
                       model=self.model, t_start=self.t_start, delta_times=list(self.times),
-                      first_text_time=self.first_text_time, usage_tokens=self.usage_tokens)
+                      first_text_time=self.first_text_time, usage_tokens=self.usage_tokens,
+                      logprobs=None if self.logprobs is None else list(self.logprobs),
+                      context_length=self.context_length, record=self.record)
+
+    @property
+    def record(self) -> dict:
+        """How this output was made: the engine's provenance (engine and version, model and its
+        identity, every sampling setting with the seed used, context, hardware, this package's
+        version) with the UTC start time and the token counts. JSON-ready."""
+        base = self._provenance() if self._provenance else {"engine": self.engine, "model": self.model}
+        when = self.started_at.isoformat(timespec="milliseconds") if self.started_at else None
+        return {**base, "timestamp": when, "prompt_tokens": self.prompt_tokens,
+                "output_tokens": self.output_tokens, "finish_reason": self.finish_reason}
 
     def run(self) -> Result:
         """Drain the stream and return the Result."""
@@ -269,9 +315,9 @@ class Stream:
         return self.result
 
 
-def finished(deltas: list[Delta], *, t_start: float, prompt_tokens: int, engine: str, model: str) -> Result:
+def finished(deltas: list[Delta], *, t_start: float, prompt_tokens: int, engine: str, model: str, **kw) -> Result:
     """The Result of deltas an engine has already collected (a batch)."""
-    st = Stream(lambda: iter(deltas), prompt_tokens=prompt_tokens, engine=engine, model=model)
+    st = Stream(lambda: iter(deltas), prompt_tokens=prompt_tokens, engine=engine, model=model, **kw)
     result = st.run()
     result.t_start = t_start
     return result

@@ -19,6 +19,7 @@ class Sampling:
     stop: tuple[str, ...] = field(default_factory=tuple)
     ignore_eos: bool = False
     json_schema: dict | None = None
+    logprobs: int | None = None   # None: off; N: each token's log-probability and the N most likely
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -54,6 +55,30 @@ def _check(s: Sampling) -> None:
         raise VllamaError("each stop sequence must be a non-empty string")
     if s.json_schema is not None and not isinstance(s.json_schema, dict):
         raise VllamaError(f"json_schema must be a dict holding a JSON schema (got {type(s.json_schema).__name__})")
+    if s.logprobs is not None and (isinstance(s.logprobs, bool) or not isinstance(s.logprobs, int)
+                                   or not 0 <= s.logprobs <= MAX_LOGPROBS):
+        raise VllamaError(f"logprobs must be a whole number from 0 to {MAX_LOGPROBS}: how many alternatives "
+                          f"to show for each token (got {s.logprobs!r})")
+
+
+MAX_LOGPROBS = 20
+
+
+def with_seed(s: Sampling) -> Sampling:
+    """`s` with the seed a sampled generation will use: the one given, else a fresh one, so the
+    record can always say how to repeat it. Greedy decoding needs none."""
+    if s.seed is not None or s.temperature == 0:
+        return s
+    import random
+
+    return replace(s, seed=random.randrange(2**31))
+
+
+def settings(s: Sampling) -> dict:
+    """Every sampling setting as JSON-ready values (Sampling.make(**settings(s)) gives `s` back)."""
+    out = {f.name: getattr(s, f.name) for f in fields(s)}
+    out["stop"] = list(s.stop)
+    return out
 
 
 def _number(x) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from ..errors import VllamaError
 from ..result import Result, Stream
-from ..sampling import Sampling
+from ..sampling import Sampling, settings
 from ..templates import check_messages, plain_prompt
 
 
@@ -19,6 +19,7 @@ class BaseEngine:
 
     def __init__(self) -> None:
         self.model_name = ""
+        self._about: dict | None = None
 
     # -- to implement ---------------------------------------------------------------------
     @classmethod
@@ -54,7 +55,46 @@ class BaseEngine:
         """Why the engine can no longer serve (its process died), or None while it can."""
         return None
 
+    def version(self) -> str:
+        """The engine library's version (or the server's kind)."""
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        """What identifies the loaded model: {'model_sha256': ...} or {'model_revision': ...}."""
+        from ..provenance import identity
+        return identity(self.ref.path)
+
+    def embed(self, texts: list[str], normalize: bool = True):
+        """Embeddings of `texts` as a numpy array (len(texts), dim)."""
+        raise VllamaError(f"the {self.name} engine has no embeddings")
+
     # -- built on the above ---------------------------------------------------------------
+    def provenance(self, s: Sampling) -> dict:
+        """The record's fixed part for this engine and model, with the sampling settings `s`."""
+        if self._about is None:
+            from .. import __version__
+            from ..provenance import hardware_line
+
+            try:
+                ctx = self.context_length()
+            except VllamaError:
+                ctx = None
+            self._about = {"engine": self.name, "engine_version": self.version(), "model": self.model_name,
+                           **self.identity(), "context_length": ctx, "hardware": hardware_line(),
+                           "vllama_jupyter": __version__}
+        return {**self._about, "sampling": settings(s)}
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens `text` is as a prompt, with this model's tokenizer."""
+        if not isinstance(text, str):
+            raise VllamaError(f"count_tokens needs text, not {type(text).__name__}")
+        return len(self.tokenize(text))
+
+    def _new_stream(self, start, prompt_tokens: int, s: Sampling, context_length: int | None = None) -> Stream:
+        """A Stream of this engine's output whose record tells how it was made."""
+        return Stream(start, prompt_tokens=prompt_tokens, engine=self.name, model=self.model_name,
+                      context_length=context_length, provenance=lambda: self.provenance(s))
+
     def chat_prompt(self, messages: list[dict]) -> str:
         """The prompt text for these chat messages (engines with templates override this)."""
         return plain_prompt(check_messages(messages))
@@ -88,6 +128,34 @@ def check_batch(prompts, check=None) -> list:
         except VllamaError as e:
             raise VllamaError(f"prompt {i} of the batch: {e}") from None
     return items
+
+
+def check_texts(texts) -> list[str]:
+    """Texts to embed: one string, or any iterable of non-empty strings."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
+        raise VllamaError(f"embed needs a list of texts, not {type(texts).__name__}")
+    items = list(texts)
+    if not items:
+        raise VllamaError("embed needs at least one text (the list is empty)")
+    for i, t in enumerate(items):
+        if not isinstance(t, str) or not t.strip():
+            raise VllamaError(f"text {i} to embed is {'empty' if isinstance(t, str) else type(t).__name__}: "
+                              "give non-empty strings")
+        check_prompt(t)
+    return items
+
+
+def as_matrix(rows, normalize: bool):
+    """Embeddings as a float32 array (n, dim), each row scaled to length 1 when `normalize`."""
+    import numpy as np
+
+    m = np.asarray(rows, dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(m, axis=1, keepdims=True)
+        m = m / np.where(norms == 0, 1, norms)
+    return m
 
 
 def check_prompt(prompt, vocab_size: int | None = None) -> None:

@@ -5,168 +5,19 @@ from __future__ import annotations
 import codecs
 import ctypes
 import gc
-import inspect
 import json
-import logging
 import os
-import random
 import sys
 import time
-from collections import deque
 from dataclasses import replace
-from pathlib import Path
 
 from ..templates import PLAIN_STOPS, check_messages, plain_prompt, render_template
 from ..errors import VllamaError, notice
 from ..models import ModelRef
-from ..result import Delta, Stream
-from ..sampling import Sampling, StopMatcher
-from .base import BaseEngine
-
-
-def check_gguf(path: Path) -> dict:
-    """Read a GGUF file's header and tensor table; a truncated or corrupt file is a clear error.
-
-    Returns the few metadata fields we use (architecture, context length, shape, chat template).
-    A file is read once: check() and load() of the same unchanged file share the result."""
-    try:
-        st = path.stat()
-    except OSError:
-        return _read_gguf(path)   # says clearly what is wrong with it
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _META:
-        _META.clear()   # only the file being loaded is worth keeping
-        _META[key] = _read_gguf(path)
-    return _META[key]
-
-
-_META: dict = {}
-
-
-def _read_gguf(path: Path) -> dict:
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as e:
-        raise VllamaError(f"{path} is not a valid GGUF file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}); "
-                          "it may be truncated: download or convert it again") from None
-    meta = {}
-    for key, field in reader.fields.items():
-        if key in ("general.architecture", "tokenizer.chat_template") or key.endswith(_SHAPE_KEYS):
-            value = field.parts[field.data[0]]
-            meta[key] = bytes(value).decode("utf-8", "replace") if field.types and field.types[0].name == "STRING" \
-                else int(value[0])
-    del reader
-    return meta
-
-
-_SHAPE_KEYS = (".context_length", ".block_count", ".embedding_length", ".attention.head_count",
-               ".attention.head_count_kv")
-
-
-def _check_options(options: dict) -> None:
-    import llama_cpp
-
-    allowed = set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
-    for key, least in (("n_ctx", 16), ("n_batch", 1), ("n_ubatch", 1), ("n_threads", 1), ("n_threads_batch", 1)):
-        v = options.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
-            raise VllamaError(f"{key} must be a whole number >= {least} (got {v!r})"
-                              + ("; leave it out to use the context the model was trained on" if key == "n_ctx" else ""))
-    for key in ("type_k", "type_v"):
-        v = options.get(key)
-        if v is not None and v not in CACHE_TYPES.values():
-            raise VllamaError(f"{key} must be a KV cache type number: " + ", ".join(f"{n} ({k})" for k, n in CACHE_TYPES.items()))
-
-
-def _arch(meta: dict) -> str:
-    return meta.get("general.architecture", "")
-
-
-def trained_context(meta: dict) -> int:
-    return meta.get(f"{_arch(meta)}.context_length", 4096)
-
-
-def kv_bytes(meta: dict, n_ctx: int) -> int:
-    """f16 K and V for every layer and position (llama.cpp's default cache types)."""
-    a = _arch(meta)
-    layers, embd = meta.get(f"{a}.block_count", 32), meta.get(f"{a}.embedding_length", 4096)
-    heads = meta.get(f"{a}.attention.head_count", 32) or 1
-    kv_heads = meta.get(f"{a}.attention.head_count_kv", heads)
-    return 2 * layers * n_ctx * (embd // heads) * kv_heads * 2
-
-
-def check_memory(path: Path, meta: dict, n_ctx: int) -> None:
-    import psutil
-
-    need = kv_bytes(meta, n_ctx) + path.stat().st_size
-    free = psutil.virtual_memory().available
-    if need > 0.8 * free:
-        raise VllamaError(f"a context of {n_ctx:,} tokens needs about {need / 2**30:.1f} GiB (KV cache + weights) "
-                          f"but {free / 2**30:.1f} GiB of memory is free: use a smaller n_ctx "
-                          f"(the model was trained on {trained_context(meta):,})")
-
-
-def probe(path: Path) -> None:
-    """Read the model's architecture, hyper-parameters and vocabulary (no weights): a model this
-    llama.cpp cannot run is refused here, before anything loaded is given up."""
-    import llama_cpp
-
-    route_logs()
-    params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True
-    logs.clear()
-    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
-    if not model:
-        raise VllamaError(f"llama.cpp {llama_cpp.__version__} cannot run {path.name}: {last_error()}")
-    llama_cpp.llama_model_free(model)
-
-
-# -- llama.cpp's own log lines go to Python logging (quiet unless the logger is turned up) ---
-log = logging.getLogger("vllama_jupyter.llamacpp")
-log.addHandler(logging.NullHandler())  # quiet unless the user configures logging
-log.propagate = False
-logs: deque[str] = deque(maxlen=20)   # the latest warnings and errors, for error messages
-_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level
-_callback = None
-
-
-def route_logs() -> None:
-    global _callback
-    if _callback is not None:
-        return
-    import llama_cpp
-
-    last = [logging.DEBUG]
-
-    def on_log(level, text, _user):
-        lvl = last[0] if level == 5 else _LEVELS.get(level, logging.DEBUG)
-        last[0] = lvl
-        line = text.decode("utf-8", "replace").rstrip()
-        if line.strip(" ."):
-            if lvl >= logging.WARNING:
-                logs.append(line)
-            log.log(lvl, line)
-    _callback = llama_cpp.llama_log_callback(on_log)  # kept: C holds a pointer to it
-    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
-
-
-def last_error() -> str:
-    """The most telling recent llama.cpp log line: the reason it gave, else the last error."""
-    for line in reversed(logs):
-        if "error loading model:" in line:
-            return " ".join(line.split("error loading model:", 1)[1].split())[:200]
-    for line in reversed(logs):
-        if any(w in line.lower() for w in ("error", "failed", "unknown")):
-            return " ".join(line.split())[:200]
-    return " ".join(logs[-1].split())[:200] if logs else "llama.cpp gave no reason"
-
-
-CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+from ..result import Delta, Stream, TokenLogprob
+from ..sampling import Sampling, StopMatcher, with_seed
+from .base import BaseEngine, as_matrix, check_texts
+from .gguf import check_options, check_gguf, check_memory, last_error, logs, probe, route_logs, trained_context
 
 
 class Detokenizer:
@@ -200,11 +51,13 @@ class Engine(BaseEngine):
         self.ref: ModelRef | None = None
         self.template: str | None = None
         self.load_seconds = 0.0
+        self._embedding = None
+        self._options: dict = {}
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict) -> ModelRef:
         """Options, GGUF header, an architecture this llama.cpp knows, and memory for the context."""
-        _check_options(options)
+        check_options(options)
         meta = check_gguf(ref.path)
         check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192))
         probe(ref.path)
@@ -228,6 +81,7 @@ class Engine(BaseEngine):
         except (ValueError, RuntimeError, OSError) as e:
             raise VllamaError(f"llama.cpp refused it ({_first_line(e)}; {last_error()})") from None
         self.load_seconds = time.perf_counter() - t0
+        self._options = opts
         if opts["n_ctx"] > ctx_train:
             notice(f"the context ({opts['n_ctx']:,} tokens) is longer than the {ctx_train:,} {ref.name} was "
                    "trained on: text past that point may be poor")
@@ -255,6 +109,10 @@ class Engine(BaseEngine):
 
     def vocab_size(self) -> int:
         return self.llm.n_vocab()
+
+    def version(self) -> str:
+        import llama_cpp
+        return llama_cpp.__version__
 
     def context_length(self) -> int:
         return self.llm.n_ctx()
@@ -288,8 +146,8 @@ class Engine(BaseEngine):
                               "shorten the prompt or load the model with a larger n_ctx")
         grammar = self._grammar(s.json_schema) if s.json_schema else None
         max_new = min(s.max_tokens, n_ctx - len(ids))
-        return Stream(lambda: self._loop(ids, s, max_new, grammar), prompt_tokens=len(ids), engine=self.name,
-                      model=self.model_name)
+        s = with_seed(s)
+        return self._new_stream(lambda: self._loop(ids, s, max_new, grammar), len(ids), s, n_ctx)
 
     def _grammar(self, schema: dict):
         from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
@@ -304,7 +162,7 @@ class Engine(BaseEngine):
 
     def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar):
         llm = self.llm
-        llm.set_seed(s.seed if s.seed is not None else random.randrange(2**31))
+        llm.set_seed(s.seed or 0)  # with_seed() gave sampled runs one; greedy ignores it
         tokens = llm.generate(ids, top_k=s.top_k, top_p=s.top_p, min_p=0.0, temp=s.temperature,
                               repeat_penalty=1.0, grammar=grammar)
         detok = Detokenizer(llm, self._pieces)
@@ -312,26 +170,91 @@ class Engine(BaseEngine):
         # the per-token path: names bound once, no stop matching when there are no stops
         feed, clock, eog = detok.feed, time.perf_counter, (None if s.ignore_eos else self._is_eog)
         cut = stops.feed if s.stop else (lambda text: (text, False))
+        score = None if s.logprobs is None else self._scorer(s.logprobs)
         held: list[int] = []
+        scored: list[TokenLogprob] = []
+        lp = None
         n = 0
         try:
             for tok in tokens:
                 if eog is not None and eog(tok):
-                    yield Delta(detok.flush() + stops.flush(), tuple(held), clock(), "stop")
+                    yield Delta(detok.flush() + stops.flush(), tuple(held), clock(), "stop", logprobs=lp)
                     return
                 n += 1
                 held.append(tok)
+                if score is not None:  # from this step's logits, before the next token is computed
+                    scored.append(score(tok))
+                    lp = tuple(scored)
                 text, hit = cut(feed(tok))
                 if hit or n >= max_new:
                     if not hit:
                         text += cut(detok.flush())[0] + stops.flush()
-                    yield Delta(text, tuple(held), clock(), "stop" if hit else "length")
+                    yield Delta(text, tuple(held), clock(), "stop" if hit else "length", logprobs=lp)
                     return
                 if text:
-                    yield Delta(text, tuple(held), clock())
+                    yield Delta(text, tuple(held), clock(), logprobs=lp)
                     held = []
+                    if score is not None:
+                        scored, lp = [], ()
         finally:
             tokens.close()
+
+    def _scorer(self, n: int):
+        """token id -> TokenLogprob from the logits the token was just sampled from."""
+        import llama_cpp
+        import numpy as np
+
+        ctx, vocab = self.llm._ctx.ctx, self.llm.n_vocab()
+        text = self._piece_text
+
+        def score(tok: int) -> TokenLogprob:
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(vocab,)).astype(np.float64)
+            peak = logits.max()
+            logp = logits - (peak + np.log(np.exp(logits - peak).sum()))
+            top = ()
+            if n:
+                best = np.argpartition(-logp, n - 1)[:n]
+                top = tuple((text(int(i)), float(logp[i])) for i in best[np.argsort(-logp[best])])
+            return TokenLogprob(text(tok), float(logp[tok]), top, tok)
+        return score
+
+    def _piece_text(self, tok: int) -> str:
+        piece = self._pieces.get(tok)
+        if piece is None:
+            piece = self._pieces[tok] = self.llm.detokenize([tok])
+        return piece.decode("utf-8", "replace")
+
+    # -- embeddings -----------------------------------------------------------------------
+    def embed(self, texts, normalize: bool = True):
+        """An embedding context over the same file (the model's pooling, mean where it has none)."""
+        self._require()
+        items = check_texts(texts)
+        emb = self._embedder()
+        limit = emb.n_ctx()
+        for i, t in enumerate(items):
+            n = len(emb.tokenize(t.encode("utf-8")))
+            if n > limit:
+                raise VllamaError(f"text {i} is {n} tokens but the embedding context holds {limit}: "
+                                  "split it into shorter pieces")
+        return as_matrix(emb.embed(items, normalize=False, truncate=False), normalize)
+
+    def _embedder(self):
+        if self._embedding is None:
+            import llama_cpp
+
+            meta = check_gguf(self.ref.path)
+            n_ctx = self.llm.n_ctx()
+            check_memory(self.ref.path, meta, n_ctx)
+            own = any(k.endswith(".pooling_type") for k in meta)
+            logs.clear()
+            try:
+                self._embedding = llama_cpp.Llama(
+                    model_path=str(self.ref.path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
+                    n_threads=self.llm.n_threads, verbose=False, n_gpu_layers=self._options.get("n_gpu_layers", 0),
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED if own else llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+            except (ValueError, RuntimeError, OSError) as e:
+                raise VllamaError(f"llama.cpp could not make an embedding context ({_first_line(e)}; {last_error()})") from None
+        return self._embedding
 
     def _require(self) -> None:
         if self.llm is None:
@@ -350,6 +273,9 @@ class Engine(BaseEngine):
                 "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3)}
 
     def close(self) -> None:
+        if self._embedding is not None:
+            self._embedding.close()
+            self._embedding = None
         if self.llm is not None:
             self.llm.close()
             self.llm = None

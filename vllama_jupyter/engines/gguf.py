@@ -1,0 +1,157 @@
+"""GGUF files and llama.cpp's own checks: the header and tensor table, the memory a context needs,
+a vocabulary-only load (a model this llama.cpp cannot run is refused before anything is freed),
+and llama.cpp's C log lines routed to Python logging."""
+from __future__ import annotations
+
+import ctypes
+import inspect
+import logging
+from collections import deque
+from pathlib import Path
+
+from ..errors import VllamaError
+
+
+def check_gguf(path: Path) -> dict:
+    """Read a GGUF file's header and tensor table; a truncated or corrupt file is a clear error.
+
+    Returns the few metadata fields we use (architecture, context length, shape, chat template).
+    A file is read once: check() and load() of the same unchanged file share the result."""
+    try:
+        st = path.stat()
+    except OSError:
+        return _read_gguf(path)   # says clearly what is wrong with it
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _META:
+        _META.clear()   # only the file being loaded is worth keeping
+        _META[key] = _read_gguf(path)
+    return _META[key]
+
+
+_META: dict = {}
+
+
+def _read_gguf(path: Path) -> dict:
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as e:
+        raise VllamaError(f"{path} is not a valid GGUF file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}); "
+                          "it may be truncated: download or convert it again") from None
+    meta = {}
+    for key, field in reader.fields.items():
+        if key in ("general.architecture", "tokenizer.chat_template") or key.endswith(_SHAPE_KEYS):
+            value = field.parts[field.data[0]]
+            meta[key] = bytes(value).decode("utf-8", "replace") if field.types and field.types[0].name == "STRING" \
+                else int(value[0])
+    del reader
+    return meta
+
+
+_SHAPE_KEYS = (".context_length", ".pooling_type", ".block_count", ".embedding_length", ".attention.head_count",
+               ".attention.head_count_kv")
+
+
+def check_options(options: dict) -> None:
+    import llama_cpp
+
+    allowed = set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
+    for key, least in (("n_ctx", 16), ("n_batch", 1), ("n_ubatch", 1), ("n_threads", 1), ("n_threads_batch", 1)):
+        v = options.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
+            raise VllamaError(f"{key} must be a whole number >= {least} (got {v!r})"
+                              + ("; leave it out to use the context the model was trained on" if key == "n_ctx" else ""))
+    for key in ("type_k", "type_v"):
+        v = options.get(key)
+        if v is not None and v not in CACHE_TYPES.values():
+            raise VllamaError(f"{key} must be a KV cache type number: " + ", ".join(f"{n} ({k})" for k, n in CACHE_TYPES.items()))
+
+
+def _arch(meta: dict) -> str:
+    return meta.get("general.architecture", "")
+
+
+def trained_context(meta: dict) -> int:
+    return meta.get(f"{_arch(meta)}.context_length", 4096)
+
+
+def kv_bytes(meta: dict, n_ctx: int) -> int:
+    """f16 K and V for every layer and position (llama.cpp's default cache types)."""
+    a = _arch(meta)
+    layers, embd = meta.get(f"{a}.block_count", 32), meta.get(f"{a}.embedding_length", 4096)
+    heads = meta.get(f"{a}.attention.head_count", 32) or 1
+    kv_heads = meta.get(f"{a}.attention.head_count_kv", heads)
+    return 2 * layers * n_ctx * (embd // heads) * kv_heads * 2
+
+
+def check_memory(path: Path, meta: dict, n_ctx: int) -> None:
+    import psutil
+
+    need = kv_bytes(meta, n_ctx) + path.stat().st_size
+    free = psutil.virtual_memory().available
+    if need > 0.8 * free:
+        raise VllamaError(f"a context of {n_ctx:,} tokens needs about {need / 2**30:.1f} GiB (KV cache + weights) "
+                          f"but {free / 2**30:.1f} GiB of memory is free: use a smaller n_ctx "
+                          f"(the model was trained on {trained_context(meta):,})")
+
+
+def probe(path: Path) -> None:
+    """Read the model's architecture, hyper-parameters and vocabulary (no weights): a model this
+    llama.cpp cannot run is refused here, before anything loaded is given up."""
+    import llama_cpp
+
+    route_logs()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    logs.clear()
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise VllamaError(f"llama.cpp {llama_cpp.__version__} cannot run {path.name}: {last_error()}")
+    llama_cpp.llama_model_free(model)
+
+
+# -- llama.cpp's own log lines go to Python logging (quiet unless the logger is turned up) ---
+log = logging.getLogger("vllama_jupyter.llamacpp")
+log.addHandler(logging.NullHandler())  # quiet unless the user configures logging
+log.propagate = False
+logs: deque[str] = deque(maxlen=20)   # the latest warnings and errors, for error messages
+_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level
+_callback = None
+
+
+def route_logs() -> None:
+    global _callback
+    if _callback is not None:
+        return
+    import llama_cpp
+
+    last = [logging.DEBUG]
+
+    def on_log(level, text, _user):
+        lvl = last[0] if level == 5 else _LEVELS.get(level, logging.DEBUG)
+        last[0] = lvl
+        line = text.decode("utf-8", "replace").rstrip()
+        if line.strip(" ."):
+            if lvl >= logging.WARNING:
+                logs.append(line)
+            log.log(lvl, line)
+    _callback = llama_cpp.llama_log_callback(on_log)  # kept: C holds a pointer to it
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+def last_error() -> str:
+    """The most telling recent llama.cpp log line: the reason it gave, else the last error."""
+    for line in reversed(logs):
+        if "error loading model:" in line:
+            return " ".join(line.split("error loading model:", 1)[1].split())[:200]
+    for line in reversed(logs):
+        if any(w in line.lower() for w in ("error", "failed", "unknown")):
+            return " ".join(line.split())[:200]
+    return " ".join(logs[-1].split())[:200] if logs else "llama.cpp gave no reason"
+
+
+CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
