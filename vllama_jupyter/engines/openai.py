@@ -14,10 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import VllamaError
 from ..models import RemoteRef
 from ..result import Delta, Result, Stream, finished
-from ..sampling import Sampling
+from ..sampling import Sampling, with_seed
 from ..templates import check_messages
-from .base import BaseEngine, check_batch, check_prompt
+from .base import BaseEngine, as_matrix, check_batch, check_prompt, check_texts
+from .chunks import Malformed, NoLogprobs, ServerError, parse_chunk
 from .remote import PRESETS, check_options, remote_ref
+
+
+# (path at the server's root, the field holding the text): vLLM, llama.cpp server, llama-cpp-python
+TOKENIZE_ENDPOINTS = (("/tokenize", "prompt"), ("/tokenize", "content"), ("/extras/tokenize", "input"))
 
 
 class Engine(BaseEngine):
@@ -36,6 +41,9 @@ class Engine(BaseEngine):
         self.api_key_env: str | None = None
         self.concurrency = 8
         self.load_seconds = 0.0
+        self.max_model_len: int | None = None   # when the server lists it (vLLM does)
+        self._lengths: dict[str, int] = {}
+        self._tokenizer: tuple | None = None     # the tokenize endpoint that answered
 
     @classmethod
     def check(cls, ref: RemoteRef, options: dict) -> RemoteRef:
@@ -60,6 +68,7 @@ class Engine(BaseEngine):
         t0 = time.perf_counter()
         self._connect(ref.url, options)
         self.model_name = self._pick(ref.model)
+        self.max_model_len = self._lengths.get(self.model_name)
         self.load_seconds = time.perf_counter() - t0
 
     def _connect(self, url: str, options: dict) -> None:
@@ -105,7 +114,10 @@ class Engine(BaseEngine):
         if not isinstance(items, list):
             raise self._fail(f"the server at {self.url} answered /models without a model list: "
                              "is this an OpenAI-compatible server (its URL ends in /v1)?")
-        return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
+        good = [m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
+        self._lengths = {m["id"]: m["max_model_len"] for m in good
+                         if isinstance(m.get("max_model_len"), int) and m["max_model_len"] > 0}
+        return [m["id"] for m in good]
 
     def _request(self, method: str, path: str, body: dict | None = None):
         import httpx
@@ -170,20 +182,26 @@ class Engine(BaseEngine):
     def stream(self, prompt, sampling: Sampling | None = None) -> Stream:
         self._require()
         check_prompt(prompt)
-        body = self._body(sampling or Sampling(), True)
+        s = with_seed(sampling or Sampling())
+        body = self._body(s, True)
         body["prompt"] = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
-        return self._open("/completions", body, chat=False)
+        if s.logprobs is not None:
+            body["logprobs"] = s.logprobs
+        return self._open("/completions", body, False, s)
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
         self._require()
-        body = self._body(sampling or Sampling(), True)
+        s = with_seed(sampling or Sampling())
+        body = self._body(s, True)
         body["messages"] = check_messages(messages)
-        return self._open("/chat/completions", body, chat=True)
+        if s.logprobs is not None:
+            body.update(logprobs=True, top_logprobs=s.logprobs)
+        return self._open("/chat/completions", body, True, s)
 
-    def _open(self, path: str, body: dict, chat: bool) -> Stream:
-        return Stream(lambda: self._sse(path, body, chat), prompt_tokens=0, engine=self.name, model=self.model_name)
+    def _open(self, path: str, body: dict, chat: bool, s: Sampling) -> Stream:
+        return self._new_stream(lambda: self._sse(path, body, chat, s.logprobs), 0, s, self.max_model_len)
 
-    def _sse(self, path: str, body: dict, chat: bool):
+    def _sse(self, path: str, body: dict, chat: bool, logprobs: int | None):
         import httpx
         from httpx_sse import SSEError, connect_sse
 
@@ -201,7 +219,7 @@ class Engine(BaseEngine):
                 for event in source.iter_sse():
                     if event.data.strip() == "[DONE]":
                         break
-                    for d in self._chunk(event.data, chat):
+                    for d in self._chunk(event.data, chat, logprobs):
                         tokens += 1 if d.text or d.token_ids else 0
                         counted = counted or d.usage is not None
                         reason = d.finish_reason or reason
@@ -217,43 +235,19 @@ class Engine(BaseEngine):
         except (SSEError, UnicodeDecodeError) as e:
             raise self._fail(f"the server at {self.url} sent a malformed event stream ({type(e).__name__})") from None
 
-    def _chunk(self, data: str, chat: bool) -> list[Delta]:
+    def _chunk(self, data: str, chat: bool, logprobs: int | None) -> list[Delta]:
         """The deltas in one streamed chunk, whose shape is checked field by field."""
-        now = time.perf_counter()
         try:
-            chunk = json.loads(data)
+            return parse_chunk(data, chat, logprobs)
+        except Malformed as e:
+            raise self._bad(str(e)) from None
+        except ServerError as e:
+            raise self._fail(f"the server at {self.url} failed mid-stream: {_error_text(str(e))}") from None
+        except NoLogprobs:
+            raise self._fail(f"the server at {self.url} ({self.preset.label}) sent no logprobs: it does not "
+                             "support them for this model; leave logprobs out, or load the model in-process") from None
         except ValueError:
             raise self._fail(f"the server at {self.url} sent a malformed stream (not JSON): {data[:80]!r}") from None
-        if not isinstance(chunk, dict):
-            raise self._bad(f"a chunk that is a {type(chunk).__name__}, not an object")
-        if "error" in chunk:
-            raise self._fail(f"the server at {self.url} failed mid-stream: {_error_text(json.dumps(chunk))}")
-        out = []
-        usage = chunk.get("usage")
-        if usage is not None:
-            if not isinstance(usage, dict) or not all(_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens")):
-                raise self._bad(f"usage {usage!r:.60} without whole-number token counts")
-            out.append(Delta("", (), now, usage=(usage.get("prompt_tokens"), usage.get("completion_tokens"))))
-        choices = chunk.get("choices", [])
-        if not isinstance(choices, list):
-            raise self._bad(f"choices that are a {type(choices).__name__}, not a list")
-        for choice in choices:
-            if not isinstance(choice, dict):
-                raise self._bad(f"a choice that is a {type(choice).__name__}, not an object")
-            part = choice.get("delta") if chat else choice
-            if chat and part is not None and not isinstance(part, dict):
-                raise self._bad(f"a delta that is a {type(part).__name__}, not an object")
-            text = (part or {}).get("content" if chat else "text") or ""
-            ids = choice.get("token_ids") or ()
-            reason = choice.get("finish_reason")
-            if not isinstance(text, str):
-                raise self._bad(f"text that is a {type(text).__name__} ({text!r:.40}), not a string")
-            if not isinstance(ids, (list, tuple)) or not all(_count(t) for t in ids):
-                raise self._bad("token_ids that are not a list of whole numbers")
-            if reason is not None and not isinstance(reason, str):
-                raise self._bad(f"a finish_reason that is a {type(reason).__name__}")
-            out.append(Delta(text, tuple(ids), now, reason))
-        return out
 
     def _bad(self, what: str) -> VllamaError:
         return self._fail(f"the server at {self.url} sent a malformed stream: {what}")
@@ -283,15 +277,70 @@ class Engine(BaseEngine):
             return list(pool.map(lambda p: self.generate(p, sampling), prompts))
 
     def tokenize(self, text: str) -> list[int]:
-        raise VllamaError("token counts are not available from an OpenAI-compatible server here: "
-                          "load the model in-process (llamacpp or vllm) to tokenize")
+        """Token ids from the server's tokenize endpoint: vLLM's /tokenize, the llama.cpp server's
+        /tokenize, llama-cpp-python's /extras/tokenize (the first that answers is remembered)."""
+        self._require()
+        check_prompt(text)
+        tried = [self._tokenizer] if self._tokenizer else TOKENIZE_ENDPOINTS
+        for path, field in tried:
+            body = {field: text, "model": self.model_name}
+            r = self._post_root(path, body)
+            if r is None:
+                continue
+            ids = r.get("tokens") if isinstance(r, dict) else None
+            if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+                raise self._bad(f"a {path} answer without a list of token ids")
+            self._tokenizer = (path, field)
+            return ids
+        raise self._fail(f"the server at {self.url} ({self.preset.label}) has no tokenize endpoint, so its token "
+                         "counts are not known: load the model in-process (llamacpp or vllm) to count tokens")
+
+    def _post_root(self, path: str, body: dict):
+        """POST to the server's root (next to /v1); None when it has no such endpoint."""
+        import httpx
+
+        root = self.url.removesuffix("/").removesuffix("/v1")
+        try:
+            r = self.client.post(root + path, json=body, headers=self._headers())
+        except httpx.HTTPError as e:
+            raise self._http_error(e) from None
+        if r.status_code in (404, 405, 400, 422):
+            return None
+        self._check_status(r.status_code, r.text)
+        try:
+            return r.json()
+        except ValueError:
+            raise self._fail(f"the server at {self.url} answered {path} with something that is not JSON") from None
+
+    def embed(self, texts, normalize: bool = True):
+        """Embeddings from the server's /v1/embeddings, all texts in one request."""
+        self._require()
+        items = check_texts(texts)
+        data = self._request("POST", "/embeddings", {"model": self.model_name, "input": items})
+        rows = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(rows, list) or len(rows) != len(items) or not all(isinstance(r, dict) for r in rows):
+            raise self._bad(f"an /embeddings answer without {len(items)} embeddings")
+        rows = sorted(rows, key=lambda r: r.get("index", 0) if isinstance(r.get("index"), int) else 0)
+        vecs = [r.get("embedding") for r in rows]
+        if not all(isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                   for v in vecs) or len({len(v) for v in vecs}) != 1:
+            raise self._bad("embeddings that are not lists of numbers of one length")
+        return as_matrix(vecs, normalize)
+
+    def version(self) -> str:
+        return self.preset.label
+
+    def identity(self) -> dict:
+        return {"server": self.url}
 
     def vocab_size(self) -> int:
         raise VllamaError("the vocabulary of a remote model is not known: give prompts as text, "
                           "or load the model in-process (llamacpp or vllm)")
 
     def context_length(self) -> int:
-        raise VllamaError("the context length of a remote model is not known here")
+        if self.max_model_len is None:
+            raise VllamaError(f"the server at {self.url} does not say how long its context is")
+        return self.max_model_len
 
     def _require(self) -> None:
         if self.client is None:
@@ -311,10 +360,6 @@ class Engine(BaseEngine):
 
     def __repr__(self) -> str:
         return f"<openai engine {self.model_name!r} at {self.url}>"
-
-
-def _count(x) -> bool:
-    return x is None or (isinstance(x, int) and not isinstance(x, bool) and x >= 0)
 
 
 def _reason(r: str | None) -> str:

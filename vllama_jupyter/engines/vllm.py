@@ -17,8 +17,8 @@ import time
 from ..templates import PLAIN_STOPS, check_messages, plain_prompt
 from ..errors import VllamaError
 from ..models import ModelRef
-from ..result import Delta, Result, Stream, finished
-from ..sampling import Sampling
+from ..result import Delta, Result, Stream, TokenLogprob, finished
+from ..sampling import Sampling, with_seed
 from .base import BaseEngine, check_batch
 from .children import alive, cmdline, reap, rss, stop_resource_tracker
 
@@ -81,6 +81,8 @@ class Engine(BaseEngine):
         self.options: dict = {}
         self._children: list = []   # the processes vLLM started for this engine
         self._cores: list = []
+        self._pooler = None
+        self.on_gpu = False
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict) -> ModelRef:
@@ -98,8 +100,6 @@ class Engine(BaseEngine):
 
     # -- life cycle -----------------------------------------------------------------------
     def load(self, ref: ModelRef, **options) -> None:
-        import psutil
-
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep notebooks clean; set it to see more
         check_options(options)
         opts = dict(options)
@@ -115,31 +115,51 @@ class Engine(BaseEngine):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        before = {c.pid for c in psutil.Process().children()}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="vllama-vllm-loop", daemon=True)
         self.thread.start()
+        self.on_gpu = on_gpu
 
         async def start():
             return AsyncLLM.from_engine_args(AsyncEngineArgs(model=str(ref.path), **opts))
         t0 = time.perf_counter()
         try:
-            self.llm = self._wait(start())
+            self.llm = self.start_instance(start)
         except BaseException as e:
-            self._children = [c for c in psutil.Process().children() if c.pid not in before]
             self.close()
             if isinstance(e, (VllamaError, KeyboardInterrupt)):
                 raise
             raise VllamaError(f"vLLM could not start it ({_first_line(e)})") from None
-        self._children = [c for c in psutil.Process().children() if c.pid not in before]
-        # the engine-core processes: their death is the engine's, before vLLM itself notices
-        self._cores = [c for c in self._children if "EngineCore" in cmdline(c)]
         self.load_seconds = time.perf_counter() - t0
         self.ref, self.model_name, self.options = ref, ref.name, opts
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.model_config.max_model_len
 
+    def start_instance(self, factory):
+        """Start a vLLM instance on the engine's loop; its processes are the engine's to reap."""
+        import psutil
+
+        before = {c.pid for c in psutil.Process().children()}
+        try:
+            return self._wait(factory())
+        finally:
+            new = [c for c in psutil.Process().children() if c.pid not in before]
+            self._children += new
+            # the engine-core processes: their death is the engine's, before vLLM itself notices
+            self._cores += [c for c in new if "EngineCore" in cmdline(c)]
+
+    def embed(self, texts, normalize: bool = True):
+        """Embeddings from a pooling instance of the same model (started by the first call)."""
+        self._require()
+        if self._pooler is None:
+            from .vllm_embed import Pooler
+            self._pooler = Pooler(self)
+        return self._pooler.embed(texts, normalize)
+
     def close(self) -> None:
+        if self._pooler is not None:
+            self._pooler.close()
+            self._pooler = None
         if self.loop is not None:
             try:  # first the loop's tasks (output handlers), so none sees the engine go away
                 asyncio.run_coroutine_threadsafe(_cancel_tasks(), self.loop).result(timeout=30)
@@ -206,6 +226,9 @@ class Engine(BaseEngine):
     def context_length(self) -> int:
         return self.max_model_len
 
+    def version(self) -> str:
+        import vllm
+        return vllm.__version__
 
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -217,7 +240,8 @@ class Engine(BaseEngine):
         if len(ids) >= self.max_model_len:
             raise VllamaError(f"the prompt is {len(ids)} tokens but the context holds {self.max_model_len}: "
                               "shorten the prompt or load the model with a larger max_model_len")
-        return ids, self._params(s, min(s.max_tokens, self.max_model_len - len(ids)))
+        s = with_seed(s)
+        return ids, s, self._params(s, min(s.max_tokens, self.max_model_len - len(ids)))
 
     def _params(self, s: Sampling, max_tokens: int):
         from vllm import SamplingParams
@@ -226,7 +250,7 @@ class Engine(BaseEngine):
         return SamplingParams(
             max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0,
             seed=s.seed, stop=list(s.stop) or None, ignore_eos=s.ignore_eos,
-            output_kind=RequestOutputKind.DELTA, skip_special_tokens=True,
+            output_kind=RequestOutputKind.DELTA, skip_special_tokens=True, logprobs=s.logprobs,
             structured_outputs=StructuredOutputsParams(json=s.json_schema) if s.json_schema else None)
 
     def _input(self, ids: list[int]):
@@ -237,9 +261,8 @@ class Engine(BaseEngine):
 
     def stream(self, prompt, sampling: Sampling | None = None, _special: bool = True) -> Stream:
         s = sampling or Sampling()
-        ids, params = self._prepare(prompt, s, _special)
-        return Stream(lambda: self._deltas(ids, params), prompt_tokens=len(ids), engine=self.name,
-                      model=self.model_name)
+        ids, s, params = self._prepare(prompt, s, _special)
+        return self._new_stream(lambda: self._deltas(ids, params), len(ids), s, self.max_model_len)
 
     def _deltas(self, ids: list[int], params):
         """Submit the request, then yield its deltas; leaving early cancels it inside vLLM."""
@@ -265,8 +288,7 @@ class Engine(BaseEngine):
                 if isinstance(item, BaseException):
                     raise self._translate(item)
                 t, out = item
-                o = out.outputs[0]
-                yield Delta(o.text, tuple(o.token_ids), t, _reason(o.finish_reason))
+                yield _delta(out.outputs[0], t, params.logprobs)
         finally:
             if not fut.done():
                 fut.cancel()  # cancels generate(), which aborts the request in the engine
@@ -294,23 +316,23 @@ class Engine(BaseEngine):
         prepared = [self._prepare(p, s) for p in check_batch(prompts, self.check_prompt)]
         bar = tqdm(total=len(prepared), desc="vllm batch", unit="req", leave=False, disable=len(prepared) < 8)
 
-        async def one(ids, params):
+        async def one(ids, _s, params):
             t0 = time.perf_counter()
             deltas = []
             async for out in self.llm.generate(self._input(ids), params, f"vllama-{next(_ids)}"):
-                o = out.outputs[0]
-                deltas.append(Delta(o.text, tuple(o.token_ids), time.perf_counter(), _reason(o.finish_reason)))
+                deltas.append(_delta(out.outputs[0], time.perf_counter(), params.logprobs))
             bar.update(1)
             return t0, deltas
 
         async def run_all():
-            return await asyncio.gather(*(one(ids, params) for ids, params in prepared))
+            return await asyncio.gather(*(one(*p) for p in prepared))
         try:
             done = self._wait(run_all())
         finally:
             bar.close()
-        return [finished(deltas, t_start=t0, prompt_tokens=len(ids), engine=self.name, model=self.model_name)
-                for (ids, _), (t0, deltas) in zip(prepared, done)]
+        return [finished(deltas, t_start=t0, prompt_tokens=len(ids), engine=self.name, model=self.model_name,
+                         context_length=self.max_model_len, provenance=lambda s=s: self.provenance(s))
+                for (ids, s, _), (t0, deltas) in zip(prepared, done)]
 
     def info(self) -> dict:
         import psutil
@@ -335,6 +357,22 @@ async def _cancel_tasks() -> None:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _delta(o, t: float, n: int | None) -> Delta:
+    """A Delta from a vLLM CompletionOutput (DELTA kind), with its logprobs when asked for."""
+    lp = None
+    if n is not None:
+        lp = tuple(_logprob(tok, step or {}, n) for tok, step in zip(o.token_ids, o.logprobs or ()))
+    return Delta(o.text, tuple(o.token_ids), t, _reason(o.finish_reason), logprobs=lp)
+
+
+def _logprob(tok: int, step: dict, n: int) -> TokenLogprob:
+    """vLLM's {token id: Logprob(logprob, rank, decoded_token)} for one step."""
+    chosen = step.get(tok)
+    ranked = sorted((lp.rank, lp.decoded_token or "", lp.logprob) for lp in step.values() if lp.rank and lp.rank <= n)
+    return TokenLogprob(chosen.decoded_token or "" if chosen else "", float(chosen.logprob) if chosen else float("nan"),
+                        tuple((text, float(v)) for _, text, v in ranked[:n]), tok)
 
 
 def _reason(r: str | None) -> str | None:
