@@ -15,7 +15,7 @@ from .sampling import Sampling
 from .session import get_session
 
 __version__ = "0.1.0"
-__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "serve", "panel", "bench_widget", "hardware",
+__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -37,7 +37,9 @@ def status() -> dict:
 
 def generate(prompt, sampling: Sampling | None = None, **sampling_options) -> Result:
     """Complete `prompt` (text or token ids) and return the Result.
-    Sampling options: max_tokens, temperature, top_p, top_k, seed, stop, ignore_eos, json_schema."""
+    Sampling options: max_tokens, temperature, top_p, top_k, seed, stop, ignore_eos, json_schema,
+    logprobs (0-20: each token's log-probability and that many alternatives, in Result.logprobs).
+    Result.record tells how it was made (engine, model SHA-256, every setting with the seed used)."""
     return get_session().generate(prompt, sampling, **sampling_options)
 
 
@@ -54,6 +56,18 @@ def chat(message: str, sampling: Sampling | None = None, system: str | None = No
 def batch(prompts: list, sampling: Sampling | None = None, **sampling_options) -> list[Result]:
     """Complete many prompts: together on engines that batch (vLLM), in turn otherwise."""
     return get_session().batch(prompts, sampling, **sampling_options)
+
+
+def count_tokens(text: str) -> int:
+    """How many tokens `text` is for the loaded model's tokenizer (servers: their tokenize endpoint)."""
+    return get_session().count_tokens(text)
+
+
+def embed(texts, normalize: bool = True):
+    """Embeddings of `texts` (a string or a list of strings) as a numpy array (n, dim), rows of
+    length 1 when `normalize`. llama.cpp: an embedding context over the model file (its own pooling,
+    else mean); vLLM: a pooling instance of the model; servers: /v1/embeddings."""
+    return get_session().embed(texts, normalize)
 
 
 def serve(kind: str, model: str | None = None, load: bool = True, **options):

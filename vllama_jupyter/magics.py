@@ -66,6 +66,9 @@ def _subcommands() -> dict[str, Parser]:
     p.add_argument("--input-len", type=int, metavar="N")
     p.add_argument("--csv", metavar="PREFIX")
     p.add_argument("--widget", action="store_true")
+    p = P["tokens"] = Parser("tokens", "count the tokens of TEXT (or of the cell, in %%vllama tokens) and their share of the context")
+    p.add_argument("text", nargs="*")
+    P["record"] = Parser("record", "how the last output was made: engine, model SHA-256, settings with the seed used")
     P["panel"] = Parser("panel", "the engine panel (widgets)")
     P["history"] = Parser("history", "the chat conversation so far")
     P["reset"] = Parser("reset", "clear the chat conversation")
@@ -101,7 +104,7 @@ class VllamaMagics(Magics):
     max_tokens = Int(Sampling.max_tokens, help="Default --max-tokens.").tag(config=True)
     temperature = Float(Sampling.temperature, help="Default --temperature (0 = greedy).").tag(config=True)
     top_p = Float(Sampling.top_p, help="Default --top-p.").tag(config=True)
-    format = Unicode("text", help="Default --format: text, markdown, code or json.").tag(config=True)
+    format = Unicode("text", help="Default --format: text, markdown, code, json or tokens.").tag(config=True)
     throttle = Float(0.1, help="Seconds between display updates while streaming.").tag(config=True)
     show_stats = Bool(True, help="Print the stats line after each generation.").tag(config=True)
 
@@ -118,6 +121,7 @@ class VllamaMagics(Magics):
     @argument("--chat", action="store_true", help="continue the kernel's conversation")
     @argument("-f", "--format", choices=FORMATS, help="how to show the output")
     @argument("--json-schema", help="a variable name or JSON text: constrain output to this schema")
+    @argument("--logprobs", type=int, help="0-20: each token's log-probability and N alternatives (Result.logprobs)")
     @argument("-o", "--out", help="store the Result in this variable")
     @argument("--no-stream", action="store_true", help="show the output only when done")
     @argument("--quiet", action="store_true", help="no stats line")
@@ -128,6 +132,8 @@ class VllamaMagics(Magics):
         Errors fail the cell with one line (no traceback); an interrupt keeps the partial text."""
         if cell is None:
             return self._line(line)
+        if line.split(None, 1)[:1] == ["tokens"]:
+            return self._tokens(cell if line.strip() == "tokens" else None)
         args = self.vllama.parser.parse_args(_words(line))
         return self._cell(args, cell)
 
@@ -139,16 +145,17 @@ class VllamaMagics(Magics):
         prompt = cell if args.no_interpolate else interpolate(cell, ns)
         if not prompt.strip():
             raise VllamaError("the cell is empty: write a prompt below %%vllama")
+        fmt = args.format or ("json" if args.json_schema else self.format)
         s = Sampling.make(max_tokens=args.max_tokens if args.max_tokens is not None else self.max_tokens,
                           temperature=args.temperature if args.temperature is not None else self.temperature,
                           top_p=args.top_p if args.top_p is not None else self.top_p,
                           seed=args.seed, stop=tuple(_unescape(x) for x in args.stop or ()),
                           ignore_eos=args.ignore_eos,
+                          logprobs=5 if args.logprobs is None and fmt == "tokens" else args.logprobs,
                           json_schema=self._schema(args.json_schema, ns) if args.json_schema else None)
         session = get_session()
         session.config_engine = None if self.engine == "auto" else self.engine
         session.ensure(args.model if args.model is not None else (self.model or None), args.engine)
-        fmt = args.format or ("json" if args.json_schema else self.format)
         if args.chat or args.system:
             stream = session.chat(prompt.strip(), s, system=args.system, keep=args.chat)
         else:
@@ -179,6 +186,8 @@ class VllamaMagics(Magics):
 
     # -- the line magic -------------------------------------------------------------------
     def _line(self, line: str):
+        if line.split(None, 1)[:1] == ["tokens"]:   # the text as typed: quotes and all
+            return self._tokens(line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else "")
         words = _words(line)
         cmd, rest = (words[0].lower(), words[1:]) if words else ("help", [])
         if cmd not in SUBCOMMANDS:
@@ -253,6 +262,30 @@ class VllamaMagics(Magics):
             print("wrote " + ", ".join(res.to_csv(a.csv)))
         from IPython.display import display
         display(res)
+
+    def _tokens(self, text: str | None):
+        if text is None:
+            raise VllamaError("%%vllama tokens takes no options: the cell body is the text to count")
+        ns = self.shell.user_ns if self.shell is not None else {}
+        text = interpolate(text, ns)
+        if not text.strip():
+            raise VllamaError("nothing to count: write %vllama tokens TEXT, or the text below %%vllama tokens")
+        session = get_session()
+        n = session.count_tokens(text)
+        name = session.loaded.ref.name
+        try:
+            ctx = session.engine.context_length()
+        except VllamaError:
+            print(f"{n:,} tokens · {name} (the context length is not known)")
+            return
+        print(f"{n:,} tokens · {n / ctx:.1%} of the {ctx:,}-token context · {name}")
+
+    def _cmd_record(self, a):
+        last = get_session().last
+        if last is None:
+            print("(no output yet: the record of the next %%vllama cell or generate() shows here)")
+            return
+        print(json.dumps(last.record, indent=1, ensure_ascii=False))
 
     def _cmd_panel(self, a):
         from IPython.display import display

@@ -8,7 +8,7 @@ import time
 
 from .result import Result, Stream
 
-FORMATS = ("text", "markdown", "code", "json")
+FORMATS = ("text", "markdown", "code", "json", "tokens")
 
 
 def in_jupyter(shell=None) -> bool:
@@ -22,10 +22,13 @@ def in_jupyter(shell=None) -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def bundle(text: str, fmt: str, final: bool = False) -> dict:
-    """The MIME bundle showing `text` in format `fmt`."""
+def bundle(text: str, fmt: str, final: bool = False, logprobs=None) -> dict:
+    """The MIME bundle showing `text` in format `fmt` (`tokens` shows `logprobs`)."""
     data = {"text/plain": text}
-    if fmt == "markdown":
+    if fmt == "tokens":
+        from .tokenview import tokens_html
+        data["text/html"] = tokens_html(logprobs, text)
+    elif fmt == "markdown":
         data["text/markdown"] = text
     elif fmt == "code":
         data["text/markdown"] = f"```\n{text}\n```"
@@ -58,11 +61,11 @@ class Renderer:
                 self._terminal(stream)
         except KeyboardInterrupt:
             stream.close("interrupted")
-            self._final(stream.text)
+            self._final(stream)
             raise
         finally:
             stream.close("error")  # a no-op when it has ended
-        self._final(stream.text)
+        self._final(stream)
         return stream.result
 
     def _jupyter(self, stream: Stream) -> None:
@@ -78,7 +81,7 @@ class Renderer:
         next_update = clock() + throttle
         for d in stream:
             if d.text and clock() >= next_update:
-                self.handle.update(bundle(stream.text, self.fmt), raw=True)
+                self.handle.update(bundle(stream.text, self.fmt, logprobs=stream.logprobs), raw=True)
                 self.updates += 1
                 next_update = clock() + throttle
 
@@ -88,15 +91,20 @@ class Renderer:
                 sys.stdout.write(d.text)
                 sys.stdout.flush()
 
-    def _final(self, text: str) -> None:
+    def _final(self, stream: Stream) -> None:
+        """The whole output, with how it was made in the display metadata (key `vllama`), so a
+        saved notebook keeps each output's record."""
+        text = stream.text
         if self.jupyter:
             from IPython.display import display
 
+            data = bundle(text, self.fmt, final=True, logprobs=stream.logprobs)
+            meta = {"vllama": stream.record}
             if self.handle is not None:
-                self.handle.update(bundle(text, self.fmt, final=True), raw=True)
+                self.handle.update(data, raw=True, metadata=meta)
                 self.updates += 1
             else:
-                display(bundle(text, self.fmt, final=True), raw=True)
+                display(data, raw=True, metadata=meta)
         elif self.live:
             sys.stdout.write("\n")
         else:
