@@ -313,19 +313,25 @@ class Engine(BaseEngine):
             raise self._fail(f"the server at {self.url} answered {path} with something that is not JSON") from None
 
     def embed(self, texts, normalize: bool = True):
-        """Embeddings from the server's /v1/embeddings, all texts in one request."""
+        """Embeddings from the server's /v1/embeddings: one request per text, sent concurrently
+        (the server batches them; some servers mix up several texts of one request)."""
         self._require()
         items = check_texts(texts)
-        data = self._request("POST", "/embeddings", {"model": self.model_name, "input": items})
-        rows = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(rows, list) or len(rows) != len(items) or not all(isinstance(r, dict) for r in rows):
-            raise self._bad(f"an /embeddings answer without {len(items)} embeddings")
-        rows = sorted(rows, key=lambda r: r.get("index", 0) if isinstance(r.get("index"), int) else 0)
-        vecs = [r.get("embedding") for r in rows]
-        if not all(isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-                   for v in vecs) or len({len(v) for v in vecs}) != 1:
-            raise self._bad("embeddings that are not lists of numbers of one length")
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            vecs = list(pool.map(self._embed_one, items))
+        if len({len(v) for v in vecs}) != 1:
+            raise self._fail(f"the server at {self.url} sent embeddings of different lengths")
         return as_matrix(vecs, normalize)
+
+    def _embed_one(self, text: str) -> list:
+        data = self._request("POST", "/embeddings", {"model": self.model_name, "input": text})
+        rows = data.get("data") if isinstance(data, dict) else None
+        vec = pooled(rows[0].get("embedding")) if isinstance(rows, list) and len(rows) == 1 \
+            and isinstance(rows[0], dict) else None
+        if vec is None:
+            raise self._fail(f"the server at {self.url} sent malformed embeddings: "
+                             "no data[0].embedding list of numbers")
+        return vec
 
     def version(self) -> str:
         return self.preset.label
@@ -360,6 +366,18 @@ class Engine(BaseEngine):
 
     def __repr__(self) -> str:
         return f"<openai engine {self.model_name!r} at {self.url}>"
+
+
+def pooled(v) -> list | None:
+    """One vector: as sent, or the mean of per-token vectors (llama-cpp-python's server sends
+    those for models without a pooling type). None when it is not numbers."""
+    def numbers(x):
+        return isinstance(x, list) and x and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in x)
+    if numbers(v):
+        return v
+    if isinstance(v, list) and v and all(numbers(x) for x in v) and len({len(x) for x in v}) == 1:
+        return [sum(col) / len(v) for col in zip(*v)]
+    return None
 
 
 def _reason(r: str | None) -> str:

@@ -14,6 +14,7 @@ from ..hardware import hardware
 from ..models import list_models
 from ..sampling import Sampling
 from ..session import get_session
+from ..tokenview import tokens_html
 
 
 class Panel:
@@ -40,6 +41,7 @@ class Panel:
         self.temperature = W.FloatSlider(value=Sampling.temperature, min=0.0, max=2.0, step=0.05, description="Temperature")
         self.top_p = W.FloatSlider(value=Sampling.top_p, min=0.01, max=1.0, step=0.01, description="Top-p")
         self.seed = W.IntText(value=-1, description="Seed (-1 any)")
+        self.logprobs = W.BoundedIntText(value=-1, min=-1, max=20, description="Logprobs (-1 off)")
         self.system = W.Textarea(placeholder="System prompt (chat mode)", description="System",
                                  layout=W.Layout(width="98%", height="48px"))
         self.prompt = W.Textarea(value="ROMEO:\n", description="Prompt", layout=W.Layout(width="98%", height="80px"))
@@ -49,6 +51,7 @@ class Panel:
         self.clear_button = W.Button(description="Clear chat", icon="trash")
         self.output = W.Textarea(value="", layout=W.Layout(width="98%", height="220px"), disabled=True)
         self.output.add_class("vllama-output")
+        self.tokens = W.HTML()   # the tokens shaded by probability, when logprobs are on
         self.stats = W.HTML()
         self.history = W.HTML()
 
@@ -63,9 +66,9 @@ class Panel:
             W.HTML("<b>vllama</b> — the kernel's engine"), self.hardware,
             W.HBox([self.engine, self.url]), W.HBox([self.model, self.load_button, self.unload_button, self.progress]),
             self.status,
-            W.HBox([self.max_tokens, self.seed]), W.HBox([self.temperature, self.top_p]), self.system,
+            W.HBox([self.max_tokens, self.seed, self.logprobs]), W.HBox([self.temperature, self.top_p]), self.system,
             self.prompt, W.HBox([self.generate_button, self.stop_button, self.chat_mode, self.clear_button]),
-            self.output, self.stats, self.history,
+            self.output, self.tokens, self.stats, self.history,
         ])
         self.widget.add_class("vllama-panel")
         self._on_session(self.session)
@@ -90,7 +93,8 @@ class Panel:
     # -- generation -----------------------------------------------------------------------
     def sampling(self) -> Sampling:
         return Sampling(max_tokens=self.max_tokens.value, temperature=self.temperature.value,
-                        top_p=self.top_p.value, seed=None if self.seed.value < 0 else self.seed.value)
+                        top_p=self.top_p.value, seed=None if self.seed.value < 0 else self.seed.value,
+                        logprobs=None if self.logprobs.value < 0 else self.logprobs.value)
 
     def generate(self) -> None:
         """Stream a completion (or a chat reply) into the output, off the kernel's execute thread."""
@@ -109,6 +113,7 @@ class Panel:
         self.stream = stream
         self._stop.clear()
         self.output.value = ""
+        self.tokens.value = ""
         self.stats.value = ""
         self.generate_button.disabled, self.stop_button.disabled = True, False
         self._thread = threading.Thread(target=self._pump, args=(stream,), name="vllama-panel", daemon=True)
@@ -124,6 +129,8 @@ class Panel:
                 now = time.perf_counter()
                 if now - last >= self.throttle:
                     self.output.value = stream.text
+                    if stream.logprobs:
+                        self.tokens.value = tokens_html(stream.logprobs)
                     last = now
         except VllamaError as e:
             self._set_status(str(e), error=True)
@@ -132,6 +139,8 @@ class Panel:
         finally:
             res = stream.result
             self.output.value = res.text
+            if res.logprobs:
+                self.tokens.value = tokens_html(res.logprobs)
             self.stats.value = f"<i>{html.escape(res.stats_line())}</i>"
             self.generate_button.disabled, self.stop_button.disabled = False, True
             self._show_history()
