@@ -41,6 +41,28 @@ STREAMS = {   # mode -> (status, content type, body)
     "echo-key-400": (400, "application/json", None),   # echoes the Authorization header
     "echo-key-503": (503, "application/json", None),
 }
+def with_logprobs(t, logprobs, reason=None):
+    return {"choices": [{"index": 0, "text": t, "finish_reason": reason, "logprobs": logprobs}]}
+
+
+LOGPROB_STREAMS = {   # mode -> completions stream for a request that asked for logprobs
+    "lp-str": sse(with_logprobs("a", "x"), b"[DONE]"),
+    "lp-positive": sse(with_logprobs("a", {"tokens": ["a"], "token_logprobs": [5.0], "top_logprobs": [{"a": 5.0}]}),
+                       b"[DONE]"),
+    "lp-len": sse(with_logprobs("a", {"tokens": ["a", "b"], "token_logprobs": [-1.0]}), b"[DONE]"),
+    "lp-top-list": sse(with_logprobs("a", {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [[1]]}),
+                       b"[DONE]"),
+}
+STREAMS.update({m: (200, "text/event-stream", body) for m, body in LOGPROB_STREAMS.items()})
+TOKENIZE = {   # mode -> /tokenize body (other modes: 404, no such endpoint)
+    "tok-garbage": b'{"tokens": "abc"}',
+    "tok-html": b"<html>tokens</html>",
+}
+EMBEDDINGS = {   # mode -> /v1/embeddings body (other modes: 404)
+    "emb-garbage": b'{"data": [{"embedding": "x"}]}',
+    "emb-nan": b'{"data": [{"embedding": [NaN, 1.0]}]}',
+    "emb-none": b'{"data": []}',
+}
 MODELS = {   # mode -> /models body
     "models-list": b"[]",
     "models-null": b"null",
@@ -78,6 +100,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         mode = self._mode()
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.endswith("tokenize") or self.path.endswith("/embeddings"):
+            table = EMBEDDINGS if self.path.endswith("/embeddings") else TOKENIZE
+            if mode in table:
+                return self._send(200, "application/json", table[mode])
+            return self._send(404, "application/json", b'{"error": {"message": "Not Found"}}')
         if mode in CHAT:
             return self._send(200, "text/event-stream", CHAT[mode])
         status, ctype, body = STREAMS.get(mode, STREAMS["ok"])

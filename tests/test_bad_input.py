@@ -44,6 +44,14 @@ MAGIC_CASES = [
     ("%%vllama\n{bad_str} says", "{bad_str} cannot be turned into text"),
     ("%%vllama\n{lone_surrogate} says", "not valid Unicode"),
     ("%%vllama --chat\n   ", "the cell is empty"),
+    ("%%vllama --logprobs 21\nhi", "logprobs must be a whole number from 0 to 20"),
+    ("%%vllama --logprobs -1\nhi", "logprobs must be a whole number from 0 to 20"),
+    ("%%vllama --logprobs x\nhi", "argument --logprobs: invalid int value: 'x'"),
+    ("%%vllama tokens -x\nhi", "%%vllama tokens takes no options"),
+    ("%%vllama tokens\n  \n", "nothing to count"),
+    ("%vllama tokens", "nothing to count"),
+    ("%vllama tokens {lone_surrogate}", "not valid Unicode"),
+    ("%vllama record now", "unrecognized arguments: now"),
     ("%vllama frobnicate", "unknown subcommand 'frobnicate'"),
     ("%vllama load /nope/m.gguf", "model file not found"),
     ("%vllama load embedded --n-ctx 0", "n_ctx must be a whole number >= 16"),
@@ -113,6 +121,16 @@ API_CASES = [
     ("v.load(None, 'openai', url='{ok}', timeout=-1)", "timeout must be a positive number"),
     ("v.load(42, 'openai', url='{ok}')", "the model of a server is its name as text"),
     ("v.bench.run(num_requests=0)", "num_requests must be a whole number >= 1"),
+    ("v.generate('x', logprobs=True)", "logprobs must be a whole number from 0 to 20"),
+    ("v.generate('x', logprobs=2.5)", "logprobs must be a whole number from 0 to 20"),
+    ("v.count_tokens(5)", "count_tokens needs text, not int"),
+    ("v.count_tokens('\\ud800')", "not valid Unicode"),
+    ("v.embed([])", "embed needs at least one text (the list is empty)"),
+    ("v.embed(5)", "embed needs a list of texts, not int"),
+    ("v.embed(None)", "embed needs a list of texts, not NoneType"),
+    ("v.embed(['a', ''])", "text 1 to embed is empty"),
+    ("v.embed(['a', 3])", "text 1 to embed is int"),
+    ("v.embed(['a', 'ROMEO ' * 2000])", "tokens but the embedding context holds 1024: split it"),
 ]
 
 # a stream from a hostile server, through an engine connected outside the session
@@ -134,6 +152,21 @@ STREAM_CASES = [
     ("html-500", "failed (HTTP 500)"),
     ("echo-key-400", "refused the request (HTTP 400): bad request; you sent Bearer ***"),
     ("echo-key-503", "failed (HTTP 503)"),
+]
+# other requests to a hostile server: (mode|call, words)
+REMOTE_CASES = [
+    ("ok|hostile.generate('ROMEO:', v.Sampling(logprobs=2))", "sent no logprobs: it does not support them"),
+    ("lp-str|hostile.generate('ROMEO:', v.Sampling(logprobs=2))", "logprobs that are a str, not an object"),
+    ("lp-positive|hostile.generate('ROMEO:', v.Sampling(logprobs=2))", "a logprob 5.0 that is not a number <= 0"),
+    ("lp-len|hostile.generate('ROMEO:', v.Sampling(logprobs=2))", "not lists of one length"),
+    ("lp-top-list|hostile.generate('ROMEO:', v.Sampling(logprobs=2))", "top_logprobs entries that are not objects"),
+    ("ok|hostile.count_tokens('hi')", "has no tokenize endpoint, so its token counts are not known"),
+    ("tok-garbage|hostile.count_tokens('hi')", "a /tokenize answer without a list of token ids"),
+    ("tok-html|hostile.count_tokens('hi')", "answered /tokenize with something that is not JSON"),
+    ("ok|hostile.embed(['a'])", "has no such model or endpoint (404)"),
+    ("emb-garbage|hostile.embed(['a'])", "sent malformed embeddings"),
+    ("emb-nan|hostile.embed(['a'])", "sent malformed embeddings"),
+    ("emb-none|hostile.embed(['a', 'b'])", "sent malformed embeddings"),
 ]
 CHAT_CASES = [
     ("delta-list", "a delta that is a list, not an object"),
@@ -206,7 +239,8 @@ def check_case(k, cell: str, words: str, before: tuple) -> None:
 
 
 CATALOGUE = ([("magic", c, w) for c, w in MAGIC_CASES] + [("api", c, w) for c, w in API_CASES]
-             + [("stream", m, w) for m, w in STREAM_CASES] + [("chat", m, w) for m, w in CHAT_CASES])
+             + [("stream", m, w) for m, w in STREAM_CASES] + [("chat", m, w) for m, w in CHAT_CASES]
+             + [("remote", m, w) for m, w in REMOTE_CASES])
 
 
 def test_catalogue_is_large_enough():
@@ -228,6 +262,9 @@ def test_bad_input_fails_the_cell_with_one_line(k, files, hostile, kind, case, w
         k.execute(f"import os; os.environ['CATALOGUE_KEY'] = {KEY!r}\n"
                   f"hostile = Engine.connect(url={hostile.url(case)!r}, api_key_env='CATALOGUE_KEY')")
         cell = "hostile.generate('ROMEO:')"
+    elif kind == "remote":
+        mode, cell = case.split("|", 1)
+        k.execute(f"hostile = Engine.connect(url={hostile.url(mode)!r})")
     else:
         k.execute(f"hostile = Engine.connect(url={hostile.url(case)!r})")
         cell = "hostile.chat([{'role': 'user', 'content': 'hi'}]).run()"

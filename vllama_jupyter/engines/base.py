@@ -79,15 +79,20 @@ class BaseEngine:
                 ctx = self.context_length()
             except VllamaError:
                 ctx = None
+            import json
+
             self._about = {"engine": self.name, "engine_version": self.version(), "model": self.model_name,
-                           **self.identity(), "context_length": ctx, "hardware": hardware_line(),
-                           "vllama_jupyter": __version__}
+                           **self.identity(), "context_length": ctx,
+                           "engine_options": json.loads(json.dumps(self.settings(), default=str)),
+                           "hardware": hardware_line(), "vllama_jupyter": __version__}
         return {**self._about, "sampling": settings(s)}
 
     def count_tokens(self, text: str) -> int:
         """How many tokens `text` is as a prompt, with this model's tokenizer."""
         if not isinstance(text, str):
             raise VllamaError(f"count_tokens needs text, not {type(text).__name__}")
+        if text.strip():
+            check_prompt(text)
         return len(self.tokenize(text))
 
     def _new_stream(self, start, prompt_tokens: int, s: Sampling, context_length: int | None = None) -> Stream:

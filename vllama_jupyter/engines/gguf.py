@@ -57,6 +57,7 @@ def check_options(options: dict) -> None:
     import llama_cpp
 
     allowed = set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
+    allowed.add("prompt_cache")   # ours: reuse the KV cache of a shared prompt prefix
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
@@ -65,6 +66,8 @@ def check_options(options: dict) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
             raise VllamaError(f"{key} must be a whole number >= {least} (got {v!r})"
                               + ("; leave it out to use the context the model was trained on" if key == "n_ctx" else ""))
+    if not isinstance(options.get("prompt_cache", False), bool):
+        raise VllamaError(f"prompt_cache must be True or False (got {options['prompt_cache']!r})")
     for key in ("type_k", "type_v"):
         v = options.get(key)
         if v is not None and v not in CACHE_TYPES.values():

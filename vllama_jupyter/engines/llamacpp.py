@@ -51,6 +51,7 @@ class Engine(BaseEngine):
         self.ref: ModelRef | None = None
         self.template: str | None = None
         self.load_seconds = 0.0
+        self.prompt_cache = False
         self._embedding = None
         self._options: dict = {}
 
@@ -74,6 +75,7 @@ class Engine(BaseEngine):
         opts = {"n_ctx": min(ctx_train, 8192), "verbose": False, "n_threads": threads, "n_threads_batch": threads,
                 "n_gpu_layers": -1 if llama_cpp.llama_supports_gpu_offload() else 0}
         opts.update(options)
+        self.prompt_cache = opts.pop("prompt_cache", False)
         t0 = time.perf_counter()
         logs.clear()
         try:
@@ -113,6 +115,9 @@ class Engine(BaseEngine):
     def version(self) -> str:
         import llama_cpp
         return llama_cpp.__version__
+
+    def settings(self) -> dict:
+        return {**self._options, "prompt_cache": self.prompt_cache}
 
     def context_length(self) -> int:
         return self.llm.n_ctx()
@@ -163,6 +168,11 @@ class Engine(BaseEngine):
     def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar):
         llm = self.llm
         llm.set_seed(s.seed or 0)  # with_seed() gave sampled runs one; greedy ignores it
+        if not self.prompt_cache:
+            # the whole prompt evaluated afresh: logits of a re-used prefix differ in the last
+            # bits (another batch shape), which can change a sampled token; this way the same
+            # prompt, settings and seed give the same tokens
+            llm.reset()
         tokens = llm.generate(ids, top_k=s.top_k, top_p=s.top_p, min_p=0.0, temp=s.temperature,
                               repeat_penalty=1.0, grammar=grammar)
         detok = Detokenizer(llm, self._pieces)

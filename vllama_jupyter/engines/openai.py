@@ -7,6 +7,7 @@ the engine, printed, or put in a result."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -372,7 +373,8 @@ def pooled(v) -> list | None:
     """One vector: as sent, or the mean of per-token vectors (llama-cpp-python's server sends
     those for models without a pooling type). None when it is not numbers."""
     def numbers(x):
-        return isinstance(x, list) and x and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in x)
+        return isinstance(x, list) and x and all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                                                 and math.isfinite(n) for n in x)
     if numbers(v):
         return v
     if isinstance(v, list) and v and all(numbers(x) for x in v) and len({len(x) for x in v}) == 1:

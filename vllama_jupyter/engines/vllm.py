@@ -230,6 +230,9 @@ class Engine(BaseEngine):
         import vllm
         return vllm.__version__
 
+    def settings(self) -> dict:
+        return dict(self.options)
+
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 

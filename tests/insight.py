@@ -1,0 +1,58 @@
+"""Checks of what a generation shows about itself (logprobs, token counts, records, embeddings),
+run on every engine: llama.cpp in-process, vLLM, and a real llama.cpp server."""
+import math
+
+import numpy as np
+
+from vllama_jupyter import Sampling
+
+PROMPT = "ROMEO:\n"
+RECORD_KEYS = {"engine", "engine_version", "model", "context_length", "hardware", "vllama_jupyter", "sampling",
+               "timestamp", "prompt_tokens", "output_tokens", "finish_reason"}
+
+
+def check_logprobs(eng, n: int = 5) -> None:
+    plain = eng.generate(PROMPT, Sampling(max_tokens=24, temperature=0.0))
+    scored = eng.generate(PROMPT, Sampling(max_tokens=24, temperature=0.0, logprobs=n))
+    assert plain.logprobs is None
+    assert scored.text == plain.text and scored.token_ids == plain.token_ids   # logprobs change nothing
+    assert len(scored.logprobs) == scored.output_tokens == 24
+    assert "".join(t.token for t in scored.logprobs) == scored.text
+    for t in scored.logprobs:
+        assert isinstance(t.token, str) and t.logprob <= 0
+        assert len(t.top) == n
+        values = [lp for _, lp in t.top]
+        assert values == sorted(values, reverse=True)
+        assert sum(math.exp(lp) for lp in values) <= 1 + 1e-5
+        assert abs(t.logprob - values[0]) < 1e-3   # greedy: the chosen token is the most likely
+    # the chosen token only
+    only = eng.generate(PROMPT, Sampling(max_tokens=4, temperature=0.0, logprobs=0))
+    assert len(only.logprobs) == 4 and all(t.top == () for t in only.logprobs)
+
+
+def check_record_and_replay(eng) -> dict:
+    first = eng.generate(PROMPT, Sampling(max_tokens=32, temperature=0.8))
+    rec = first.record
+    assert RECORD_KEYS <= set(rec), set(rec)
+    seed = rec["sampling"]["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2**32   # the seed used, though none was given
+    assert rec["sampling"]["temperature"] == 0.8 and rec["output_tokens"] == first.output_tokens == 32
+    assert rec["engine"] == eng.name and rec["model"] == eng.model_name
+    assert rec["timestamp"].endswith("+00:00")
+    again = eng.generate(PROMPT, Sampling.make(**rec["sampling"]))
+    assert again.text == first.text and again.token_ids == first.token_ids
+    other = eng.generate(PROMPT, Sampling(max_tokens=32, temperature=0.8))
+    assert other.record["sampling"]["seed"] != seed
+    return rec
+
+
+def check_embed(eng) -> None:
+    texts = ["ROMEO: I am here.", "JULIET: Wherefore art thou?", "ROMEO: I am here."]
+    m = eng.embed(texts)
+    assert m.shape[0] == 3 and m.shape[1] >= 16 and m.dtype == np.float32
+    assert np.allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-5)
+    assert abs(float(m[0] @ m[2]) - 1.0) < 1e-5          # cosine(x, x) = 1
+    assert float(m[0] @ m[1]) < 0.999                     # different texts differ
+    raw = eng.embed(texts[:1], normalize=False)
+    assert not np.isclose(np.linalg.norm(raw[0]), 1.0)
+    assert np.allclose(raw[0] / np.linalg.norm(raw[0]), m[0], atol=1e-5)
