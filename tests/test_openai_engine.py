@@ -12,6 +12,9 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.engines.openai import Engine
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.servers import free_port, make
+from vllama_jupyter.session import fit_context
+
+from .insight import check_embed, check_logprobs, check_record_and_replay
 
 KEY_ENV = "VLLAMA_TEST_API_KEY"
 KEY = "sk-test-7d1e0c93b1f54e2c"
@@ -50,6 +53,47 @@ def test_chat_and_status_hide_the_key(remote):
     info = remote.info()
     assert info["api_key"] == f"from ${KEY_ENV}"
     assert KEY not in repr(info) and KEY not in repr(remote) and KEY not in repr(vars(remote))
+
+
+@pytest.fixture(scope="module")
+def embedding_server():
+    """llama-cpp-python's server answers /v1/embeddings only when started with --embedding."""
+    server = make("llamacpp", extra_args=["--embedding", "true"]).start()
+    yield server
+    server.stop()
+
+
+def test_logprobs_record_replay_count_and_overflow(remote, engine, capsys):
+    check_logprobs(remote)
+    rec = check_record_and_replay(remote)
+    assert rec["server"] == remote.url and rec["engine_version"] == "llama.cpp server"
+    for text in ("ROMEO:", "What light through yonder window breaks?", "ünïcödé ✓"):
+        n = remote.count_tokens(text)
+        assert n == len(engine.tokenize(text))                    # the same model's tokenizer
+        assert n == remote.complete(text, Sampling(max_tokens=1)).prompt_tokens   # the server's own count
+    # chat context fitting through the server's token counts (its context given: it lists none)
+    small = Engine.connect(url=remote.url, preset="llamacpp-server", api_key_env=KEY_ENV, context_length=1024)
+    msgs = [{"role": "system", "content": "You are Juliet."}]
+    for _ in range(4):
+        msgs += [{"role": "user", "content": "ROMEO: " * 100}, {"role": "assistant", "content": "JULIET: " * 100}]
+    msgs.append({"role": "user", "content": "Good night."})
+    fitted = fit_context(small, msgs, Sampling(max_tokens=100))
+    assert "vllama: dropped the" in capsys.readouterr().err
+    assert fitted[0] == msgs[0] and fitted[-1] == msgs[-1] and len(fitted) < len(msgs)
+    assert small.count_tokens(small.chat_prompt(fitted)) + 100 <= 1024
+    reply = small.chat(fitted, Sampling(max_tokens=20, temperature=0.0)).run()
+    assert reply.output_tokens > 0
+    small.close()
+
+
+def test_embeddings_from_a_real_server(embedding_server, engine):
+    eng = Engine.connect(url=embedding_server.url, preset="llamacpp-server")
+    try:
+        check_embed(eng)
+        texts = ["ROMEO: I am here.", "JULIET: Wherefore art thou?"]
+        assert float((eng.embed(texts) * engine.embed(texts)).sum(axis=1).min()) > 0.999   # mean pooling both
+    finally:
+        eng.close()
 
 
 def test_cancel_frees_the_server_slot(remote):

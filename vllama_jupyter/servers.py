@@ -146,9 +146,9 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
             raise VllamaError(f"the environment variable {api_key_env} (api_key_env) is not set: export it first")
     if kind == "llamacpp":
         ref = models.resolve(model, "llamacpp")
+        n_ctx = n_ctx or (1024 if ref.source == "embedded" else 4096)
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ref.path), "--model_alias", ref.name,
-               "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False",
-               "--n_ctx", str(n_ctx or (1024 if ref.source == "embedded" else 4096))]
+               "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False", "--n_ctx", str(n_ctx)]
         if key:
             env["API_KEY"] = key  # read by the server's settings; kept off the command line
     else:
@@ -163,7 +163,9 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if key:
             env["VLLM_API_KEY"] = key
-    return Server(kind, cmd + list(extra_args or []), port, ref.name, env)
+    server = Server(kind, cmd + list(extra_args or []), port, ref.name, env)
+    server.context_length = n_ctx   # llama-cpp-python's server does not list it; vLLM's does
+    return server
 
 
 def _vllm_serve_command() -> list[str]:

@@ -139,6 +139,8 @@ class Session:
         self.servers.append(server)
         if load:
             opts = {"url": server.url, "preset": server.preset}
+            if server.context_length:
+                opts["context_length"] = server.context_length
             if options.get("api_key_env"):
                 opts["api_key_env"] = options["api_key_env"]
             self.load(server.model, "openai", **opts)

@@ -64,6 +64,10 @@ class BaseEngine:
         from ..provenance import identity
         return identity(self.ref.path)
 
+    def settings(self) -> dict:
+        """The options the engine runs with (for the record)."""
+        return {}
+
     def embed(self, texts: list[str], normalize: bool = True):
         """Embeddings of `texts` as a numpy array (len(texts), dim)."""
         raise VllamaError(f"the {self.name} engine has no embeddings")
@@ -72,6 +76,8 @@ class BaseEngine:
     def provenance(self, s: Sampling) -> dict:
         """The record's fixed part for this engine and model, with the sampling settings `s`."""
         if self._about is None:
+            import json
+
             from .. import __version__
             from ..provenance import hardware_line
 
@@ -79,8 +85,6 @@ class BaseEngine:
                 ctx = self.context_length()
             except VllamaError:
                 ctx = None
-            import json
-
             self._about = {"engine": self.name, "engine_version": self.version(), "model": self.model_name,
                            **self.identity(), "context_length": ctx,
                            "engine_options": json.loads(json.dumps(self.settings(), default=str)),

@@ -52,7 +52,7 @@ def parse_chunk(data: str, chat: bool, logprobs: int | None) -> list[Delta]:
             raise Malformed(f"a finish_reason that is a {type(reason).__name__}")
         lp = None
         if logprobs is not None:
-            lp = read_logprobs(choice.get("logprobs"), chat)
+            lp = read_logprobs(choice.get("logprobs"), chat, logprobs)
             if lp is None and text:
                 raise NoLogprobs()
         out.append(Delta(text, tuple(ids), now, reason, logprobs=lp))
@@ -67,9 +67,10 @@ class NoLogprobs(Exception):
     pass
 
 
-def read_logprobs(field, chat: bool) -> tuple[TokenLogprob, ...] | None:
+def read_logprobs(field, chat: bool, n: int) -> tuple[TokenLogprob, ...] | None:
     """Chat: {"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]};
-    completions: {"tokens": [...], "token_logprobs": [...], "top_logprobs": [{text: logprob}]}."""
+    completions: {"tokens": [...], "token_logprobs": [...], "top_logprobs": [{text: logprob}]}.
+    Alternatives are kept to the `n` most likely (some servers add the chosen token to them)."""
     if field is None:
         return None
     if not isinstance(field, dict):
@@ -81,8 +82,8 @@ def read_logprobs(field, chat: bool) -> tuple[TokenLogprob, ...] | None:
         if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
             raise Malformed("logprobs.content that is not a list of objects")
         return tuple(TokenLogprob(_text(x.get("token")), _logprob(x.get("logprob")),
-                                  tuple((_text(a.get("token")), _logprob(a.get("logprob")))
-                                        for a in _objects(x.get("top_logprobs"))))
+                                  _best([(_text(a.get("token")), _logprob(a.get("logprob")))
+                                         for a in _objects(x.get("top_logprobs"))], n))
                      for x in items)
     tokens, values, tops = field.get("tokens"), field.get("token_logprobs"), field.get("top_logprobs")
     if tokens is None:
@@ -97,9 +98,13 @@ def read_logprobs(field, chat: bool) -> tuple[TokenLogprob, ...] | None:
     for tok, value, top in zip(tokens, values, tops):
         if top is not None and not isinstance(top, dict):
             raise Malformed("logprobs.top_logprobs entries that are not objects")
-        pairs = sorted(((_text(t), _logprob(v)) for t, v in (top or {}).items()), key=lambda p: -p[1])
-        out.append(TokenLogprob(_text(tok), _logprob(value), tuple(pairs)))
+        pairs = [(_text(t), _logprob(v)) for t, v in (top or {}).items()]
+        out.append(TokenLogprob(_text(tok), _logprob(value), _best(pairs, n)))
     return tuple(out)
+
+
+def _best(pairs: list, n: int) -> tuple:
+    return tuple(sorted(pairs, key=lambda p: -p[1])[:n])
 
 
 def _objects(x) -> list[dict]:

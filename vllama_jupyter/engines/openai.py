@@ -28,7 +28,8 @@ TOKENIZE_ENDPOINTS = (("/tokenize", "prompt"), ("/tokenize", "content"), ("/extr
 
 class Engine(BaseEngine):
     """OpenAI-compatible server. Options: url, preset (vllm, ollama, llamacpp-server, max,
-    sglang, tgi), api_key_env (the NAME of an environment variable), timeout, concurrency."""
+    sglang, tgi), api_key_env (the NAME of an environment variable), timeout, concurrency,
+    context_length (the server's context in tokens, for servers that do not list it)."""
 
     name = "openai"
     concurrent = True
@@ -69,7 +70,7 @@ class Engine(BaseEngine):
         t0 = time.perf_counter()
         self._connect(ref.url, options)
         self.model_name = self._pick(ref.model)
-        self.max_model_len = self._lengths.get(self.model_name)
+        self.max_model_len = options.get("context_length") or self._lengths.get(self.model_name)
         self.load_seconds = time.perf_counter() - t0
 
     def _connect(self, url: str, options: dict) -> None:
@@ -339,6 +340,9 @@ class Engine(BaseEngine):
 
     def identity(self) -> dict:
         return {"server": self.url}
+
+    def settings(self) -> dict:
+        return {"preset": self.preset_name, "context_length": self.max_model_len}
 
     def vocab_size(self) -> int:
         raise VllamaError("the vocabulary of a remote model is not known: give prompts as text, "

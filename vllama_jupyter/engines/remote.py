@@ -30,7 +30,7 @@ PRESETS = {
 }
 
 
-OPTIONS = ("url", "preset", "api_key_env", "timeout", "concurrency")
+OPTIONS = ("url", "preset", "api_key_env", "timeout", "concurrency", "context_length")
 
 
 def base_url(options: dict) -> str:
@@ -73,6 +73,9 @@ def check_options(options: dict) -> None:
     conc = options.get("concurrency", 8)
     if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
         raise VllamaError(f"concurrency must be a whole number >= 1 (got {conc!r})")
+    ctx = options.get("context_length")
+    if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 16):
+        raise VllamaError(f"context_length must be a whole number >= 16: the server's context in tokens (got {ctx!r})")
     timeout = options.get("timeout", 60.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise VllamaError(f"timeout must be a positive number of seconds (got {timeout!r})")
