@@ -188,6 +188,50 @@ REFERENCE = [
 ]
 
 
+EMBEDDINGS = [
+    new_markdown_cell("# Embeddings: nearest lines of Shakespeare\n\n"
+                      "`v.embed(texts)` gives one vector per text (a numpy array, rows of length 1) from the "
+                      "kernel's engine: llama.cpp runs an embedding context over the same model file (the "
+                      "model's own pooling, mean where it has none), vLLM a pooling instance of the model, a "
+                      "server its `/v1/embeddings`. Here the embedded tiny model embeds lines of the "
+                      "play it was trained on (a sample ships with the package)."),
+    new_code_cell("%load_ext vllama_jupyter\nimport numpy as np\nimport pandas as pd\nimport vllama_jupyter as v\n"
+                  "from vllama_jupyter.models import EMBEDDED_DIR"),
+    check("text = (EMBEDDED_DIR / 'sample.txt').read_text()\n"
+          "lines = list(dict.fromkeys(l for l in text.splitlines() if len(l.split()) >= 5))[:240]\nlen(lines)"),
+    ignore("%%time\nE = v.embed(lines)\nE.shape"),
+    check("E.shape[0] == len(lines), bool(np.allclose(np.linalg.norm(E, axis=1), 1, atol=1e-5))"),
+    new_markdown_cell("## Nearest neighbours\n\nRows have length 1, so a dot product is the cosine similarity."),
+    new_code_cell("def nearest(query, k=5):\n"
+                  "    q = v.embed(query)[0]\n"
+                  "    scores = E @ q\n"
+                  "    best = np.argsort(-scores)[:k]\n"
+                  "    return pd.DataFrame({'line': [lines[i] for i in best], 'cosine': scores[best].round(3)})"),
+    ignore("nearest('My lord, the citizens are come to know your pleasure.')"),
+    new_markdown_cell("A line of the corpus finds itself first, with cosine 1:"),
+    check("top = nearest(lines[17], 1)\ntop.line[0] == lines[17], float(top.cosine[0])"),
+    new_markdown_cell("## How alike are the first lines?"),
+    ignore("import matplotlib.pyplot as plt\n"
+           "few = lines[:14]\nS = v.embed(few) @ v.embed(few).T\n"
+           "fig, ax = plt.subplots(figsize=(7, 6))\nim = ax.imshow(S, cmap='viridis', vmin=S.min(), vmax=1)\n"
+           "ax.set_yticks(range(len(few)), [l[:32] for l in few], fontsize=7)\nax.set_xticks([])\n"
+           "fig.colorbar(im, label='cosine similarity')\nax.set_title('Similarity of the first lines');"),
+    new_markdown_cell("## A dedicated embedding model\n\n"
+                      "The tiny model was trained to continue text, not to embed it; an embedding model gives "
+                      "far better neighbours. Load its GGUF file (it keeps its own pooling, e.g. CLS or mean) "
+                      "or a Hugging Face embedding model folder on vLLM, and call `v.embed` the same way:\n\n"
+                      "```python\n"
+                      "v.load('~/models/nomic-embed-text-v1.5.Q8_0.gguf')        # llama.cpp\n"
+                      "v.load('BAAI/bge-small-en-v1.5', engine='vllm')            # vLLM, pooling runner\n"
+                      "v.load('nomic-embed-text', engine='openai', preset='ollama')  # a server's /v1/embeddings\n"
+                      "E = v.embed(lines)\n"
+                      "```\n\n"
+                      "A text longer than the context is refused with its token count "
+                      "(`v.count_tokens(text)`, or `%vllama tokens`), never cut silently."),
+    check("v.count_tokens(lines[0]) < v.status()['context_length']"),
+]
+
+
 def write(name: str, cells: list) -> None:
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -204,3 +248,4 @@ if __name__ == "__main__":
     write("04_in_process_vs_server.ipynb", SERVER)
     write("05_panel.ipynb", PANEL)
     write("06_benchmark_reference.ipynb", REFERENCE)
+    write("07_embeddings.ipynb", EMBEDDINGS)
