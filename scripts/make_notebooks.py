@@ -2,7 +2,7 @@
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 
 
@@ -11,9 +11,12 @@ def ignore(source: str):
     return new_code_cell(source, metadata={"tags": ["nbval-ignore-output"]})
 
 
-def check(source: str):
-    """A cell whose output is deterministic: nbval compares it."""
-    return new_code_cell(source, metadata={"tags": ["nbval-check-output"]})
+def check(source: str, expect: str):
+    """A cell whose output is deterministic: nbval compares it with `expect` (its text/plain),
+    stored as the cell's output: the only output a committed notebook holds."""
+    out = new_output("execute_result", data={"text/plain": expect}, execution_count=1)
+    # nbval reads a cell with outputs and no execution count as never run
+    return new_code_cell(source, metadata={"tags": ["nbval-check-output"]}, outputs=[out], execution_count=1)
 
 
 QUICKSTART = [
@@ -26,12 +29,12 @@ QUICKSTART = [
     ignore("%vllama hardware"),
     new_markdown_cell("## Prompt a cell\n\n`-t 0` is greedy decoding; `-o first` keeps the result object."),
     ignore("%%vllama -t 0 --max-tokens 80 -o first\nROMEO:\n"),
-    check("first.output_tokens, first.finish_reason, first.engine, first.model"),
+    check("first.output_tokens, first.finish_reason, first.model", "(80, 'length', 'tiny-shakespeare')"),
     ignore("%vllama status"),
     new_markdown_cell("## Sampling, stop sequences and formats\n\n`--seed` makes sampling repeatable; "
                       "`--stop` ends the text before a sequence; `-f markdown` renders Markdown."),
     ignore("%%vllama -t 0.9 --seed 42 --max-tokens 60 --stop \"\\n\\n\" -f markdown -o sampled\nJULIET:\n"),
-    check("sampled.finish_reason in ('stop', 'length'), '\\n\\n' not in sampled.text"),
+    check("sampled.finish_reason in ('stop', 'length'), '\\n\\n' not in sampled.text", "(True, True)"),
     new_markdown_cell("## Variables in prompts\n\n`{name}` takes a variable from the notebook by name, "
                       "attribute or index; nothing is evaluated."),
     new_code_cell("speaker = {'name': 'KING HENRY'}"),
@@ -41,20 +44,21 @@ QUICKSTART = [
     ignore("%%vllama --chat -s \"Thou art a herald of the king.\" -t 0 --max-tokens 30\nWhat news from the court?\n"),
     ignore("%%vllama --chat -t 0 --max-tokens 30\nAnd of the queen?\n"),
     ignore("%vllama history"),
-    check("import vllama_jupyter as v\n[m['role'] for m in v.session.get_session().history]"),
+    check("import vllama_jupyter as v\n[m['role'] for m in v.session.get_session().history]",
+          "['system', 'user', 'assistant', 'user', 'assistant']"),
     new_code_cell("%vllama reset"),
     new_markdown_cell("## Structured output\n\n`--json-schema` constrains the output to a JSON schema "
                       "(llama.cpp grammars, vLLM guided decoding)."),
     new_code_cell("character = {\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", \"maxLength\": 12},"
                   " \"act\": {\"type\": \"integer\"}}, \"required\": [\"name\", \"act\"]}"),
     ignore("%%vllama --json-schema character -t 0 --max-tokens 60 -o card\nKING LEAR:\n"),
-    check("import json\nsorted(json.loads(card.text))"),
+    check("import json\nsorted(json.loads(card.text))", "['act', 'name']"),
     new_markdown_cell("## The same engine from Python"),
     ignore("for delta in v.stream('ROMEO:\\n', max_tokens=30, temperature=0):\n"
                   "    print(delta.text, end='')"),
     check("r = v.generate('ROMEO:\\n', max_tokens=30, temperature=0)\n"
-                  "r.output_tokens, r.ttft <= r.e2el"),
-    check("[x.output_tokens for x in v.batch(['ROMEO:', 'JULIET:', 'HAMLET:'], max_tokens=8)]"),
+                  "r.output_tokens, r.ttft <= r.e2el", "(30, True)"),
+    check("[x.output_tokens for x in v.batch(['ROMEO:', 'JULIET:', 'HAMLET:'], max_tokens=8)]", "[8, 8, 8]"),
 ]
 
 ENGINES = ("import vllama_jupyter as v\nfrom vllama_jupyter import bench, engines\n"
@@ -68,11 +72,12 @@ BENCHMARK_ENGINES = [
                       "throughputs. llama.cpp in the kernel runs requests in turn; vLLM batches them. "
                       "On a GPU host `vllm` is the CUDA build; here it may be the CPU build."),
     new_code_cell("%load_ext vllama_jupyter"),
-    check(ENGINES),
+    check(ENGINES, "['llamacpp', 'vllm']"),
     ignore("res = bench.compare([{'engine': e} for e in local], num_requests=16, concurrency=[1, 2, 4, 8],\n"
            "                    max_tokens=32, warmup=2)\nres.table()"),
-    check("bool((res.summary['completed'] == 16).all()), bool((res.requests['output_tokens'] == 32).all())"),
-    check("bool((res.summary['median_ttft_ms'] <= res.summary['median_e2el_ms']).all())"),
+    check("bool((res.summary['completed'] == 16).all()), bool((res.requests['output_tokens'] == 32).all())",
+          "(True, True)"),
+    check("bool((res.summary['median_ttft_ms'] <= res.summary['median_e2el_ms']).all())", "True"),
     new_markdown_cell("Output throughput against concurrency: vLLM's continuous batching grows it, "
                       "llama.cpp in the kernel stays flat (one request at a time)."),
     ignore("fig = res.plot()"),
@@ -81,7 +86,7 @@ BENCHMARK_ENGINES = [
     new_markdown_cell("Save the numbers with the facts needed to compare them later (hardware, "
                       "engine versions, model, settings):"),
     ignore("res.to_csv('out/benchmark_engines')  # CSV + JSON under out/"),
-    check("sorted(res.meta)[:4]"),
+    check("sorted(res.meta)[:4]", "['engine', 'gpus', 'hardware', 'ignore_eos']"),
 ]
 
 BATCH = [
@@ -90,7 +95,7 @@ BATCH = [
                       "tokens each. vLLM submits them all at once (continuous batching); llama.cpp in the "
                       "kernel runs them in turn. Raise `N` on a GPU host."),
     new_code_cell("%load_ext vllama_jupyter"),
-    check(ENGINES),
+    check(ENGINES, "['llamacpp', 'vllm']"),
     new_code_cell("import time\nimport pandas as pd\n"
                   "N = 64\nspeakers = ['ROMEO', 'JULIET', 'KING HENRY', 'QUEEN MARGARET', 'NURSE', 'TYBALT', 'HAMLET', 'PROSPERO']\n"
                   "df = pd.DataFrame({'prompt': [f'{speakers[i % 8]}:\\n' for i in range(N)]})\ndf.head()"),
@@ -101,10 +106,10 @@ BATCH = [
            "    rows.append({'engine': engine, 'prompts': N, 'output_tokens': tokens, 'seconds': wall,\n"
            "                 'output_tokens_per_s': tokens / wall, 'prompts_per_s': N / wall})\n"
            "summary = pd.DataFrame(rows)\nsummary"),
-    check("summary['output_tokens'].tolist() == [64 * 48] * len(local)"),
+    check("summary['output_tokens'].tolist() == [64 * 48] * len(local)", "True"),
     ignore("df.head()"),
     new_markdown_cell("Greedy outputs of the two engines from the same weights agree closely:"),
-    check("if 'output_vllm' in df:\n    same = (df.output_llamacpp.str[:20] == df.output_vllm.str[:20]).mean()\nelse:\n    same = 1.0\nsame >= 0.9"),
+    check("if 'output_vllm' in df:\n    same = (df.output_llamacpp.str[:20] == df.output_vllm.str[:20]).mean()\nelse:\n    same = 1.0\nbool(same >= 0.9)", "True"),
     new_code_cell("v.unload()"),
 ]
 
@@ -119,7 +124,7 @@ SERVER = [
     ignore("res = bench.compare([{'engine': 'llamacpp'},\n"
            "                    {'engine': 'openai', 'url': server.url, 'preset': 'llamacpp-server'}],\n"
            "                   num_requests=24, concurrency=1, max_tokens=16, warmup=2)\nres.table()"),
-    check("res.summary['engine'].tolist(), bool((res.summary['completed'] == 24).all())"),
+    check("res.summary['engine'].tolist(), bool((res.summary['completed'] == 24).all())", "(['llamacpp', 'openai'], True)"),
     ignore("lat = res.summary.set_index('engine')['median_e2el_ms']\n"
            "print(f\"short request (16 tokens): in-process {lat['llamacpp']:.1f} ms, server {lat['openai']:.1f} ms, "
            "ratio {lat['llamacpp'] / lat['openai']:.2f}\")"),
@@ -149,22 +154,22 @@ PANEL = [
     new_code_cell("p.load_button.click(); p.wait()\np.max_tokens.value, p.temperature.value = 60, 0.0\n"
                   "p.prompt.value = 'JULIET:\\n'\np.generate_button.click(); p.wait()"),
     ignore("print(p.output.value)\nprint(p.stats.value)"),
-    check("v.status()['engine'], v.status()['model'], len(p.output.value) > 0, p.stop_button.disabled"),
+    check("v.status()['model'], len(p.output.value) > 0, p.stop_button.disabled", "('tiny-shakespeare', True, True)"),
     new_markdown_cell("A model loaded from a cell shows up in the panel (and one loaded in the panel is what "
                       "`%%vllama` uses):"),
     new_code_cell("%vllama load embedded --n-ctx 2048"),
-    check("p.model.value"),
+    check("p.model.value", "'tiny-shakespeare'"),
     new_markdown_cell("Chat mode keeps the conversation, shown under the output:"),
     new_code_cell("p.chat_mode.value = True\np.system.value = 'Thou art a herald.'\np.prompt.value = 'What news?'\n"
                   "p.max_tokens.value = 20\np.generate_button.click(); p.wait()"),
-    check("[m['role'] for m in v.session.get_session().history]"),
+    check("[m['role'] for m in v.session.get_session().history]", "['system', 'user', 'assistant']"),
     new_code_cell("p.clear_button.click()"),
     new_markdown_cell("## The benchmark widget\n\n`vllama_jupyter.bench_widget()` (or `%vllama bench --widget`): "
                       "pick engines, workload, concurrency levels and the number of requests; Run fills the "
                       "table level by level, draws the plots, and Export CSV writes the results."),
     new_code_cell("w = v.bench_widget()\nw.concurrency.value, w.requests.value, w.max_tokens.value = '1,2', 8, 16\nw"),
     new_code_cell("w.run_button.click(); w.wait()"),
-    check("w.status.value, w.progress.value, len(w.result.summary)"),
+    check("w.status.value, w.progress.value, len(w.result.summary)", "('done', 2, 2)"),
 ]
 
 REFERENCE = [
@@ -179,7 +184,8 @@ REFERENCE = [
                   "print(run['machine'])\nprint(run['versions'], run['time'], f\"{run['seconds']} s\")"),
     ignore("table = pd.DataFrame([{k: r[k] for k in ('ratio', 'median', 'q1', 'q3', 'min', 'max', 'pairs', 'goal', 'met', 'note')}\n"
            "                      for r in run['ratios']])\ntable.style.format(precision=3)"),
-    check("sorted(table.columns), all(table['pairs'] >= 3)"),
+    check("sorted(table.columns), all(table['pairs'] >= 3)",
+          "(['goal', 'max', 'median', 'met', 'min', 'note', 'pairs', 'q1', 'q3', 'ratio'],\n True)"),
     new_markdown_cell("Each ratio's pairs (grey), quartiles (blue bar) and median (green when it meets its goal, "
                       "red when not), against the goal (dashed):"),
     ignore("from IPython.display import Image\nImage(filename=str(RUN / 'ratios.png'))"),
@@ -198,9 +204,9 @@ EMBEDDINGS = [
     new_code_cell("%load_ext vllama_jupyter\nimport numpy as np\nimport pandas as pd\nimport vllama_jupyter as v\n"
                   "from vllama_jupyter.models import EMBEDDED_DIR"),
     check("text = (EMBEDDED_DIR / 'sample.txt').read_text()\n"
-          "lines = list(dict.fromkeys(l for l in text.splitlines() if len(l.split()) >= 5))[:240]\nlen(lines)"),
+          "lines = list(dict.fromkeys(l for l in text.splitlines() if len(l.split()) >= 5))[:240]\nlen(lines)", "240"),
     ignore("%%time\nE = v.embed(lines)\nE.shape"),
-    check("E.shape[0] == len(lines), bool(np.allclose(np.linalg.norm(E, axis=1), 1, atol=1e-5))"),
+    check("E.shape[0] == len(lines), bool(np.allclose(np.linalg.norm(E, axis=1), 1, atol=1e-5))", "(True, True)"),
     new_markdown_cell("## Nearest neighbours\n\nRows have length 1, so a dot product is the cosine similarity."),
     new_code_cell("def nearest(query, k=5):\n"
                   "    q = v.embed(query)[0]\n"
@@ -209,7 +215,7 @@ EMBEDDINGS = [
                   "    return pd.DataFrame({'line': [lines[i] for i in best], 'cosine': scores[best].round(3)})"),
     ignore("nearest('My lord, the citizens are come to know your pleasure.')"),
     new_markdown_cell("A line of the corpus finds itself first, with cosine 1:"),
-    check("top = nearest(lines[17], 1)\ntop.line[0] == lines[17], float(top.cosine[0])"),
+    check("top = nearest(lines[17], 1)\ntop.line[0] == lines[17], float(top.cosine[0])", "(True, 1.0)"),
     new_markdown_cell("## How alike are the first lines?"),
     ignore("import matplotlib.pyplot as plt\n"
            "few = lines[:14]\nS = v.embed(few) @ v.embed(few).T\n"
@@ -228,7 +234,7 @@ EMBEDDINGS = [
                       "```\n\n"
                       "A text longer than the context is refused with its token count "
                       "(`v.count_tokens(text)`, or `%vllama tokens`), never cut silently."),
-    check("v.count_tokens(lines[0]) < v.status()['context_length']"),
+    check("v.count_tokens(lines[0]) < v.status()['context_length']", "True"),
 ]
 
 

@@ -45,11 +45,23 @@ EXT_NOTEBOOK = {
 }
 
 
+TOKENS_NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "%load_ext vllama_jupyter\n%vllama load embedded"},
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "%%vllama -t 0.8 --seed 11 --max-tokens 60 -f tokens -o r\nROMEO:\n"},
+    ],
+    "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5,
+}
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     (root / "browser.ipynb").write_text(json.dumps(NOTEBOOK))
     (root / "ext.ipynb").write_text(json.dumps(EXT_NOTEBOOK))
+    (root / "tokens.ipynb").write_text(json.dumps(TOKENS_NOTEBOOK))
     port = free_port()
     log = open(root / "lab.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
@@ -178,3 +190,36 @@ def test_status_bar_insert_cell_and_stop_generation(page):
     assert cell.locator(".cm-content").get_attribute("data-language") == "markdown"
     page.screenshot(path=str(SHOTS / "statusbar-stopped.png"))
     print(f"extension browser test: {time.monotonic() - t0:.1f} s; status: {status.inner_text()}")
+
+
+def test_tokens_view_in_light_and_dark_themes(page):
+    """`-f tokens`: one shaded span per token, alternatives on hover, readable in both themes."""
+    open_notebook(page, page.lab, "tokens.ipynb")
+    page.locator(".jp-Cell").nth(0).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.press("Shift+Enter")
+    spans = page.locator(".jp-Cell").nth(1).locator(".vllama-tokens span")
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('perplexity')", timeout=120_000)
+    assert spans.count() == 60
+    tips = [spans.nth(i).get_attribute("title") for i in range(spans.count())]
+    assert all("p=" in t and "logprob=" in t for t in tips)
+    assert sum(t.count("\n") for t in tips) == 5 * 60   # five alternatives under each token
+    shaded = [spans.nth(i).evaluate("e => getComputedStyle(e).backgroundColor") for i in range(spans.count())]
+    assert len(set(shaded)) > 5   # the shade follows the probability
+    spans.nth(3).hover()
+    page.screenshot(path=str(SHOTS / "tokens-light.png"))
+    light = spans.nth(3).evaluate("e => getComputedStyle(e).color")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("Use Theme: JupyterLab Dark")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    time.sleep(1)
+    dark = spans.nth(3).evaluate("e => getComputedStyle(e).color")
+    page.screenshot(path=str(SHOTS / "tokens-dark.png"))
+    # the text takes the theme's colour: dark on light, light on dark
+    lum = lambda c: sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3])  # noqa: E731
+    assert lum(light) < 300 < lum(dark), (light, dark)
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("Use Theme: JupyterLab Light")
+    page.keyboard.press("Enter")
