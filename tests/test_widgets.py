@@ -92,6 +92,7 @@ def test_cell_and_panel_share_one_session(panel, session, tmp_path):
     held = v.stream("ROMEO:", max_tokens=50)  # a cell is generating
     next(held)
     panel.generate_button.click()
+    panel.wait()   # the panel's thread has met the busy engine and finished
     assert "busy" in panel.status.value
     held.close()
     panel.max_tokens.value = 4

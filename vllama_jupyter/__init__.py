@@ -15,7 +15,7 @@ from .sampling import Sampling
 from .session import get_session
 
 __version__ = "0.1.0"
-__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "panel", "bench_widget", "hardware",
+__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -68,6 +68,20 @@ def embed(texts, normalize: bool = True):
     length 1 when `normalize`. llama.cpp: an embedding context over the model file (its own pooling,
     else mean); vLLM: a pooling instance of the model; servers: /v1/embeddings."""
     return get_session().embed(texts, normalize)
+
+
+def share(idle_timeout: float = 1800.0) -> dict:
+    """Serve this kernel's loaded engine to your other notebooks: an OpenAI-compatible server on
+    127.0.0.1 with a random token, described in a runtime file (mode 0600) in Jupyter's runtime
+    directory. Kernels that load with no model named use it instead of loading their own copy.
+    It stops with this kernel, on unload() or stop_sharing(), or after `idle_timeout` seconds
+    without requests. Returns its url, runtime file and client count."""
+    return get_session().share(idle_timeout)
+
+
+def stop_sharing() -> None:
+    """Stop serving other notebooks (they get one clear line, then load their own)."""
+    get_session().stop_sharing()
 
 
 def serve(kind: str, model: str | None = None, load: bool = True, **options):

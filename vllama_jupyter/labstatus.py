@@ -15,7 +15,19 @@ def status_message(session: Session) -> dict:
     model = loaded.ref.name if loaded else None
     last = session.last.tokens_per_s if session.last is not None else None
     return {"loaded": session.engine is not None, "engine": engine, "model": model,
-            "state": session.state, "tokens_per_s": None if last is None else round(last, 1)}
+            "state": session.state, "tokens_per_s": None if last is None else round(last, 1),
+            "shared": shared_text(session)}
+
+
+def shared_text(session: Session) -> str | None:
+    """'shared with N kernels' when this kernel shares its engine, 'shared by another notebook'
+    when it uses another's; None otherwise."""
+    if session.sharing is not None:
+        n = session.sharing.client_count()
+        return f"shared with {n} kernel{'s' if n != 1 else ''}"
+    if session.engine is not None and getattr(session.engine, "shared_by", None):
+        return "shared by another notebook"
+    return None
 
 
 def register(ipython) -> bool:

@@ -53,6 +53,9 @@ def _subcommands() -> dict[str, Parser]:
     p.add_argument("model", nargs="?")
     p.add_argument("--api-key-env", metavar="NAME")
     p.add_argument("--no-load", action="store_true")
+    p = P["share"] = Parser("share", "serve this kernel's engine to your other notebooks (they use it when they name no model)")
+    p.add_argument("--stop", action="store_true", help="stop sharing")
+    p.add_argument("--idle-timeout", type=float, default=1800.0, metavar="S")
     P["unload"] = Parser("unload", "free the engine and its memory")
     p = P["models"] = Parser("models", "models this kernel can load (embedded, $VLLAMA_MODELS or the folders given, HF cache)")
     p.add_argument("folders", nargs="*")
@@ -212,6 +215,9 @@ class VllamaMagics(Magics):
             facts.append(f"process memory {st['rss_bytes'] / 2**20:.0f} MB")
         if "api_key" in st:
             facts.append(f"API key {st['api_key']}")
+        if "shared" in st:
+            n = st["shared"]["clients"]
+            facts.append(f"shared at {st['shared']['url']} with {n} other kernel{'s' if n != 1 else ''}")
         print(f"engine: {st['engine']} {st.get('version', '')} on {st.get('device', '?')}\n"
               f"model:  {st['model']} ({st.get('path', '')})\n"
               f"state:  {' · '.join(facts)}\n"
@@ -292,6 +298,17 @@ class VllamaMagics(Magics):
 
         from .widgets import panel
         display(panel(self.throttle))
+
+    def _cmd_share(self, a):
+        session = get_session()
+        if a.stop:
+            session.stop_sharing()
+            print("not shared any more")
+            return
+        info = session.share(a.idle_timeout)
+        print(f"sharing {info['engine']} · {info['model']} at {info['url']} (token in {info['file']}, readable by you only)\n"
+              "notebooks of this user that name no model now use it; it stops with this kernel, on unload, "
+              f"or after {info['idle_timeout_s']:.0f} s without requests")
 
     def _cmd_unload(self, a):
         get_session().unload()

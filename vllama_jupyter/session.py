@@ -3,6 +3,7 @@ a cell and a widget thread never drive the engine at once."""
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ class Session:
     config_engine: str | None = None   # set by %config VllamaMagics.engine
     servers: list = field(default_factory=list)   # servers this session started (see serve())
     listeners: list = field(default_factory=list)  # called with the session after loads, unloads, state changes
+    sharing: object | None = None      # share.Sharing while this kernel shares its engine
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _refs: dict = field(default_factory=dict)      # (text, engine) -> resolved reference
 
@@ -84,11 +86,16 @@ class Session:
 
         A transaction: everything that costs no memory is checked first; then the old engine is
         freed and the new one loaded; if that fails, the old one is loaded back."""
-        choice = selection.choose(hardware(), override=engine, config=self.config_engine)
+        shared = self._find_shared(model, engine, options)
+        if shared:
+            choice, options = shared
+        else:
+            choice = selection.choose(hardware(), override=engine, config=self.config_engine)
         cls = engines.engine_class(choice.engine)
         ref = cls.check(self.resolve(model, choice.engine, options), options)
         with self.hold("loading"):
             previous = self.loaded
+            self.stop_sharing()
             self._close_engine()
             try:
                 self._start(Loaded(choice, ref, dict(options)))
@@ -100,6 +107,46 @@ class Session:
             if previous is None or previous.ref != ref:
                 self.history.clear()
         return self.status()
+
+    def _find_shared(self, model, engine, options):
+        """With nothing named (no model, engine, options or configured engine), another notebook's
+        live shared engine: (choice, options) to connect to it; else None."""
+        from . import sharing as share
+
+        if (model is not None or engine is not None or options or self.config_engine or self.sharing
+                or os.environ.get("VLLAMA_ENGINE") or not share.enabled()):
+            return None
+        found = share.live_shares()
+        if not found:
+            return None
+        info = found[0]
+        label = {"llamacpp": "llama.cpp", "vllm": "vLLM"}.get(info["engine"], info["engine"])
+        reason = (f"using the shared {label} engine with model {info['model']}, started by another notebook "
+                  f"(pid {info['pid']}); name a model, or set VLLAMA_SHARED=0, to load one in this kernel")
+        return selection.Choice("openai", reason), share.connect_options(info)
+
+    def share(self, idle_timeout: float = 1800.0) -> dict:
+        """Serve this kernel's engine to the user's other notebooks (see vllama_jupyter.sharing)."""
+        from . import sharing as share
+
+        idle_timeout = share.check_idle_timeout(idle_timeout)
+        eng = self._engine()
+        if self.loaded.choice.engine == "openai":
+            raise VllamaError("this kernel uses a server, not an engine of its own: share the engine in the "
+                              "notebook that has it loaded, or load a model here first")
+        if self.sharing is None:
+            self.sharing = share.Sharing(self, idle_timeout).start()
+        else:
+            self.sharing.idle_timeout = idle_timeout
+        self._notify()
+        return {"engine": eng.name, "model": self.loaded.ref.name, **self.sharing.describe()}
+
+    def stop_sharing(self) -> None:
+        """Stop serving other notebooks; they get one clear line at their next request."""
+        sharing, self.sharing = self.sharing, None
+        if sharing is not None:
+            sharing.stop()
+            self._notify()
 
     def _start(self, spec: Loaded) -> None:
         new = engines.engine_class(spec.choice.engine)()
@@ -125,6 +172,7 @@ class Session:
     def unload(self) -> None:
         """Free the engine and its memory, and stop the servers this session started."""
         with self.hold("loading"):
+            self.stop_sharing()
             self._close_engine()
             self.stop_servers()
             self.loaded = None
@@ -151,6 +199,7 @@ class Session:
             self.servers.pop().stop()
 
     def _shutdown(self) -> None:
+        self.stop_sharing()
         self._close_engine()
         self.stop_servers()
         if "vllama_jupyter.servers" in sys.modules:
@@ -166,6 +215,10 @@ class Session:
         eng = self.ensure()
         why = eng.dead()
         if why:
+            if getattr(eng, "shared_by", None):   # another notebook's engine went away: let go of it
+                self._close_engine()
+                self.loaded = None
+                self._notify()
             raise VllamaError(why)
         return eng
 
@@ -225,15 +278,24 @@ class Session:
                     on_end(st)
             finally:
                 self._release()
-        return stream.on(start=lambda: self._acquire("generating"), end=end)
+        # while shared, a request from another notebook may hold the engine: wait for it
+        wait = SHARED_WAIT_S if self.sharing is not None else 0.0
+        return stream.on(start=lambda: self._acquire("generating", wait), end=end)
 
     # -- the lock -------------------------------------------------------------------------
-    def _acquire(self, state: str) -> None:
-        if not self._lock.acquire(blocking=False):
+    def _acquire(self, state: str, wait: float = 0.0) -> None:
+        if not (self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)):
             raise BusyError(f"the engine is busy ({self.state}): wait for it to finish, press Stop, "
                             "or close() the stream you started")
         self.state = state
         self._notify()
+
+    def acquire(self, state: str, wait: float = 0.0) -> None:
+        """Take the engine for `state` (waiting up to `wait` seconds); BusyError when it stays busy."""
+        self._acquire(state, wait)
+
+    def release(self) -> None:
+        self._release()
 
     def _release(self) -> None:
         self.state = "idle"
@@ -277,6 +339,10 @@ class Session:
                 out["would_use"] = str(selection.choose(hardware(), config=self.config_engine))
             except VllamaError as e:
                 out["would_use"] = str(e)
+        if self.sharing is not None:
+            out["shared"] = self.sharing.describe()
+        elif self.engine is not None and getattr(self.engine, "shared_by", None):
+            out["shared_from"] = self.engine.shared_by
         out["history_messages"] = len(self.history)
         out["time"] = time.strftime("%H:%M:%S")
         return out
@@ -312,6 +378,8 @@ def _line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return " ".join(text.splitlines()[0].split())[:300]
 
+
+SHARED_WAIT_S = 600.0   # how long this kernel's own request waits while a shared request runs
 
 _SESSION: Session | None = None
 _SESSION_LOCK = threading.Lock()

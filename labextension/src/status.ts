@@ -9,6 +9,8 @@ export interface IVllamaStatus {
   model: string | null;
   state: string;
   tokens_per_s: number | null;
+  /** "shared with 2 kernels" (this kernel shares its engine) or "shared by another notebook". */
+  shared?: string | null;
 }
 
 /** The status-bar text for a kernel's status; '' hides the item. */
@@ -23,7 +25,8 @@ export function statusText(status: IVllamaStatus | null): string {
     status.tokens_per_s !== null && status.tokens_per_s !== undefined
       ? ` · ${status.tokens_per_s.toFixed(1)} tok/s`
       : '';
-  return `vllama: ${status.engine} · ${status.model} · ${status.state}${speed}`;
+  const shared = status.shared ? ` · ${status.shared}` : '';
+  return `vllama: ${status.engine} · ${status.model} · ${status.state}${speed}${shared}`;
 }
 
 /** A %%vllama cell: its first line is the cell magic. */

@@ -18,6 +18,17 @@ describe('statusText', () => {
       'vllama: llamacpp · tiny-shakespeare · generating'
     );
   });
+
+  it('says when the engine is shared, and with how many kernels', () => {
+    const s = { loaded: true, engine: 'llamacpp', model: 'tiny-shakespeare', state: 'idle', tokens_per_s: null };
+    expect(statusText({ ...s, shared: 'shared with 2 kernels' })).toBe(
+      'vllama: llamacpp · tiny-shakespeare · idle · shared with 2 kernels'
+    );
+    expect(statusText({ ...s, engine: 'openai', shared: 'shared by another notebook' })).toBe(
+      'vllama: openai · tiny-shakespeare · idle · shared by another notebook'
+    );
+    expect(statusText({ ...s, shared: null })).toBe('vllama: llamacpp · tiny-shakespeare · idle');
+  });
 });
 
 describe('cell highlighting rule', () => {

@@ -44,6 +44,8 @@ class Engine(BaseEngine):
         self.concurrency = 8
         self.load_seconds = 0.0
         self.max_model_len: int | None = None   # when the server lists it (vLLM does)
+        self.shared_by: int | None = None         # the pid of the notebook whose shared engine this is
+        self.shared_file: str | None = None
         self._lengths: dict[str, int] = {}
         self._tokenizer: tuple | None = None     # the tokenize endpoint that answered
 
@@ -80,6 +82,7 @@ class Engine(BaseEngine):
         self.preset = PRESETS[self.preset_name]
         self.url = url
         self.api_key_env = options.get("api_key_env")
+        self.shared_by, self.shared_file = options.get("shared_by"), options.get("shared_file")
         self.concurrency = options.get("concurrency", 8)
         timeout = options.get("timeout", 60.0)
         self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0),
@@ -100,7 +103,17 @@ class Engine(BaseEngine):
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
     def _headers(self) -> dict:
-        return {"Authorization": f"Bearer {self._key()}"} if self.api_key_env else {}
+        headers = {"Authorization": f"Bearer {self._key()}"} if self.api_key_env else {}
+        if self.shared_by:
+            from ..sharing import CLIENT_HEADER
+            headers[CLIENT_HEADER] = str(os.getpid())
+        return headers
+
+    def dead(self) -> str | None:
+        if self.shared_by and self.client is not None:
+            from ..sharing import still_shared
+            return still_shared(self.shared_file, self.shared_by)
+        return None
 
     def _scrub(self, text: str) -> str:
         """`text` without the API key's value, wherever the server echoed it."""
@@ -137,6 +150,8 @@ class Engine(BaseEngine):
     def _http_error(self, e) -> VllamaError:
         import httpx
 
+        if self.dead():
+            return self._fail(self.dead())
         if isinstance(e, httpx.ConnectError):
             return self._fail(f"nothing is listening at {self.url} (connection refused): start the server or check the url")
         if isinstance(e, httpx.TimeoutException):

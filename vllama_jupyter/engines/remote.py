@@ -26,11 +26,13 @@ PRESETS = {
     "max": Preset("MAX", "http://127.0.0.1:8000/v1"),
     "sglang": Preset("SGLang", "http://127.0.0.1:30000/v1", top_k=True),
     "tgi": Preset("TGI", "http://127.0.0.1:8080/v1"),
+    "vllama": Preset("vllama shared engine", "", top_k=True, schema_field="json_schema"),
     "openai": Preset("OpenAI-compatible", ""),
 }
 
 
-OPTIONS = ("url", "preset", "api_key_env", "timeout", "concurrency", "context_length")
+OPTIONS = ("url", "preset", "api_key_env", "timeout", "concurrency", "context_length",
+           "shared_by", "shared_file")   # the last two: set when using another notebook's shared engine
 
 
 def base_url(options: dict) -> str:

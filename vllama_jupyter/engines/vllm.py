@@ -21,46 +21,10 @@ from ..result import Delta, Result, Stream, TokenLogprob, finished
 from ..sampling import Sampling, with_seed
 from .base import BaseEngine, check_batch
 from .children import alive, cmdline, reap, rss, stop_resource_tracker
+from .vllm_options import check_options, gpu_present, nvidia
 
 _DONE = object()
 _ids = itertools.count()
-
-# our option -> what it means; everything else must be an AsyncEngineArgs field
-OUR_OPTIONS = {"cpu_kv_cache_gb": "GiB of KV cache on CPU hosts (VLLM_CPU_KVCACHE_SPACE)"}
-DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
-
-
-def _gpu_present() -> bool:
-    from ..hardware import hardware
-
-    hw = hardware()
-    return hw.nvidia or hw.rocm
-
-
-def check_options(options: dict) -> None:
-    """Clear errors for the options people get wrong, before vLLM starts anything."""
-    from vllm import AsyncEngineArgs
-
-    names = {f.name for f in dataclasses.fields(AsyncEngineArgs)} | set(OUR_OPTIONS)
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise VllamaError(f"unknown vLLM option {unknown[0]!r}: see vllm.AsyncEngineArgs for the options")
-    for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_model_len"):
-        v = options.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise VllamaError(f"{key} must be a whole number >= 1 (got {v!r})")
-    gmu = options.get("gpu_memory_utilization")
-    if gmu is not None and not (isinstance(gmu, (int, float)) and 0 < gmu <= 1):
-        raise VllamaError(f"gpu_memory_utilization must be in (0, 1] (got {gmu!r})")
-    if options.get("dtype") is not None and options["dtype"] not in DTYPES:
-        raise VllamaError(f"dtype must be one of {', '.join(DTYPES)} (got {options['dtype']!r})")
-    kv = options.get("cpu_kv_cache_gb")
-    if kv is not None and (not isinstance(kv, (int, float)) or kv <= 0):
-        raise VllamaError(f"cpu_kv_cache_gb must be a positive number of GiB (got {kv!r})")
-    backend = options.get("distributed_executor_backend")
-    if backend is not None and backend not in ("ray", "mp", "uni", "external_launcher"):
-        raise VllamaError(f"distributed_executor_backend must be ray, mp, uni or external_launcher (got {backend!r})")
-
 
 class Engine(BaseEngine):
     """vLLM engine. Options go to vllm.AsyncEngineArgs (dtype, max_model_len,
@@ -83,6 +47,7 @@ class Engine(BaseEngine):
         self._cores: list = []
         self._pooler = None
         self.on_gpu = False
+        self._gpu: tuple | None = None   # (devices, bytes used before the load, total) on NVIDIA GPUs
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict) -> ModelRef:
@@ -104,7 +69,10 @@ class Engine(BaseEngine):
         check_options(options)
         opts = dict(options)
         kv_gb = opts.pop("cpu_kv_cache_gb", None)
-        on_gpu = _gpu_present()
+        ray_address = opts.pop("ray_address", None)
+        if ray_address:
+            os.environ["RAY_ADDRESS"] = ray_address   # where vLLM's Ray executor joins the cluster
+        on_gpu = gpu_present()
         if not on_gpu:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_gb or os.environ.get("VLLM_CPU_KVCACHE_SPACE") or 1))
             if ref.source == "embedded":
@@ -115,6 +83,9 @@ class Engine(BaseEngine):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        if on_gpu and opts.get("distributed_executor_backend") != "ray" and nvidia():
+            from .gpu_memory import plan
+            self._gpu = plan(ref, opts)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="vllama-vllm-loop", daemon=True)
         self.thread.start()
@@ -181,6 +152,10 @@ class Engine(BaseEngine):
         reap(self._children)
         self._children = []
         gc.collect()
+        if self._gpu is not None:
+            from .gpu_memory import check_returned
+            gpu, self._gpu = self._gpu, None
+            check_returned(*gpu)
 
     def _wait(self, coro):
         """Run `coro` on the engine's loop and wait; an interrupt cancels it."""
@@ -346,7 +321,7 @@ class Engine(BaseEngine):
         children = proc.children(recursive=True)
         memory = proc.memory_info().rss + sum(rss(c) for c in children)
         cfg = self.llm.model_config
-        device = "cuda" if _gpu_present() else "cpu"
+        device = "cuda" if gpu_present() else "cpu"
         return {"engine": self.name, "version": vllm.__version__, "model": self.model_name,
                 "path": str(self.ref.path), "device": device, "dtype": str(cfg.dtype).replace("torch.", ""),
                 "context_length": self.max_model_len, "engine_processes": len(children),

@@ -11,6 +11,7 @@ import ipywidgets as W
 from .. import engines
 from ..errors import VllamaError
 from ..hardware import hardware
+from ..labstatus import shared_text
 from ..models import list_models
 from ..sampling import Sampling
 from ..session import get_session
@@ -191,6 +192,8 @@ class Panel:
             self._set_status(f"engine died · {st['engine']} · {st['model']} — {st['dead']}", error=True)
         elif st["loaded"]:
             mem = f" · {st['rss_bytes'] / 2**20:.0f} MB" if "rss_bytes" in st else ""
+            shared = shared_text(session)
+            mem += f" · {shared}" if shared else ""
             self._set_status(f"{st['state']} · {st['engine']} · {st['model']}{mem} — {st['why']}")
             if session.state == "idle" and self.model.value.strip() not in (st["model"], st.get("path", "")):
                 self.model.value = st["model"]

@@ -1,0 +1,174 @@
+"""One engine for many notebooks, with two (and three) real kernels: kernel A shares its engine,
+kernel B finds it and streams from it without loading the model, and the lifetime rules hold."""
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from vllama_jupyter.bench.kernel import Kernel, stream_text
+
+from .helpers import failed_line
+
+pytestmark = pytest.mark.slow
+GREEDY = "%%vllama -t 0 --max-tokens 40 -o r\nROMEO:\n"
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    """A Jupyter runtime directory of its own, so no other kernel finds these shares."""
+    d = tmp_path / "runtime"
+    d.mkdir()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(d))
+    return d
+
+
+def kernel(runtime, **env) -> Kernel:
+    k = Kernel(extra_env={"JUPYTER_RUNTIME_DIR": str(runtime), **env})
+    k.execute("%load_ext vllama_jupyter")
+    return k
+
+
+def rss(k: Kernel) -> int:
+    return psutil.Process(k.value("__import__('os').getpid()")).memory_info().rss
+
+
+def share_file(runtime: Path) -> tuple[Path, dict]:
+    files = list(runtime.glob("vllama-shared-*.json"))
+    assert len(files) == 1, files
+    return files[0], json.loads(files[0].read_text())
+
+
+def test_two_kernels_share_one_engine(runtime):
+    a, b = kernel(runtime), kernel(runtime)
+    try:
+        assert a.execute("%vllama load embedded --engine llamacpp").status == "ok"
+        shared = a.execute("%vllama share")
+        assert shared.status == "ok" and "sharing llamacpp · tiny-shakespeare at http://127.0.0.1:" in stream_text(shared)
+        path, info = share_file(runtime)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert info["pid"] == a.value("__import__('os').getpid()") and info["url"].startswith("http://127.0.0.1:")
+
+        # the token is required; the socket listens on 127.0.0.1 only
+        assert httpx.get(info["url"] + "/models", timeout=10).status_code == 401
+        assert httpx.get(info["url"] + "/models", headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+        ok = httpx.get(info["url"] + "/models", headers={"Authorization": f"Bearer {info['token']}"}, timeout=10)
+        assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "tiny-shakespeare"
+        port = int(info["url"].rsplit(":", 1)[1].split("/")[0])
+        listening = [c.laddr for c in psutil.Process(info["pid"]).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+        assert [addr.ip for addr in listening] == ["127.0.0.1"]
+
+        # B names no model: it uses A's engine and loads nothing itself
+        assert a.execute(GREEDY).status == "ok"
+        assert b.execute(GREEDY).status == "ok"
+        assert b.value("r.text") == a.value("r.text") and b.value("r.engine") == "openai"
+        status = stream_text(b.execute("%vllama status"))
+        assert "using the shared llama.cpp engine with model tiny-shakespeare, started by another notebook" in status
+        assert b.value("'llama_cpp' in __import__('sys').modules") is False
+        model_bytes = a.value("__import__('vllama_jupyter').status()['model_bytes']")
+        assert rss(b) < rss(a) - model_bytes, (rss(b), rss(a), model_bytes)
+        assert "shared at http://127.0.0.1:" in stream_text(a.execute("%vllama status"))
+        assert "with 1 other kernel" in stream_text(a.execute("%vllama status"))
+
+        # both at once: llama.cpp takes one request at a time, so each waits its turn, neither fails
+        cell = "%%vllama -t 0 --max-tokens 200 --ignore-eos -o both\nROMEO:\n"
+        done = {}
+        threads = [threading.Thread(target=lambda k=k, n=n: done.__setitem__(n, k.execute(cell).status))
+                   for n, k in (("a", a), ("b", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert done == {"a": "ok", "b": "ok"}
+        assert a.value("both.text") == b.value("both.text") and b.value("both.output_tokens") == 200
+
+        # A unloads: B gets one clear line, then loads its own
+        a.execute("%vllama unload")
+        assert not path.exists()
+        line = failed_line(b.execute(GREEDY))
+        assert "the shared engine of another notebook" in line and "has stopped" in line
+        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "llamacpp"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_opting_out_and_naming_a_model_load_in_process(runtime):
+    a = kernel(runtime)
+    off = kernel(runtime, VLLAMA_SHARED="0")
+    named = kernel(runtime)
+    try:
+        a.execute("%vllama load embedded --engine llamacpp\n%vllama share")
+        assert off.execute(GREEDY).status == "ok" and off.value("r.engine") == "llamacpp"
+        assert named.execute("%%vllama -m embedded -t 0 --max-tokens 5 -o r\nROMEO:").status == "ok"
+        assert named.value("r.engine") == "llamacpp"
+        assert a.value("__import__('vllama_jupyter').status()['shared']['clients']") == 0
+    finally:
+        for k in (a, off, named):
+            k.stop()
+
+
+def test_idle_timeout_and_killed_owner(runtime):
+    from vllama_jupyter.sharing import live_shares
+
+    a = kernel(runtime)
+    try:
+        a.execute("%vllama load embedded --engine llamacpp\n%vllama share --idle-timeout 2")
+        path, _ = share_file(runtime)
+        deadline = time.monotonic() + 30
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not path.exists()
+        assert "shared" not in a.value("__import__('vllama_jupyter').status()")
+        a.execute("%vllama share")
+        path, info = share_file(runtime)
+        os.kill(info["pid"], 9)   # the owner dies without cleaning up
+        psutil.Process(info["pid"]).wait(30) if psutil.pid_exists(info["pid"]) else None
+    finally:
+        a.stop()
+    assert path.exists()
+    (runtime / "vllama-shared-garbage.json").write_text("{not json")
+    assert live_shares() == []
+    assert not path.exists()   # a dead kernel's file is removed
+
+
+def test_share_refuses_what_it_cannot_share(runtime):
+    a = kernel(runtime)
+    try:
+        assert "--idle-timeout: invalid float value" in failed_line(a.execute("%vllama share --idle-timeout soon"))
+        line = failed_line(a.execute("import vllama_jupyter as v; v.share(idle_timeout=-1)"))
+        assert "idle_timeout must be a positive number of seconds" in line
+        a.execute("%vllama serve llamacpp")
+        assert "share the engine in the notebook that has it loaded" in failed_line(a.execute("%vllama share"))
+    finally:
+        a.stop()
+
+
+def test_hostile_requests_to_a_shared_engine(runtime):
+    a = kernel(runtime)
+    try:
+        a.execute("%vllama load embedded --engine llamacpp\n%vllama share")
+        _, info = share_file(runtime)
+        auth = {"Authorization": f"Bearer {info['token']}"}
+        post = lambda path, **kw: httpx.post(info["url"].removesuffix("/v1") + path, headers=auth, timeout=30, **kw)  # noqa: E731
+        assert post("/v1/completions", content=b"{not json").status_code == 400
+        assert post("/v1/completions", json=[1, 2]).status_code == 400
+        r = post("/v1/completions", json={"prompt": 5})
+        assert r.status_code == 400 and "the prompt must be text" in r.json()["error"]["message"]
+        r = post("/v1/completions", json={"prompt": "x", "temperature": 9})
+        assert r.status_code == 400 and "temperature must be between 0 and 2" in r.json()["error"]["message"]
+        assert post("/v1/frobnicate", json={}).status_code == 404
+        r = post("/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 5, "temperature": 0})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5
+        # the engine is unharmed
+        assert a.execute(GREEDY).status == "ok"
+    finally:
+        a.stop()

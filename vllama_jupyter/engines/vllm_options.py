@@ -1,0 +1,53 @@
+"""vLLM's options, checked before vLLM starts anything: names, ranges, and the executor."""
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import VllamaError
+
+# our option -> what it means; everything else must be an AsyncEngineArgs field
+OUR_OPTIONS = {"cpu_kv_cache_gb": "GiB of KV cache on CPU hosts (VLLM_CPU_KVCACHE_SPACE)",
+               "ray_address": "the Ray cluster for distributed_executor_backend='ray' (else $RAY_ADDRESS)"}
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+
+
+def gpu_present() -> bool:
+    from ..hardware import hardware
+
+    hw = hardware()
+    return hw.nvidia or hw.rocm
+
+
+def nvidia() -> bool:
+    from ..hardware import hardware
+    return hardware().nvidia
+
+
+def check_options(options: dict) -> None:
+    """Clear errors for the options people get wrong, before vLLM starts anything."""
+    from vllm import AsyncEngineArgs
+
+    names = {f.name for f in dataclasses.fields(AsyncEngineArgs)} | set(OUR_OPTIONS)
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise VllamaError(f"unknown vLLM option {unknown[0]!r}: see vllm.AsyncEngineArgs for the options")
+    for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_model_len"):
+        v = options.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise VllamaError(f"{key} must be a whole number >= 1 (got {v!r})")
+    gmu = options.get("gpu_memory_utilization")
+    if gmu is not None and not (isinstance(gmu, (int, float)) and 0 < gmu <= 1):
+        raise VllamaError(f"gpu_memory_utilization must be in (0, 1] (got {gmu!r})")
+    if options.get("dtype") is not None and options["dtype"] not in DTYPES:
+        raise VllamaError(f"dtype must be one of {', '.join(DTYPES)} (got {options['dtype']!r})")
+    kv = options.get("cpu_kv_cache_gb")
+    if kv is not None and (not isinstance(kv, (int, float)) or kv <= 0):
+        raise VllamaError(f"cpu_kv_cache_gb must be a positive number of GiB (got {kv!r})")
+    ray = options.get("ray_address")
+    if ray is not None and (not isinstance(ray, str) or not ray.strip()):
+        raise VllamaError(f"ray_address must be a cluster address like 'HEAD:6379' (got {ray!r})")
+    if ray is not None and options.get("distributed_executor_backend") != "ray":
+        raise VllamaError("ray_address goes with distributed_executor_backend='ray'")
+    backend = options.get("distributed_executor_backend")
+    if backend is not None and backend not in ("ray", "mp", "uni", "external_launcher"):
+        raise VllamaError(f"distributed_executor_backend must be ray, mp, uni or external_launcher (got {backend!r})")

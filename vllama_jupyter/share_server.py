@@ -1,0 +1,204 @@
+"""The HTTP side of a shared engine: an OpenAI-compatible API (models, completions, chat
+completions with SSE streaming, tokenize, embeddings) over the session's engine, on 127.0.0.1,
+answering only requests that carry the bearer token. Requests on an engine that runs one at a
+time wait for it (the session's lock); vLLM takes them concurrently."""
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .errors import VllamaError
+from .sampling import Sampling
+
+WAIT_S = 600.0   # how long a request waits for an engine busy with another
+
+
+def make_server(sharing) -> ThreadingHTTPServer:
+    handler = type("ShareHandler", (Handler,), {"sharing": sharing})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    return httpd
+
+
+def sampling_of(body: dict, chat: bool) -> Sampling:
+    """OpenAI request fields -> Sampling (one clear error for bad values)."""
+    lp = body.get("top_logprobs") if chat else body.get("logprobs")
+    if chat and not body.get("logprobs"):
+        lp = None
+    schema = body.get("json_schema")
+    return Sampling.make(max_tokens=body.get("max_tokens") or 256, temperature=body.get("temperature"),
+                         top_p=body.get("top_p"), top_k=body.get("top_k"), seed=body.get("seed"),
+                         stop=body.get("stop") or (), ignore_eos=bool(body.get("ignore_eos")),
+                         json_schema=schema, logprobs=lp)
+
+
+class Handler(BaseHTTPRequestHandler):
+    sharing = None   # set by make_server
+    server_version = "vllama-shared"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _json(self, status: int, data) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": {"message": message, "code": status}})
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.sharing.token}".encode()):
+            self.sharing.seen(self.headers.get("X-Vllama-Client"))
+            return True
+        self._error(401, "a bearer token is required: it is in the shared engine's runtime file")
+        return False
+
+    def _body(self) -> dict | None:
+        try:
+            data = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            self._error(400, "the request body must be a JSON object")
+            return None
+        return data
+
+    # -- routes ---------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        if not self._authorized():
+            return
+        if self.path.rstrip("/") == "/v1/models":
+            session = self.sharing.session
+            model = {"id": session.loaded.ref.name, "object": "model", "owned_by": "vllama-jupyter"}
+            try:
+                model["max_model_len"] = session.engine.context_length()
+            except (VllamaError, AttributeError):
+                pass
+            return self._json(200, {"object": "list", "data": [model]})
+        self._error(404, f"no such endpoint: {self.path}")
+
+    def do_POST(self) -> None:
+        if not self._authorized():
+            return
+        body = self._body()
+        if body is None:
+            return
+        path = self.path.rstrip("/")
+        try:
+            if path in ("/v1/completions", "/v1/chat/completions"):
+                return self._generate(body, chat=path.endswith("chat/completions"))
+            if path == "/tokenize":
+                ids = self._engine().tokenize(_text(body.get("prompt")))
+                return self._json(200, {"tokens": ids, "count": len(ids)})
+            if path == "/v1/embeddings":
+                texts = body.get("input")
+                m = self._run(lambda eng: eng.embed(texts))
+                return self._json(200, {"object": "list", "data": [
+                    {"object": "embedding", "index": i, "embedding": row.tolist()} for i, row in enumerate(m)]})
+        except VllamaError as e:
+            return self._error(400, str(e))
+        self._error(404, f"no such endpoint: {self.path}")
+
+    # -- engine ---------------------------------------------------------------------------
+    def _engine(self):
+        eng = self.sharing.session.engine
+        if eng is None:
+            raise VllamaError("the shared engine has been unloaded")
+        return eng
+
+    def _run(self, fn):
+        """Run fn(engine) holding the session's lock when the engine takes one request at a time."""
+        eng = self._engine()
+        if eng.concurrent:
+            return fn(eng)
+        session = self.sharing.session
+        session.acquire("serving", wait=WAIT_S)
+        try:
+            return fn(eng)
+        finally:
+            session.release()
+
+    def _generate(self, body: dict, chat: bool) -> None:
+        s = sampling_of(body, chat)
+        eng = self._engine()
+        if chat:
+            messages = body.get("messages")
+            stream = eng.chat(messages if isinstance(messages, list) else [], s)
+        else:
+            stream = eng.stream(body.get("prompt") if isinstance(body.get("prompt"), list) else _text(body.get("prompt")), s)
+        session = self.sharing.session
+        if not eng.concurrent:
+            stream.on(start=lambda: session.acquire("serving", wait=WAIT_S), end=lambda _st: session.release())
+        if body.get("stream"):
+            return self._sse(stream, chat, s)
+        result = stream.run()
+        choice = {"index": 0, "finish_reason": _reason(result.finish_reason), "token_ids": result.token_ids}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": result.text}
+        else:
+            choice["text"] = result.text
+        self._json(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": "chat.completion" if chat else "text_completion",
+                         "created": int(time.time()), "model": result.model, "choices": [choice],
+                         "usage": _usage(result.prompt_tokens, result.output_tokens)})
+
+    def _sse(self, stream, chat: bool, s: Sampling) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        rid, kind = f"cmpl-{uuid.uuid4().hex}", "chat.completion.chunk" if chat else "text_completion"
+        try:
+            for d in stream:
+                choice = {"index": 0, "finish_reason": _reason(d.finish_reason) if d.finish_reason else None,
+                          "token_ids": list(d.token_ids)}
+                if chat:
+                    choice["delta"] = {"content": d.text}
+                else:
+                    choice["text"] = d.text
+                if d.logprobs is not None:
+                    choice["logprobs"] = _logprobs(d.logprobs, chat)
+                self._event({"id": rid, "object": kind, "model": stream.model, "choices": [choice]})
+            self._event({"id": rid, "object": kind, "model": stream.model, "choices": [],
+                         "usage": _usage(stream.prompt_tokens, stream.output_tokens)})
+            self.wfile.write(b"data: [DONE]\n\n")
+        except VllamaError as e:
+            self._event({"error": {"message": str(e)}})
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the client went away: closing the stream below frees the engine
+        finally:
+            stream.close()
+
+    def _event(self, data: dict) -> None:
+        self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        self.wfile.flush()
+
+
+def _text(x) -> str:
+    if not isinstance(x, str):
+        raise VllamaError(f"the prompt must be text, not {type(x).__name__}")
+    return x
+
+
+def _reason(r: str | None) -> str | None:
+    return {"cancelled": "abort", "interrupted": "abort"}.get(r, r)
+
+
+def _usage(prompt: int, output: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+
+
+def _logprobs(items, chat: bool) -> dict:
+    if chat:
+        return {"content": [{"token": t.token, "logprob": t.logprob,
+                             "top_logprobs": [{"token": a, "logprob": lp} for a, lp in t.top]} for t in items]}
+    return {"tokens": [t.token for t in items], "token_logprobs": [t.logprob for t in items],
+            "top_logprobs": [dict(t.top) for t in items]}

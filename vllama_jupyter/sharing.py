@@ -1,0 +1,144 @@
+"""One engine for many notebooks. `share()` serves the kernel's loaded engine to the user's other
+kernels over an OpenAI-compatible HTTP API on 127.0.0.1 (a free port, a random bearer token) and
+describes it in a runtime file (mode 0600) in Jupyter's runtime directory. A kernel that loads
+with no model named finds a live shared engine there and connects to it (the openai engine);
+the model stays in the sharing kernel's memory only. Runtime files of dead kernels are removed."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from .errors import VllamaError
+
+PREFIX = "vllama-shared-"
+TOKEN_ENV = "VLLAMA_SHARED_TOKEN"   # where a client kernel keeps the token of the engine it uses
+CLIENT_HEADER = "X-Vllama-Client"   # the client kernel's pid, to count the kernels using a share
+
+
+def runtime_dir() -> Path:
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+        return Path(jupyter_runtime_dir())
+    except ImportError:
+        return Path.home() / ".local" / "share" / "jupyter" / "runtime"
+
+
+def enabled() -> bool:
+    """VLLAMA_SHARED=0 turns finding shared engines off."""
+    return os.environ.get("VLLAMA_SHARED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _alive(pid) -> bool:
+    import psutil
+
+    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
+
+
+def live_shares() -> list[dict]:
+    """Shared engines of live kernels other than this one, newest first; files of dead kernels
+    are removed, unreadable ones skipped."""
+    found = []
+    for path in runtime_dir().glob(f"{PREFIX}*.json"):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), str) for k in ("url", "token", "model", "engine")):
+            continue
+        if not _alive(info.get("pid")):
+            path.unlink(missing_ok=True)   # its kernel died without cleaning up
+            continue
+        if info["pid"] != os.getpid():
+            found.append({**info, "file": str(path)})
+    return sorted(found, key=lambda i: -float(i.get("started") or 0))
+
+
+def still_shared(info_file: str, pid: int) -> str | None:
+    """Why a client can no longer use the shared engine of `pid`, or None while it can."""
+    if not _alive(pid) or not Path(info_file).exists():
+        return (f"the shared engine of another notebook (pid {pid}) has stopped: this kernel has let go of it; "
+                "run the cell again to load a model here, or %vllama load one")
+    return None
+
+
+class Sharing:
+    """The owner's side: the HTTP server over the session's engine and its runtime file."""
+
+    def __init__(self, session, idle_timeout: float = 1800.0):
+        from .share_server import make_server
+
+        self.session = session
+        self.token = secrets.token_urlsafe(24)
+        self.idle_timeout = idle_timeout
+        self.clients: dict[int, float] = {}   # pid -> last request time
+        self.last_request = time.monotonic()
+        self.httpd = make_server(self)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.file = runtime_dir() / f"{PREFIX}{os.getpid()}.json"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "Sharing":
+        loaded = self.session.loaded
+        self._write({"url": self.url, "token": self.token, "engine": loaded.choice.engine, "model": loaded.ref.name,
+                     "pid": os.getpid(), "started": time.time()})
+        for target, name in ((self.httpd.serve_forever, "vllama-share"), (self._watch, "vllama-share-idle")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _write(self, info: dict) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        self.file.unlink(missing_ok=True)
+        fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # the token is a secret
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+
+    def seen(self, client: str | None) -> None:
+        self.last_request = time.monotonic()
+        if client and client.isdigit():
+            new = int(client) not in self.clients
+            self.clients[int(client)] = time.time()
+            if new:
+                self.session._notify()   # the panel and status bar show the count
+
+    def client_count(self) -> int:
+        """Other kernels that used the engine and are still running."""
+        return sum(1 for pid in list(self.clients) if _alive(pid))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            if time.monotonic() - self.last_request > self.idle_timeout and not self.session.busy:
+                from .errors import notice
+
+                notice(f"stopped sharing the engine: no request for {self.idle_timeout:.0f} s")
+                self.session.stop_sharing()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.file.unlink(missing_ok=True)
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def describe(self) -> dict:
+        return {"url": self.url, "file": str(self.file), "clients": self.client_count(),
+                "idle_timeout_s": self.idle_timeout}
+
+
+def connect_options(info: dict) -> dict:
+    """The openai engine's options for a shared engine; its token goes in this process's environment."""
+    os.environ[TOKEN_ENV] = info["token"]
+    return {"url": info["url"], "preset": "vllama", "api_key_env": TOKEN_ENV, "shared_by": info["pid"],
+            "shared_file": info["file"]}
+
+
+def check_idle_timeout(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise VllamaError(f"idle_timeout must be a positive number of seconds (got {value!r})")
+    return float(value)
