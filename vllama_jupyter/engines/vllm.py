@@ -112,7 +112,7 @@ class Engine(BaseEngine):
 
         before = {c.pid for c in psutil.Process().children()}
         try:
-            return self._wait(factory())
+            return self._wait(factory(), translate=False)
         finally:
             new = [c for c in psutil.Process().children() if c.pid not in before]
             self._children += new
@@ -157,7 +157,7 @@ class Engine(BaseEngine):
             gpu, self._gpu = self._gpu, None
             check_returned(*gpu)
 
-    def _wait(self, coro):
+    def _wait(self, coro, translate: bool = True):
         """Run `coro` on the engine's loop and wait; an interrupt cancels it."""
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
@@ -166,6 +166,8 @@ class Engine(BaseEngine):
             fut.cancel()
             raise
         except Exception as e:
+            if not translate:
+                raise
             raise self._translate(e) from None
 
     def _translate(self, e: BaseException) -> BaseException:

@@ -33,7 +33,12 @@ class Pooler:
             return AsyncLLM.from_engine_args(AsyncEngineArgs(
                 model=str(eng.ref.path), runner="pooling", convert="embed",
                 pooler_config={"pooling_type": "MEAN", "use_activation": False}, **opts))
-        self.llm = eng.start_instance(start)
+        try:
+            self.llm = eng.start_instance(start)
+        except VllamaError:
+            raise
+        except Exception as e:
+            raise VllamaError(f"vLLM could not start a pooling instance for embeddings ({str(e).splitlines()[0][:200]})") from None
 
     def embed(self, texts, normalize: bool = True):
         from vllm import PoolingParams

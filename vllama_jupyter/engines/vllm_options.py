@@ -49,5 +49,22 @@ def check_options(options: dict) -> None:
     if ray is not None and options.get("distributed_executor_backend") != "ray":
         raise VllamaError("ray_address goes with distributed_executor_backend='ray'")
     backend = options.get("distributed_executor_backend")
+    if backend == "ray":
+        check_ray()
     if backend is not None and backend not in ("ray", "mp", "uni", "external_launcher"):
         raise VllamaError(f"distributed_executor_backend must be ray, mp, uni or external_launcher (got {backend!r})")
+
+
+def check_ray() -> None:
+    """vLLM runs its Ray executor only on platforms with a Ray device (CUDA, ROCm, ...); its CPU
+    build has none and refuses deep inside the engine process. Say so before anything starts."""
+    from vllm.platforms import current_platform
+
+    if not getattr(current_platform, "ray_device_key", ""):
+        raise VllamaError(f"vLLM on this machine ({current_platform.device_name}) cannot run the Ray executor "
+                          f"(vLLM: 'current platform {current_platform.device_name} does not support ray'): "
+                          "Ray needs GPU nodes (CUDA or ROCm); leave distributed_executor_backend out here")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise VllamaError("distributed_executor_backend='ray' needs Ray: pip install 'vllama-jupyter[ray]'")
