@@ -77,6 +77,8 @@ def test_two_kernels_share_one_engine(runtime):
         assert rss(b) < rss(a) - model_bytes, (rss(b), rss(a), model_bytes)
         assert "shared at http://127.0.0.1:" in stream_text(a.execute("%vllama status"))
         assert "with 1 other kernel" in stream_text(a.execute("%vllama status"))
+        bar = "__import__('vllama_jupyter.labstatus').labstatus.status_message(__import__('vllama_jupyter').get_session())"
+        assert a.value(bar)["shared"] == "shared with 1 kernel" and b.value(bar)["shared"] == "shared by another notebook"
 
         # both at once: llama.cpp takes one request at a time, so each waits its turn, neither fails
         cell = "%%vllama -t 0 --max-tokens 200 --ignore-eos -o both\nROMEO:\n"

@@ -162,7 +162,7 @@ def test_killed_engine_gives_clear_error_then_reload_and_close_leaves_no_child(v
     assert not children(), [p.cmdline() for p in children()]
 
 
-def test_vllm_cell_in_a_real_kernel():
+def test_vllm_cell_in_a_real_kernel(tmp_path):
     from vllama_jupyter.bench.kernel import Kernel, of_type, stream_text
 
     k = Kernel()
@@ -176,7 +176,45 @@ def test_vllm_cell_in_a_real_kernel():
         assert "· vllm · tiny-shakespeare" in stream_text(msgs)
         status = stream_text(k.execute("%vllama status"))
         assert "engine: vllm" in status and "no GPU found, so vLLM runs on the CPU" in status
+        shared_vllm_streams_at_once(k, tmp_path)
         k.execute("%vllama unload")
         assert k.value("len(__import__('psutil').Process().children(recursive=True))") == 0
     finally:
         k.stop()
+
+
+def shared_vllm_streams_at_once(a, tmp_path):
+    """Kernel A shares its vLLM engine; A and B generate at the same time and vLLM batches them:
+    B's first tokens arrive while A is still streaming."""
+    import threading
+
+    from vllama_jupyter.bench.kernel import Kernel, of_type
+
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    a.execute(f"import os; os.environ['JUPYTER_RUNTIME_DIR'] = {str(runtime)!r}\n%vllama share")
+    b = Kernel(extra_env={"JUPYTER_RUNTIME_DIR": str(runtime)})
+    try:
+        b.execute("%load_ext vllama_jupyter")
+        for k in (a, b):
+            k.execute("%config VllamaMagics.throttle = 0.02")
+        cell = "%%vllama -t 0 --max-tokens 300 --ignore-eos -o both\nROMEO:\n"
+        times = {}
+
+        def run(name, k):
+            msgs = k.execute(cell, timeout=600)
+            shown = [m["recv"] for m in msgs if m["msg_type"] in ("display_data", "update_display_data")]
+            times[name] = (msgs.status, shown[1] if len(shown) > 1 else None, shown[-1])
+        threads = [threading.Thread(target=run, args=(n, k)) for n, k in (("a", a), ("b", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        assert times["a"][0] == times["b"][0] == "ok", times
+        assert b.value("both.engine") == "openai" and a.value("both.engine") == "vllm"
+        assert a.value("both.text") == b.value("both.text") and b.value("both.output_tokens") == 300
+        (_, a_first, a_last), (_, b_first, b_last) = times["a"], times["b"]
+        assert b_first < a_last and a_first < b_last, times   # the two streams overlapped
+        assert not of_type(b.execute("%vllama status"), "error")
+    finally:
+        b.stop()
