@@ -12,7 +12,7 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.engines.openai import Engine
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.servers import free_port, make
-from vllama_jupyter.session import fit_context
+from vllama_jupyter.templates import fit_context
 
 from .insight import check_embed, check_logprobs, check_record_and_replay
 

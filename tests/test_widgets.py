@@ -101,6 +101,20 @@ def test_cell_and_panel_share_one_session(panel, session, tmp_path):
     assert "4 tokens" in panel.stats.value
 
 
+def test_logprobs_control_shows_the_tokens(panel, session):
+    panel.chat_mode.value, panel.temperature.value, panel.max_tokens.value = False, 0.0, 10
+    panel.logprobs.value = 3
+    panel.generate_button.click()
+    panel.wait()
+    res = session.last
+    assert len(res.logprobs) == 10 and all(len(t.top) == 3 for t in res.logprobs)
+    assert panel.tokens.value.count("<span style='background:") == 10
+    panel.logprobs.value = -1
+    panel.generate_button.click()
+    panel.wait()
+    assert session.last.logprobs is None and panel.tokens.value == ""
+
+
 def test_chat_mode_history_and_clear(panel, session):
     session.history.clear()
     panel.chat_mode.value, panel.temperature.value, panel.max_tokens.value = True, 0.0, 12

@@ -15,6 +15,7 @@ from .errors import BusyError, VllamaError
 from .hardware import hardware
 from .result import Result, Stream
 from .sampling import Sampling
+from .templates import fit_context
 
 
 @dataclass(frozen=True)
@@ -346,32 +347,6 @@ class Session:
         out["history_messages"] = len(self.history)
         out["time"] = time.strftime("%H:%M:%S")
         return out
-
-
-def fit_context(eng, msgs: list[dict], s: Sampling) -> list[dict]:
-    """`msgs` with the oldest turns dropped (never the system prompt, never the new message) until
-    the prompt leaves room for the reply (max_tokens, at most half the context). Says how many."""
-    try:
-        ctx = eng.context_length()
-        size = lambda m: eng.count_tokens(eng.chat_prompt(m))  # noqa: E731
-        if size(msgs) + min(s.max_tokens, ctx // 2) <= ctx:
-            return msgs
-    except VllamaError:
-        return msgs   # a server that cannot count: it answers for itself
-    system = msgs[:1] if msgs[0]["role"] == "system" else []
-    turns, last = msgs[len(system):-1], msgs[-1]
-    dropped = 0
-    while turns:
-        cut = 2 if len(turns) > 1 and turns[0]["role"] == "user" and turns[1]["role"] == "assistant" else 1
-        turns = turns[cut:]
-        dropped += 1
-        if size(system + turns + [last]) + min(s.max_tokens, ctx // 2) <= ctx:
-            break
-    if dropped:
-        from .errors import notice
-        notice(f"dropped the {dropped} oldest turn{'s' if dropped > 1 else ''} of the conversation to fit "
-               f"the {ctx:,}-token context")
-    return system + turns + [last]
 
 
 def _line(e: BaseException) -> str:

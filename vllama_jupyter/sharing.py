@@ -44,6 +44,8 @@ def live_shares() -> list[dict]:
     found = []
     for path in runtime_dir().glob(f"{PREFIX}*.json"):
         try:
+            if hasattr(os, "getuid") and path.stat().st_uid != os.getuid():
+                continue   # only this user's own engines
             info = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
