@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import socket
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,7 @@ from .errors import VllamaError
 from .sampling import Sampling
 
 WAIT_S = 600.0   # how long a request waits for an engine busy with another
+GROUP_S = 0.005  # the least time between two streamed events
 
 
 def make_server(sharing) -> ThreadingHTTPServer:
@@ -38,6 +40,12 @@ def sampling_of(body: dict, chat: bool) -> Sampling:
 class Handler(BaseHTTPRequestHandler):
     sharing = None   # set by make_server
     server_version = "vllama-shared"
+    protocol_version = "HTTP/1.1"   # keep-alive: a client's requests reuse one connection
+
+    def setup(self) -> None:
+        super().setup()
+        # one small write per token: send each at once, not after the last one is acknowledged
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, *args) -> None:
         pass
@@ -154,19 +162,31 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")   # the stream ends when the connection does
+        self.close_connection = True
         self.end_headers()
         rid, kind = f"cmpl-{uuid.uuid4().hex}", "chat.completion.chunk" if chat else "text_completion"
+        held: list = []   # deltas not sent yet
+        sent = 0.0
+
+        def send(reason=None) -> None:
+            choice = {"index": 0, "finish_reason": _reason(reason) if reason else None,
+                      "token_ids": [t for d in held for t in d.token_ids]}
+            text = "".join(d.text for d in held)
+            choice.update({"delta": {"content": text}} if chat else {"text": text})
+            if held and held[0].logprobs is not None:
+                choice["logprobs"] = _logprobs([t for d in held for t in d.logprobs or ()], chat)
+            self._event({"id": rid, "object": kind, "model": stream.model, "choices": [choice]})
+            held.clear()
         try:
             for d in stream:
-                choice = {"index": 0, "finish_reason": _reason(d.finish_reason) if d.finish_reason else None,
-                          "token_ids": list(d.token_ids)}
-                if chat:
-                    choice["delta"] = {"content": d.text}
-                else:
-                    choice["text"] = d.text
-                if d.logprobs is not None:
-                    choice["logprobs"] = _logprobs(d.logprobs, chat)
-                self._event({"id": rid, "object": kind, "model": stream.model, "choices": [choice]})
+                held.append(d)
+                # tokens that come faster than every GROUP_S go out together: on a busy machine
+                # one event per token costs the engine more than the tokens themselves
+                now = time.perf_counter()
+                if d.finish_reason or now - sent >= GROUP_S:
+                    send(d.finish_reason)
+                    sent = now
             self._event({"id": rid, "object": kind, "model": stream.model, "choices": [],
                          "usage": _usage(stream.prompt_tokens, stream.output_tokens)})
             self.wfile.write(b"data: [DONE]\n\n")

@@ -17,6 +17,7 @@ from ..models import ModelRef
 from ..result import Delta, Stream, TokenLogprob
 from ..sampling import Sampling, StopMatcher, with_seed
 from .base import BaseEngine, as_matrix, check_texts
+from .worker import Worker
 from .gguf import check_options, check_gguf, check_memory, last_error, logs, probe, route_logs, trained_context
 
 
@@ -54,6 +55,7 @@ class Engine(BaseEngine):
         self.prompt_cache = False
         self._embedding = None
         self._options: dict = {}
+        self._worker: Worker | None = None   # the one thread that runs this engine's compute
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict) -> ModelRef:
@@ -78,6 +80,7 @@ class Engine(BaseEngine):
         self.prompt_cache = opts.pop("prompt_cache", False)
         t0 = time.perf_counter()
         logs.clear()
+        self._worker = Worker()
         try:
             self.llm = llama_cpp.Llama(model_path=str(ref.path), **opts)
         except (ValueError, RuntimeError, OSError) as e:
@@ -152,7 +155,8 @@ class Engine(BaseEngine):
         grammar = self._grammar(s.json_schema) if s.json_schema else None
         max_new = min(s.max_tokens, n_ctx - len(ids))
         s = with_seed(s)
-        return self._new_stream(lambda: self._loop(ids, s, max_new, grammar), len(ids), s, n_ctx)
+        return self._new_stream(lambda: self._worker.iterate(lambda: self._loop(ids, s, max_new, grammar)),
+                                len(ids), s, n_ctx)
 
     def _grammar(self, schema: dict):
         from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
@@ -246,7 +250,7 @@ class Engine(BaseEngine):
             if n > limit:
                 raise VllamaError(f"text {i} is {n} tokens but the embedding context holds {limit}: "
                                   "split it into shorter pieces")
-        return as_matrix(emb.embed(items, normalize=False, truncate=False), normalize)
+        return as_matrix(self._worker.call(lambda: emb.embed(items, normalize=False, truncate=False)), normalize)
 
     def _embedder(self):
         if self._embedding is None:
@@ -283,6 +287,9 @@ class Engine(BaseEngine):
                 "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3)}
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
         if self._embedding is not None:
             self._embedding.close()
             self._embedding = None

@@ -1,0 +1,92 @@
+"""One OS thread for all of a llama.cpp engine's compute. ggml runs its work on OpenMP threads
+that belong to the thread which started them; a second calling thread (the panel's, a shared
+engine's request handler) ran several times slower beside them (4,100 -> 520 tokens/s on 2 cores,
+the embedded model). So cells, the panel and other notebooks' requests all hand their work to
+this thread: generation as a stream of items through a queue, other calls as one call."""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Iterator
+
+_END = object()
+
+
+class _Raised:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class Worker:
+    def __init__(self, name: str = "vllama-llamacpp"):
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            task()
+
+    def call(self, fn: Callable):
+        """fn() on the worker; its result or its exception here."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        box: queue.SimpleQueue = queue.SimpleQueue()
+
+        def task():
+            try:
+                box.put((True, fn()))
+            except BaseException as e:
+                box.put((False, e))
+        self._tasks.put(task)
+        ok, value = box.get()
+        if not ok:
+            raise value
+        return value
+
+    def iterate(self, make: Callable[[], Iterator]) -> Iterator:
+        """The items of the iterator make() gives, produced on the worker. Leaving early (close,
+        an interrupt) stops it at its next item and waits until the worker is free again."""
+        items: queue.SimpleQueue = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def task():
+            source = None
+            try:
+                source = make()
+                for item in source:
+                    items.put(item)
+                    if stop.is_set():
+                        break
+            except BaseException as e:
+                items.put(_Raised(e))
+            finally:
+                try:
+                    if source is not None and hasattr(source, "close"):
+                        source.close()
+                finally:
+                    items.put(_END)
+        self._tasks.put(task)
+        finished = False
+        try:
+            while True:
+                item = items.get()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, _Raised):
+                    raise item.error
+                yield item
+        finally:
+            if not finished:
+                stop.set()
+                while items.get() is not _END:   # the engine is free once the worker is done
+                    pass
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._thread.is_alive():
+            self._tasks.put(None)
+            self._thread.join(timeout)
