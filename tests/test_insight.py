@@ -25,6 +25,21 @@ def test_record_and_seed_replay(engine):
     assert rec["context_length"] == 1024 and rec["engine_version"]
 
 
+def test_a_replayed_conversation_gives_the_same_replies(session):
+    def converse(seeds=(None, None)):
+        session.history.clear()
+        out = []
+        for text, seed in zip(("Who goes there?", "And what news?"), seeds):
+            r = session.chat(text, max_tokens=24, temperature=0.8, seed=seed).run()
+            out.append((r.text, r.record["sampling"]["seed"], r.record["prompt_cache"]))
+        return out
+    first = converse()
+    assert [c for _, _, c in first] == [False, True]   # the follow-up re-uses the first turn's cache
+    session.generate("KING HENRY:", max_tokens=8)       # something else in between
+    again = converse(tuple(seed for _, seed, _ in first))
+    assert again == first
+
+
 def test_count_tokens_is_the_engines_tokenization(engine, session):
     for text in ["ROMEO:", "What light through yonder window breaks?", "ünïcödé ✓ 名前", "a\n\n b"]:
         assert session.count_tokens(text) == len(engine.tokenize(text))

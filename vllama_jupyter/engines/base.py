@@ -99,10 +99,12 @@ class BaseEngine:
             check_prompt(text)
         return len(self.tokenize(text))
 
-    def _new_stream(self, start, prompt_tokens: int, s: Sampling, context_length: int | None = None) -> Stream:
-        """A Stream of this engine's output whose record tells how it was made."""
+    def _new_stream(self, start, prompt_tokens: int, s: Sampling, context_length: int | None = None,
+                    extra: dict | None = None) -> Stream:
+        """A Stream of this engine's output whose record tells how it was made (`extra`: facts
+        of this request, such as whether a cached prompt prefix was re-used)."""
         return Stream(start, prompt_tokens=prompt_tokens, engine=self.name, model=self.model_name,
-                      context_length=context_length, provenance=lambda: self.provenance(s))
+                      context_length=context_length, provenance=lambda: {**self.provenance(s), **(extra or {})})
 
     def chat_prompt(self, messages: list[dict]) -> str:
         """The prompt text for these chat messages (engines with templates override this)."""

@@ -66,8 +66,8 @@ def check_options(options: dict) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
             raise VllamaError(f"{key} must be a whole number >= {least} (got {v!r})"
                               + ("; leave it out to use the context the model was trained on" if key == "n_ctx" else ""))
-    if not isinstance(options.get("prompt_cache", False), bool):
-        raise VllamaError(f"prompt_cache must be True or False (got {options['prompt_cache']!r})")
+    if options.get("prompt_cache") is not None and not isinstance(options["prompt_cache"], bool):
+        raise VllamaError(f"prompt_cache must be True, False or None (got {options['prompt_cache']!r})")
     for key in ("type_k", "type_v"):
         v = options.get(key)
         if v is not None and v not in CACHE_TYPES.values():

@@ -52,7 +52,7 @@ class Engine(BaseEngine):
         self.ref: ModelRef | None = None
         self.template: str | None = None
         self.load_seconds = 0.0
-        self.prompt_cache = False
+        self.prompt_cache: bool | None = None   # None: conversations re-use the cache, completions not
         self._embedding = None
         self._options: dict = {}
         self._worker: Worker | None = None   # the one thread that runs this engine's compute
@@ -77,7 +77,7 @@ class Engine(BaseEngine):
         opts = {"n_ctx": min(ctx_train, 8192), "verbose": False, "n_threads": threads, "n_threads_batch": threads,
                 "n_gpu_layers": -1 if llama_cpp.llama_supports_gpu_offload() else 0}
         opts.update(options)
-        self.prompt_cache = opts.pop("prompt_cache", False)
+        self.prompt_cache = opts.pop("prompt_cache", None)
         t0 = time.perf_counter()
         logs.clear()
         self._worker = Worker()
@@ -138,12 +138,13 @@ class Engine(BaseEngine):
         s = sampling or Sampling()
         if not self.template and not s.stop:
             s = replace(s, stop=PLAIN_STOPS)
-        return self._stream(self.chat_prompt(messages), s, special=bool(self.template))
+        follow_up = any(m.get("role") == "assistant" for m in messages)
+        return self._stream(self.chat_prompt(messages), s, special=bool(self.template), chat=follow_up)
 
     def stream(self, prompt, sampling: Sampling | None = None) -> Stream:
         return self._stream(prompt, sampling, special=False)
 
-    def _stream(self, prompt, sampling, special: bool) -> Stream:
+    def _stream(self, prompt, sampling, special: bool, chat: bool = False) -> Stream:
         self._require()
         s = sampling or Sampling()
         self.check_prompt(prompt)
@@ -155,8 +156,13 @@ class Engine(BaseEngine):
         grammar = self._grammar(s.json_schema) if s.json_schema else None
         max_new = min(s.max_tokens, n_ctx - len(ids))
         s = with_seed(s)
-        return self._new_stream(lambda: self._worker.iterate(lambda: self._loop(ids, s, max_new, grammar)),
-                                len(ids), s, n_ctx)
+        # a conversation's follow-up re-uses the KV cache of its earlier turns (fast); a first
+        # turn or a completion is evaluated afresh: a re-used prefix's logits differ in the last bits (another batch
+        # shape), which can change a sampled token, so the same prompt, settings and seed always
+        # give the same tokens. prompt_cache=True/False sets both.
+        reuse = chat if self.prompt_cache is None else self.prompt_cache
+        return self._new_stream(lambda: self._worker.iterate(lambda: self._loop(ids, s, max_new, grammar, reuse)),
+                                len(ids), s, n_ctx, {"prompt_cache": reuse})
 
     def _grammar(self, schema: dict):
         from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
@@ -169,14 +175,11 @@ class Engine(BaseEngine):
         except Exception as e:
             raise VllamaError(f"this JSON schema cannot be turned into a grammar: {e}") from None
 
-    def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar):
+    def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar, reuse: bool):
         llm = self.llm
         llm.set_seed(s.seed or 0)  # with_seed() gave sampled runs one; greedy ignores it
-        if not self.prompt_cache:
-            # the whole prompt evaluated afresh: logits of a re-used prefix differ in the last
-            # bits (another batch shape), which can change a sampled token; this way the same
-            # prompt, settings and seed give the same tokens
-            llm.reset()
+        if not reuse:
+            llm.reset()   # no prefix of an earlier request is kept
         tokens = llm.generate(ids, top_k=s.top_k, top_p=s.top_p, min_p=0.0, temp=s.temperature,
                               repeat_penalty=1.0, grammar=grammar)
         detok = Detokenizer(llm, self._pieces)
