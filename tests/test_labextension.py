@@ -19,7 +19,7 @@ def test_frontend_unit_tests_pass():
     assert r.returncode == 0, r.stderr[-3000:]
     r = subprocess.run(["npx", "jest", "--ci"], cwd=EXT, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "Tests:       5 passed, 5 total" in r.stderr + r.stdout
+    assert "Tests:       6 passed, 6 total" in r.stderr + r.stdout
 
 
 @pytest.mark.slow

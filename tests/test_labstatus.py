@@ -32,7 +32,7 @@ def test_status_comm_pushes_engine_model_and_state():
         cid = open_comm(k, "vllama")
         first = comm_messages(k, cid, 5.0, until=lambda d: True)
         assert first[-1]["content"]["data"] == {"loaded": False, "engine": None, "model": None,
-                                                "state": "idle", "tokens_per_s": None}
+                                                "state": "idle", "tokens_per_s": None, "shared": None}
         k.kc.execute("%%vllama -t 0 --max-tokens 200 --quiet\nROMEO:\n")
         msgs = comm_messages(k, cid, 60.0, until=lambda d: d["state"] == "idle" and d["tokens_per_s"])
         states = [m["content"]["data"] for m in msgs if m["msg_type"] == "comm_msg"]

@@ -198,7 +198,8 @@ def shared_vllm_streams_at_once(a, tmp_path):
         b.execute("%load_ext vllama_jupyter")
         for k in (a, b):
             k.execute("%config VllamaMagics.throttle = 0.02")
-        cell = "%%vllama -t 0 --max-tokens 300 --ignore-eos -o both\nROMEO:\n"
+        assert b.execute("%%vllama -t 0 --max-tokens 4\nROMEO:").status == "ok"   # B is connected
+        cell = "%%vllama -t 0 --max-tokens 900 --ignore-eos -o both\nROMEO:\n"
         times = {}
 
         def run(name, k):
@@ -212,7 +213,7 @@ def shared_vllm_streams_at_once(a, tmp_path):
             t.join(600)
         assert times["a"][0] == times["b"][0] == "ok", times
         assert b.value("both.engine") == "openai" and a.value("both.engine") == "vllm"
-        assert a.value("both.text") == b.value("both.text") and b.value("both.output_tokens") == 300
+        assert a.value("both.text") == b.value("both.text") and b.value("both.output_tokens") == 900
         (_, a_first, a_last), (_, b_first, b_last) = times["a"], times["b"]
         assert b_first < a_last and a_first < b_last, times   # the two streams overlapped
         assert not of_type(b.execute("%vllama status"), "error")
