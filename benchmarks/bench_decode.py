@@ -36,6 +36,7 @@ def tpot_drift(n: int, pairs: int) -> Ratio:
 
     from vllama_jupyter import Sampling
     from vllama_jupyter.engines.llamacpp import Engine
+    from vllama_jupyter.engines.worker import shared
     from vllama_jupyter.models import resolve
 
     eng = Engine()
@@ -49,7 +50,10 @@ def tpot_drift(n: int, pairs: int) -> Ratio:
         r = eng.generate("ROMEO:\n", Sampling(max_tokens=n, temperature=0.0, ignore_eos=True))
         return drift(r.itl, n)
 
-    def theirs() -> float:
+    def theirs() -> float:   # on the llama.cpp thread our engine uses too
+        return shared().call(bare_loop)
+
+    def bare_loop() -> float:
         times = []
         for tok in bare.generate(ids, temp=0.0, top_k=40, top_p=0.95, min_p=0.0, repeat_penalty=1.0):
             times.append(time.perf_counter())
@@ -91,6 +95,12 @@ def read_bandwidth(threads: int, size: int = 1 << 30) -> float:
 
 
 def decode_rate(path: Path, threads: int, n: int = 48) -> tuple[float, int]:
+    from vllama_jupyter.engines.worker import shared
+
+    return shared().call(lambda: _decode_rate(path, threads, n))
+
+
+def _decode_rate(path: Path, threads: int, n: int) -> tuple[float, int]:
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=threads, n_threads_batch=threads, verbose=False)

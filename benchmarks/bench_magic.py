@@ -33,6 +33,11 @@ class Bare:
         self.ids = self.llm.tokenize(PROMPT.encode())
 
     def tokens_per_s(self, n: int) -> float:
+        # on the process's llama.cpp thread, where the engines run theirs (see engines/worker.py)
+        from vllama_jupyter.engines.worker import shared
+        return shared().call(lambda: self._loop(n))
+
+    def _loop(self, n: int) -> float:
         t0 = time.perf_counter()
         count = 0
         for _tok in self.llm.generate(self.ids, temp=0.0, top_k=40, top_p=0.95, min_p=0.0, repeat_penalty=1.0):

@@ -17,7 +17,7 @@ from ..models import ModelRef
 from ..result import Delta, Stream, TokenLogprob
 from ..sampling import Sampling, StopMatcher, with_seed
 from .base import BaseEngine, as_matrix, check_texts
-from .worker import Worker
+from .worker import Worker, shared as shared_worker
 from .gguf import check_options, check_gguf, check_memory, last_error, logs, probe, route_logs, trained_context
 
 
@@ -55,7 +55,7 @@ class Engine(BaseEngine):
         self.prompt_cache: bool | None = None   # None: conversations re-use the cache, completions not
         self._embedding = None
         self._options: dict = {}
-        self._worker: Worker | None = None   # the one thread that runs this engine's compute
+        self._worker: Worker | None = None   # the process's llama.cpp thread, which runs all compute
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict) -> ModelRef:
@@ -80,7 +80,7 @@ class Engine(BaseEngine):
         self.prompt_cache = opts.pop("prompt_cache", None)
         t0 = time.perf_counter()
         logs.clear()
-        self._worker = Worker()
+        self._worker = shared_worker()
         try:
             self.llm = llama_cpp.Llama(model_path=str(ref.path), **opts)
         except (ValueError, RuntimeError, OSError) as e:
@@ -290,9 +290,7 @@ class Engine(BaseEngine):
                 "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3)}
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        self._worker = None   # the shared thread stays: other engines may use it
         if self._embedding is not None:
             self._embedding.close()
             self._embedding = None

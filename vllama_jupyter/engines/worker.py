@@ -1,8 +1,9 @@
-"""One OS thread for all of a llama.cpp engine's compute. ggml runs its work on OpenMP threads
+"""One OS thread for all llama.cpp compute in the process. ggml runs its work on OpenMP threads
 that belong to the thread which started them; a second calling thread (the panel's, a shared
-engine's request handler) ran several times slower beside them (4,100 -> 520 tokens/s on 2 cores,
-the embedded model). So cells, the panel and other notebooks' requests all hand their work to
-this thread: generation as a stream of items through a queue, other calls as one call."""
+engine's request handler, a second engine's) ran several times slower beside them (4,100 -> 520
+tokens/s on 2 cores, the embedded model). So cells, the panel, other notebooks' requests and every
+engine hand their work to this one thread: generation as a stream of items through a queue (the
+producer never waits for the reader), other calls as one call."""
 from __future__ import annotations
 
 import queue
@@ -90,3 +91,16 @@ class Worker:
         if self._thread.is_alive():
             self._tasks.put(None)
             self._thread.join(timeout)
+
+
+_shared: Worker | None = None
+_lock = threading.Lock()
+
+
+def shared() -> Worker:
+    """The process's llama.cpp thread (started on first use, lives as long as the process)."""
+    global _shared
+    with _lock:
+        if _shared is None:
+            _shared = Worker()
+        return _shared
