@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Iterator
 
 _END = object()
+BURST_S = 0.002   # a reader whose items came closer than this sleeps this long before the next
 
 
 class _Raised:
@@ -72,9 +74,15 @@ class Worker:
                     items.put(_END)
         self._tasks.put(task)
         finished = False
+        last = time.perf_counter()
         try:
             while True:
+                if items.empty() and time.perf_counter() - last < BURST_S:
+                    # items come fast: take them a few at a time. Waking this reader for each one
+                    # takes a core from llama.cpp's threads on a small machine.
+                    time.sleep(BURST_S)
                 item = items.get()
+                last = time.perf_counter()
                 if item is _END:
                     finished = True
                     return
