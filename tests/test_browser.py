@@ -50,7 +50,7 @@ TOKENS_NOTEBOOK = {
         {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
          "source": "%load_ext vllama_jupyter\n%vllama load embedded"},
         {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-         "source": "%%vllama -t 0.8 --seed 11 --max-tokens 60 -f tokens -o r\nROMEO:\n"},
+         "source": "%%vllama -t 0.8 --seed 11 --max-tokens 60 --ignore-eos -f tokens -o r\nROMEO:\n"},
     ],
     "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5,
 }
@@ -199,7 +199,8 @@ def test_tokens_view_in_light_and_dark_themes(page):
     page.keyboard.press("Shift+Enter")
     page.keyboard.press("Shift+Enter")
     spans = page.locator(".jp-Cell").nth(1).locator(".vllama-tokens span")
-    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('perplexity')", timeout=120_000)
+    # the stats line comes after the final render (the key line under the tokens shows while streaming too)
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('TTFT')", timeout=120_000)
     assert spans.count() == 60
     tips = [spans.nth(i).get_attribute("title") for i in range(spans.count())]
     assert all("p=" in t and "logprob=" in t for t in tips)
