@@ -49,6 +49,22 @@ def check_record_and_replay(eng) -> dict:
     return rec
 
 
+def check_fit_context(eng, capsys) -> list[dict]:
+    """A conversation longer than the context: the oldest turns go (never the system prompt or
+    the new message), the cell is told, and what is left fits with room for the reply."""
+    from vllama_jupyter.templates import fit_context
+
+    msgs = [{"role": "system", "content": "You are Juliet."}]
+    for _ in range(4):
+        msgs += [{"role": "user", "content": "ROMEO: " * 100}, {"role": "assistant", "content": "JULIET: " * 100}]
+    msgs.append({"role": "user", "content": "Good night."})
+    fitted = fit_context(eng, msgs, Sampling(max_tokens=100))
+    assert "vllama: dropped the" in capsys.readouterr().err
+    assert fitted[0] == msgs[0] and fitted[-1] == msgs[-1] and len(fitted) < len(msgs)
+    assert eng.count_tokens(eng.chat_prompt(fitted)) + 100 <= eng.context_length()
+    return fitted
+
+
 def check_embed(eng) -> None:
     texts = ["ROMEO: I am here.", "JULIET: Wherefore art thou?", "ROMEO: I am here."]
     m = eng.embed(texts)

@@ -5,7 +5,6 @@ import hashlib
 import json
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from vllama_jupyter import Sampling
@@ -52,7 +51,7 @@ def test_embed(engine):
 
 def test_stats_line_shows_the_context_share(engine):
     long = engine.generate("ROMEO: " * 300, Sampling(max_tokens=2, temperature=0.0))
-    assert long.prompt_tokens > 512 and f"of the 1,024-token context" in long.stats_line()
+    assert long.prompt_tokens > 512 and "of the 1,024-token context" in long.stats_line()
     short = engine.generate("ROMEO:", Sampling(max_tokens=2, temperature=0.0))
     assert "context" not in short.stats_line()
 

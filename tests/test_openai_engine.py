@@ -12,9 +12,7 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.engines.openai import Engine
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.servers import free_port, make
-from vllama_jupyter.templates import fit_context
-
-from .insight import check_embed, check_logprobs, check_record_and_replay
+from .insight import check_embed, check_fit_context, check_logprobs, check_record_and_replay
 
 KEY_ENV = "VLLAMA_TEST_API_KEY"
 KEY = "sk-test-7d1e0c93b1f54e2c"
@@ -73,14 +71,8 @@ def test_logprobs_record_replay_count_and_overflow(remote, engine, capsys):
         assert n == remote.complete(text, Sampling(max_tokens=1)).prompt_tokens   # the server's own count
     # chat context fitting through the server's token counts (its context given: it lists none)
     small = Engine.connect(url=remote.url, preset="llamacpp-server", api_key_env=KEY_ENV, context_length=1024)
-    msgs = [{"role": "system", "content": "You are Juliet."}]
-    for _ in range(4):
-        msgs += [{"role": "user", "content": "ROMEO: " * 100}, {"role": "assistant", "content": "JULIET: " * 100}]
-    msgs.append({"role": "user", "content": "Good night."})
-    fitted = fit_context(small, msgs, Sampling(max_tokens=100))
-    assert "vllama: dropped the" in capsys.readouterr().err
-    assert fitted[0] == msgs[0] and fitted[-1] == msgs[-1] and len(fitted) < len(msgs)
-    assert small.count_tokens(small.chat_prompt(fitted)) + 100 <= 1024
+    assert small.context_length() == 1024
+    fitted = check_fit_context(small, capsys)
     reply = small.chat(fitted, Sampling(max_tokens=20, temperature=0.0)).run()
     assert reply.output_tokens > 0
     small.close()

@@ -3,8 +3,6 @@ kernel B finds it and streams from it without loading the model, and the lifetim
 import json
 import os
 import stat
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path

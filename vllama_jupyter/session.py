@@ -311,9 +311,10 @@ class Session:
                 pass  # a broken display must not break the engine
 
     @contextmanager
-    def hold(self, state: str = "generating"):
-        """Hold the engine for a run of requests (benchmarks); BusyError when it is held."""
-        self._acquire(state)
+    def hold(self, state: str = "generating", wait: float = 0.0):
+        """Hold the engine for a run of requests (benchmarks, a shared engine's requests), waiting
+        up to `wait` seconds for it; BusyError when it stays held."""
+        self._acquire(state, wait)
         try:
             yield self.engine
         finally:
@@ -354,7 +355,7 @@ def _line(e: BaseException) -> str:
     return " ".join(text.splitlines()[0].split())[:300]
 
 
-SHARED_WAIT_S = 600.0   # how long this kernel's own request waits while a shared request runs
+SHARED_WAIT_S = 600.0   # how long a request waits while a shared engine serves another one
 
 _SESSION: Session | None = None
 _SESSION_LOCK = threading.Lock()

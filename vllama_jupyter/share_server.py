@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .errors import VllamaError
 from .sampling import Sampling
+from .session import SHARED_WAIT_S
 
-WAIT_S = 600.0   # how long a request waits for an engine busy with another
 GROUP_S = 0.005  # the least time between two streamed events
 
 
@@ -128,12 +128,8 @@ class Handler(BaseHTTPRequestHandler):
         eng = self._engine()
         if eng.concurrent:
             return fn(eng)
-        session = self.sharing.session
-        session.acquire("serving", wait=WAIT_S)
-        try:
+        with self.sharing.session.hold("serving", wait=SHARED_WAIT_S):
             return fn(eng)
-        finally:
-            session.release()
 
     def _generate(self, body: dict, chat: bool) -> None:
         s = sampling_of(body, chat)
@@ -145,9 +141,9 @@ class Handler(BaseHTTPRequestHandler):
             stream = eng.stream(body.get("prompt") if isinstance(body.get("prompt"), list) else _text(body.get("prompt")), s)
         session = self.sharing.session
         if not eng.concurrent:
-            stream.on(start=lambda: session.acquire("serving", wait=WAIT_S), end=lambda _st: session.release())
+            stream.on(start=lambda: session.acquire("serving", wait=SHARED_WAIT_S), end=lambda _st: session.release())
         if body.get("stream"):
-            return self._sse(stream, chat, s)
+            return self._sse(stream, chat)
         result = stream.run()
         choice = {"index": 0, "finish_reason": _reason(result.finish_reason), "token_ids": result.token_ids}
         if chat:
@@ -158,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
                          "created": int(time.time()), "model": result.model, "choices": [choice],
                          "usage": _usage(result.prompt_tokens, result.output_tokens)})
 
-    def _sse(self, stream, chat: bool, s: Sampling) -> None:
+    def _sse(self, stream, chat: bool) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")

@@ -146,8 +146,9 @@ class Engine(Endpoints, BaseEngine):
     def _http_error(self, e) -> VllamaError:
         import httpx
 
-        if self.dead():
-            return self._fail(self.dead())
+        gone = self.dead()
+        if gone:
+            return self._fail(gone)
         if isinstance(e, httpx.ConnectError):
             return self._fail(f"nothing is listening at {self.url} (connection refused): start the server or check the url")
         if isinstance(e, httpx.TimeoutException):

@@ -95,11 +95,6 @@ class Worker:
                 while items.get() is not _END:   # the engine is free once the worker is done
                     pass
 
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._thread.is_alive():
-            self._tasks.put(None)
-            self._thread.join(timeout)
-
 
 _shared: Worker | None = None
 _lock = threading.Lock()
