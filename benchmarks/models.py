@@ -91,23 +91,79 @@ def qwen_shaped() -> Path:
     return path
 
 
-def vocab_file(name: str = "qwen2") -> Path:
-    """ggml-vocab-NAME.gguf from the llama-cpp-python source distribution of the installed version."""
+def _sdist() -> Path:
+    """llama-cpp-python's source distribution of the installed version (from PyPI, once)."""
     import llama_cpp
 
+    sdists = CACHE / "sdist"
+    found = list(sdists.glob(f"llama_cpp_python-{llama_cpp.__version__}.tar.gz"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        "-d", str(sdists), f"llama-cpp-python=={llama_cpp.__version__}"], check=True)
+        found = list(sdists.glob(f"llama_cpp_python-{llama_cpp.__version__}.tar.gz"))
+    return found[0]
+
+
+def vocab_file(name: str = "qwen2") -> Path:
+    """ggml-vocab-NAME.gguf from the llama-cpp-python source distribution of the installed version."""
     path = CACHE / f"ggml-vocab-{name}.gguf"
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    sdists = CACHE / "sdist"
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                    "-d", str(sdists), f"llama-cpp-python=={llama_cpp.__version__}"], check=True)
-    archive = next(sdists.glob(f"llama_cpp_python-{llama_cpp.__version__}.tar.gz"))
-    with tarfile.open(archive) as tar:
+    with tarfile.open(_sdist()) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith(f"vendor/llama.cpp/models/ggml-vocab-{name}.gguf"))
         with tar.extractfile(member) as src, open(path.with_suffix(".part"), "wb") as dst:
             shutil.copyfileobj(src, dst)
     os.replace(path.with_suffix(".part"), path)
+    return path
+
+
+def templates() -> dict[str, str]:
+    """The real chat templates llama.cpp vendors (models/templates/*.jinja), by file stem."""
+    folder = CACHE / "templates"
+    if not folder.exists():
+        part = CACHE / "templates.part"
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        with tarfile.open(_sdist()) as tar:
+            for m in tar.getmembers():
+                if "/vendor/llama.cpp/models/templates/" in m.name and m.name.endswith(".jinja"):
+                    (part / Path(m.name).name).write_bytes(tar.extractfile(m).read())
+        os.replace(part, folder)
+    return {p.stem: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.jinja"))}
+
+
+# Qwen3's added tokens, at their real ids (the qwen35 vocabulary file holds padding there)
+QWEN3_ADDED = {151657: "<tool_call>", 151658: "</tool_call>", 151667: "<think>", 151668: "</think>"}
+IM_END = 151645
+
+
+def chat_model(template: str = "Qwen-Qwen3-0.6B") -> Path:
+    """A small random-weight model with Qwen's real byte-level BPE vocabulary (and Qwen3's
+    <think>/<tool_call> tokens) and the real chat template `template` (a vendored file's stem);
+    end of turn is <|im_end|>."""
+    from gguf import GGUFReader, GGUFValueType
+
+    path = CACHE / f"random-qwen3-vocab-{template}.gguf"
+    if path.exists():
+        return path
+    reader = GGUFReader(str(vocab_file("qwen35")))
+    part = path.with_suffix(".part")
+    w = _writer(part, SMALL, f"random llama with Qwen3's tokenizer and the {template} template")
+    vocab = 0
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer.") or key in ("tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
+            continue
+        value = field.contents()
+        if key == "tokenizer.ggml.tokens":
+            vocab = len(value)
+            value = [QWEN3_ADDED.get(i, t) for i, t in enumerate(value)]
+        sub = field.types[1] if field.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(key, value, field.types[0], sub_type=sub)
+    w.add_eos_token_id(IM_END)
+    w.add_chat_template(templates()[template])
+    _weights(w, SMALL, vocab)
+    os.replace(part, path)
     return path
 
 

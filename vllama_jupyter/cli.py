@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .errors import VllamaError
+from . import options
 from .sampling import Sampling
 
 
@@ -13,9 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("prompt", nargs="?", help="the prompt (default: read standard input)")
     p.add_argument("-m", "--model", help="path, Hugging Face repo id or alias (default: embedded model)")
     p.add_argument("-e", "--engine", help="llamacpp, vllm or openai (default: chosen from the hardware)")
-    p.add_argument("--max-tokens", type=int, default=Sampling.max_tokens)
-    p.add_argument("-t", "--temperature", type=float, default=Sampling.temperature)
-    p.add_argument("--seed", type=int)
+    options.add_arguments(p)
+    p.add_argument("-s", "--system", help="system prompt: answer the prompt as a chat message")
     p.add_argument("--hardware", action="store_true", help="print what was found on this machine and exit")
     a = p.parse_args(argv)
     import vllama_jupyter as v
@@ -26,11 +26,14 @@ def main(argv: list[str] | None = None) -> int:
             print(v.hardware().summary())
             return 0
         prompt = a.prompt if a.prompt is not None else sys.stdin.read()
+        s = Sampling.make(**{k: (None if x is None else x) for k, x in options.from_args(a).items()})
         st = v.load(a.model, a.engine)
         print(f"[{st['engine']} · {st['model']} · {st['why']}]", file=sys.stderr)
-        sys.stdout.write(prompt)
-        result = Renderer(jupyter=False).run(v.stream(prompt, max_tokens=a.max_tokens,
-                                                       temperature=a.temperature, seed=a.seed))
+        chat = a.system is not None or any(getattr(s, k) is not None for k in ("think", "max_thinking"))
+        if not chat:
+            sys.stdout.write(prompt)
+        stream = v.chat(prompt, s, system=a.system, keep=False) if chat else v.stream(prompt, s)
+        result = Renderer(jupyter=False).run(stream)
         print(f"— {result.stats_line()}", file=sys.stderr)
         return 0
     except VllamaError as e:

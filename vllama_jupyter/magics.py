@@ -8,15 +8,18 @@ import shlex
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Unicode, validate
 
-from . import selection
+from . import options, selection
 from .errors import VllamaError
 from .hardware import hardware
 from .interpolate import interpolate
 from .sampling import Sampling
 from .session import get_session
 from .streaming import FORMATS, Renderer
+
+CHAT_ONLY = ("think", "max_thinking", "tool_choice")   # options that make a cell a chat turn
+
 
 class Parser(argparse.ArgumentParser):
     """A subcommand's options; a mistake is one VllamaError line that shows the usage."""
@@ -104,27 +107,26 @@ class VllamaMagics(Magics):
 
     model = Unicode("", help="Model loaded when none is named (path, repo id, alias; '' = embedded).").tag(config=True)
     engine = Unicode("auto", help="Engine: auto, llamacpp, vllm or openai.").tag(config=True)
-    max_tokens = Int(Sampling.max_tokens, help="Default --max-tokens.").tag(config=True)
-    temperature = Float(Sampling.temperature, help="Default --temperature (0 = greedy).").tag(config=True)
-    top_p = Float(Sampling.top_p, help="Default --top-p.").tag(config=True)
+    max_tokens = options.trait("max_tokens")
+    temperature = options.trait("temperature")
+    top_p = options.trait("top_p")
     format = Unicode("text", help="Default --format: text, markdown, code, json or tokens.").tag(config=True)
     throttle = Float(0.1, help="Seconds between display updates while streaming.").tag(config=True)
     show_stats = Bool(True, help="Print the stats line after each generation.").tag(config=True)
 
+    @validate("max_tokens", "temperature", "top_p")
+    def _valid(self, proposal):
+        return options.BY_NAME[proposal["trait"].name].check(proposal["value"])
+
     @magic_arguments()
     @argument("-m", "--model", help="model to use (loads it if another is loaded)")
     @argument("-e", "--engine", help="engine: llamacpp, vllm, openai")
-    @argument("--max-tokens", type=int, help="most tokens to generate")
-    @argument("-t", "--temperature", type=float, help="0 = greedy")
-    @argument("--top-p", type=float)
-    @argument("--seed", type=int, help="repeatable sampling")
-    @argument("--stop", action="append", help="stop sequence (repeatable)")
-    @argument("--ignore-eos", action="store_true", help="keep going past end-of-text (benchmarks)")
+    @options.decorate
     @argument("-s", "--system", help="system prompt (formats the prompt as a chat)")
     @argument("--chat", action="store_true", help="continue the kernel's conversation")
+    @argument("--tools", metavar="F,G", help="notebook functions the model may call (names, comma-separated)")
+    @argument("--run-tools", action="store_true", help="run the calls the model makes and send it the results")
     @argument("-f", "--format", choices=FORMATS, help="how to show the output")
-    @argument("--json-schema", help="a variable name or JSON text: constrain output to this schema")
-    @argument("--logprobs", type=int, help="0-20: each token's log-probability and N alternatives (Result.logprobs)")
     @argument("-o", "--out", help="store the Result in this variable")
     @argument("--no-stream", action="store_true", help="show the output only when done")
     @argument("--quiet", action="store_true", help="no stats line")
@@ -149,29 +151,55 @@ class VllamaMagics(Magics):
         if not prompt.strip():
             raise VllamaError("the cell is empty: write a prompt below %%vllama")
         fmt = args.format or ("json" if args.json_schema else self.format)
-        s = Sampling.make(max_tokens=args.max_tokens if args.max_tokens is not None else self.max_tokens,
-                          temperature=args.temperature if args.temperature is not None else self.temperature,
-                          top_p=args.top_p if args.top_p is not None else self.top_p,
-                          seed=args.seed, stop=tuple(_unescape(x) for x in args.stop or ()),
-                          ignore_eos=args.ignore_eos,
-                          logprobs=5 if args.logprobs is None and fmt == "tokens" else args.logprobs,
-                          json_schema=self._schema(args.json_schema, ns) if args.json_schema else None)
+        given = options.from_args(args)
+        for name in ("max_tokens", "temperature", "top_p"):   # %config defaults
+            if given[name] is None:
+                given[name] = getattr(self, name)
+        given["stop"] = tuple(_unescape(x) for x in given["stop"] or ())
+        if given["logprobs"] is None and fmt == "tokens":
+            given["logprobs"] = 5
+        if args.json_schema:
+            given["json_schema"] = self._schema(args.json_schema, ns)
+        if args.grammar and args.grammar.isidentifier():
+            if not isinstance(ns.get(args.grammar), str):
+                raise VllamaError(f"--grammar {args.grammar!r} names no variable holding GBNF text")
+            given["grammar"] = ns[args.grammar]
+        s = Sampling.make(**given)
+        tools = self._tools(args.tools, ns) if args.tools else None
+        if args.run_tools and not tools:
+            raise VllamaError("--run-tools needs --tools f,g: the notebook functions the model may call")
         session = get_session()
         session.config_engine = None if self.engine == "auto" else self.engine
         session.ensure(args.model if args.model is not None else (self.model or None), args.engine)
-        if args.chat or args.system:
-            stream = session.chat(prompt.strip(), s, system=args.system, keep=args.chat)
-        else:
-            stream = session.stream(prompt, s)
         renderer = Renderer(fmt=fmt, throttle=self.throttle, live=not args.no_stream)
-        try:
-            result = renderer.run(stream)
-        except KeyboardInterrupt:
-            result = stream.result
+        stats = self.show_stats and not args.quiet
+
+        def render(stream):
+            try:
+                result = renderer.run(stream)
+            except KeyboardInterrupt:
+                result = stream.result
+            if stats:
+                print(f"— {result.stats_line()}")
+            renderer.handle = None   # the next round gets its own display
+            return result
+
+        if args.chat or args.system or tools or any(given[k] is not None for k in CHAT_ONLY):
+            result = session.chat_loop(prompt.strip(), s, system=args.system, keep=args.chat, tools=tools,
+                                       run_tools=args.run_tools, render=render, show=print)
+        else:
+            result = render(session.stream(prompt, s))
         if args.out:
             ns[args.out] = result
-        if self.show_stats and not args.quiet:
-            print(f"— {result.stats_line()}")
+
+    @staticmethod
+    def _tools(spec: str, ns: dict) -> list:
+        funcs = []
+        for name in (x.strip() for x in spec.split(",")):
+            if not name.isidentifier() or name not in ns:
+                raise VllamaError(f"--tools names notebook functions: {name!r} is not a variable here")
+            funcs.append(ns[name])
+        return funcs
 
     @staticmethod
     def _schema(spec: str, ns: dict) -> dict:

@@ -22,7 +22,8 @@ class TokenLogprob(NamedTuple):
 class Delta(NamedTuple):
     """A piece of output: new text, the token ids behind it, and when it arrived (perf_counter).
     `usage` is (prompt tokens, output tokens) when a server reports its counts; `logprobs` one
-    TokenLogprob per new token when they were asked for."""
+    TokenLogprob per new token when they were asked for. A Stream that parses thinking yields
+    its deltas with the thinking moved from `text` to `reasoning`."""
 
     text: str
     token_ids: tuple[int, ...]
@@ -30,6 +31,8 @@ class Delta(NamedTuple):
     finish_reason: str | None = None
     usage: tuple[int | None, int | None] | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
+    reasoning: str = ""        # thinking text (parsed from the output, or a server's reasoning field)
+    tool_calls: tuple = ()     # a server's streamed tool-call fragments ({index, id, function})
 
 
 class Timings:
@@ -80,6 +83,10 @@ class Result(Timings):
     logprobs: list[TokenLogprob] | None = None   # one per output token, when asked for
     context_length: int | None = None
     record: dict = field(default_factory=dict, repr=False)   # how it was made: see Stream.record
+    reasoning: str = ""                 # the model's thinking, apart from the answer in `text`
+    reasoning_tokens: int = 0           # output tokens spent thinking (of output_tokens)
+    tool_calls: list = field(default_factory=list)   # OpenAI-shaped calls the model made
+    rounds: list = field(default_factory=list, repr=False)   # earlier results of a tool loop
 
     @property
     def output_tokens(self) -> int:
@@ -104,7 +111,12 @@ class Result(Timings):
         share = self.context_share
         if share is not None and share > 0.5:
             extra += f" · prompt {share:.0%} of the {self.context_length:,}-token context"
-        return (f"{self.output_tokens} tokens · TTFT {ttft} · {tps} tokens/s · "
+        count = f"{self.output_tokens} tokens"
+        if self.reasoning_tokens:
+            count += f" ({self.reasoning_tokens} thinking, {self.output_tokens - self.reasoning_tokens} answer)"
+        if self.tool_calls:
+            extra += f" · {len(self.tool_calls)} tool call{'s' if len(self.tool_calls) > 1 else ''}"
+        return (f"{count} · TTFT {ttft} · {tps} tokens/s · "
                 f"{self.engine} · {self.model}{extra}")
 
     @property
@@ -113,7 +125,8 @@ class Result(Timings):
         return self.prompt_tokens / self.context_length if self.context_length else None
 
     def _repr_markdown_(self) -> str:
-        return f"{self.text}\n\n*{self.stats_line()}*"
+        think = f"<details><summary>Thinking</summary>\n\n{self.reasoning}\n\n</details>\n\n" if self.reasoning else ""
+        return f"{think}{self.text}\n\n*{self.stats_line()}*"
 
     def _repr_pretty_(self, p, cycle) -> None:
         p.text(f"{self.text}\n[{self.stats_line()}]")
@@ -137,8 +150,15 @@ class Stream:
     """
 
     def __init__(self, start: Callable[[], Iterator[Delta]], *, prompt_tokens: int, engine: str, model: str,
-                 context_length: int | None = None, provenance: Callable[[], dict] | None = None):
+                 context_length: int | None = None, provenance: Callable[[], dict] | None = None,
+                 splitter=None):
         self._start = start
+        self.splitter = splitter   # reasoning.Splitter: thinking and tool calls apart from the answer
+        self.reasoning_parts: list[str] = []
+        self.reasoning_tokens = 0
+        self.tool_calls: list[dict] = []
+        self._fragments: dict[int, dict] = {}   # a server's tool-call deltas, by index
+        self._answer_started = False
         self.context_length = context_length
         self._provenance = provenance
         self.started_at: datetime | None = None
@@ -191,6 +211,8 @@ class Stream:
             self._end("error")
             raise
         try:
+            if self.splitter is not None:
+                d = self._split(d)
             self._record(d)
         except BaseException:
             self._end("error")
@@ -198,6 +220,35 @@ class Stream:
         if d.finish_reason:
             self._end(d.finish_reason)
         return d
+
+    def _split(self, d: Delta) -> Delta:
+        """Move thinking out of the delta's text, and take finished tool calls out of it."""
+        sp = self.splitter
+        thinking_before = sp.state == "reasoning"
+        pieces = sp.feed(d.text)
+        if d.finish_reason:
+            pieces += sp.flush()
+        text = "".join(t for kind, t in pieces if kind == "text")
+        reasoning = d.reasoning + "".join(t for kind, t in pieces if kind == "reasoning")
+        if (thinking_before or sp.state == "reasoning") and not text:
+            self.reasoning_tokens += len(d.token_ids)
+        if sp.reasoned and not self._answer_started:
+            text = text.lstrip()   # the blank line between a thought and its answer
+        if text:
+            self._answer_started = True
+        while sp.calls:
+            self._take_call(sp.calls.pop(0))
+        return d._replace(text=text, reasoning=reasoning)
+
+    def _take_call(self, body: str) -> None:
+        from .errors import notice
+        from .tools import parse_call
+
+        try:
+            self.tool_calls.append(parse_call(body))
+        except VllamaError as e:
+            notice(f"the model wrote a malformed tool call ({e}): it is shown as text")
+            self.parts.append(f"<tool_call>{body}</tool_call>")
 
     def _open(self) -> None:
         done = []
@@ -219,8 +270,12 @@ class Stream:
             self.times.append(d.t)
         if d.text:
             self.parts.append(d.text)
-            if self.first_text_time is None:
-                self.first_text_time = d.t
+        if d.reasoning:
+            self.reasoning_parts.append(d.reasoning)
+        if (d.text or d.reasoning) and self.first_text_time is None:
+            self.first_text_time = d.t
+        for frag in d.tool_calls:
+            self._fragment(frag)
         self.token_ids.extend(d.token_ids)
         if d.logprobs is not None:
             if self.logprobs is None:
@@ -232,9 +287,21 @@ class Stream:
                 self.prompt_tokens = prompt
             self.usage_tokens = output
 
+    def _fragment(self, frag: dict) -> None:
+        """Join a server's streamed tool-call fragments (id and name first, arguments in pieces)."""
+        call = self._fragments.setdefault(frag.get("index", 0), {"id": "", "type": "function",
+                                                                 "function": {"name": "", "arguments": ""}})
+        call["id"] = frag.get("id") or call["id"]
+        fn = frag.get("function") or {}
+        call["function"]["name"] += fn.get("name") or ""
+        call["function"]["arguments"] += fn.get("arguments") or ""
+
     def _end(self, reason: str) -> None:
         if self.finish_reason is not None:
             return
+        if self._fragments:
+            self.tool_calls.extend(self._fragments[i] for i in sorted(self._fragments))
+            self._fragments = {}
         self.finish_reason = reason
         try:
             close = getattr(self._deltas, "close", None)  # generators have it, plain iterators not
@@ -290,13 +357,23 @@ class Stream:
         return "".join(self.parts)
 
     @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
+
+    @property
+    def thinking(self) -> bool:
+        """Whether the model is thinking right now (its thought has begun and no answer yet)."""
+        return bool(self.reasoning_parts) and not self.parts
+
+    @property
     def result(self) -> Result:
         return Result(text=self.text, token_ids=list(self.token_ids), prompt_tokens=self.prompt_tokens,
                       finish_reason=self.finish_reason or "running", engine=self.engine,
                       model=self.model, t_start=self.t_start, delta_times=list(self.times),
                       first_text_time=self.first_text_time, usage_tokens=self.usage_tokens,
                       logprobs=None if self.logprobs is None else list(self.logprobs),
-                      context_length=self.context_length, record=self.record)
+                      context_length=self.context_length, record=self.record, reasoning=self.reasoning,
+                      reasoning_tokens=self.reasoning_tokens, tool_calls=list(self.tool_calls))
 
     @property
     def record(self) -> dict:
@@ -305,8 +382,13 @@ class Stream:
         version) with the UTC start time and the token counts. JSON-ready."""
         base = self._provenance() if self._provenance else {"engine": self.engine, "model": self.model}
         when = self.started_at.isoformat(timespec="milliseconds") if self.started_at else None
-        return {**base, "timestamp": when, "prompt_tokens": self.prompt_tokens,
-                "output_tokens": self.output_tokens, "finish_reason": self.finish_reason}
+        out = {**base, "timestamp": when, "prompt_tokens": self.prompt_tokens,
+               "output_tokens": self.output_tokens, "finish_reason": self.finish_reason}
+        if self.reasoning_parts or self.reasoning_tokens:
+            out.update(reasoning_tokens=self.reasoning_tokens, reasoning=self.reasoning)
+        if self.tool_calls:
+            out["tool_calls"] = [dict(c) for c in self.tool_calls]
+        return out
 
     def run(self) -> Result:
         """Drain the stream and return the Result."""

@@ -8,14 +8,16 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import engines, models, selection
 from .errors import BusyError, VllamaError
 from .hardware import hardware
 from .result import Result, Stream
 from .sampling import Sampling
+from .messages import check_messages
 from .templates import fit_context
+from .tools import MAX_ROUNDS, check_choice, make_tools, run_call, schemas, shown
 
 
 @dataclass(frozen=True)
@@ -230,24 +232,79 @@ class Session:
         s = Sampling.make(sampling, **overrides)
         return self._guarded(self._engine().stream(prompt, s))
 
-    def chat(self, message: str, sampling: Sampling | None = None, system: str | None = None,
-             keep: bool = True, **overrides) -> Stream:
-        """Continue the conversation with `message`; the reply joins the history when it ends.
-        With keep=False the message is answered on its own and the history is left as it was."""
+    def chat(self, message, sampling: Sampling | None = None, system: str | None = None,
+             keep: bool = True, tools=None, **overrides) -> Stream:
+        """Continue the conversation with `message` (text, or a list of OpenAI-shaped messages); the
+        reply joins the history when it ends. With keep=False the message is answered on its own
+        and the history is left as it was. `tools`: Python functions the model may call (the
+        calls come back in `result.tool_calls`; chat_loop() runs them)."""
         s = Sampling.make(sampling, **overrides)
-        if not isinstance(message, str) or not message.strip():
-            raise VllamaError("the message is empty: write something to say")
+        table = make_tools(tools)
+        check_choice(s.tool_choice, table)
         eng = self._engine()
-        msgs = list(self.history) if keep else []
-        if system and not (msgs and msgs[0]["role"] == "system"):
-            msgs.insert(0, {"role": "system", "content": system})
-        msgs.append({"role": "user", "content": message})
-        msgs = fit_context(eng, msgs, s)
+        msgs = fit_context(eng, self._conversation(message, system, keep), s)
 
         def remember(stream: Stream) -> None:
             if keep and stream.finish_reason != "error":
-                self.history[:] = msgs + [{"role": "assistant", "content": stream.text}]
-        return self._guarded(eng.chat(msgs, s), remember)
+                self.history[:] = msgs + [reply(stream)]
+        return self._guarded(eng.chat(msgs, s, schemas(table)), remember)
+
+    def chat_loop(self, message, sampling: Sampling | None = None, system: str | None = None, keep: bool = True,
+                  tools=None, run_tools: bool = False, render=None, show=None, **overrides) -> Result:
+        """Chat with tools to the end: each round's calls are shown and, with run_tools=True, run,
+        their results sent back, and the model asked again (at most tools.MAX_ROUNDS rounds).
+        `render(stream) -> Result` shows a round (default: none), `show(line)` a call or result.
+        Returns the last round's Result; `.rounds` holds the ones before it."""
+        s = Sampling.make(sampling, **overrides)
+        table = make_tools(tools)
+        check_choice(s.tool_choice, table)
+        render = render or (lambda st: st.run())
+        show = show or (lambda line: None)
+        eng = self._engine()
+        msgs = fit_context(eng, self._conversation(message, system, keep), s)
+        rounds: list[Result] = []
+        for _ in range(MAX_ROUNDS):
+            result = render(self._guarded(self._engine().chat(msgs, s, schemas(table))))
+            rounds.append(result)
+            if result.finish_reason == "error":
+                break
+            msgs = msgs + [reply(result)]
+            if not result.tool_calls or result.interrupted:
+                break
+            if not run_tools:
+                for call in result.tool_calls:
+                    show(f"→ {shown(call)}  (not run: pass run_tools=True, or --run-tools, to run it)")
+                break
+            for call in result.tool_calls:
+                show(f"→ {shown(call)}")
+                out, _ok = run_call(call, table)
+                show(f"← {out}")
+                msgs.append({"role": "tool", "tool_call_id": call["id"], "content": out})
+            if s.tool_choice not in (None, "auto", "none"):
+                s = replace(s, tool_choice="auto")   # a forced call is forced once; then the model answers
+        else:
+            from .errors import notice
+            notice(f"stopped after {MAX_ROUNDS} rounds of tool calls: the model kept calling tools")
+        if keep:
+            self.history[:] = msgs
+        final = rounds[-1]
+        final.rounds = rounds[:-1]
+        return final
+
+    def _conversation(self, message, system: str | None, keep: bool) -> list[dict]:
+        """The history (when kept), the system prompt, and the new message(s), checked."""
+        if isinstance(message, str):
+            if not message.strip():
+                raise VllamaError("the message is empty: write something to say")
+            new = [{"role": "user", "content": message}]
+        elif isinstance(message, list):
+            new = check_messages(message)
+        else:
+            raise VllamaError(f"a chat message is text or a list of messages, not {type(message).__name__}")
+        msgs = list(self.history) if keep else []
+        if system and not any(m["role"] in ("system", "developer") for m in msgs + new[:1]):
+            msgs.insert(0, {"role": "system", "content": system})
+        return check_messages(msgs + new)
 
     def generate(self, prompt, sampling: Sampling | None = None, **overrides) -> Result:
         return self.stream(prompt, sampling, **overrides).run()
@@ -348,6 +405,18 @@ class Session:
         out["history_messages"] = len(self.history)
         out["time"] = time.strftime("%H:%M:%S")
         return out
+
+
+def reply(out) -> dict:
+    """The assistant message a finished stream or result adds to the conversation: the answer and
+    any tool calls; the thinking rides along as reasoning_content (templates that show earlier
+    thinking read it, the others leave it out)."""
+    msg: dict = {"role": "assistant", "content": out.text}
+    if out.tool_calls:
+        msg["tool_calls"] = [dict(c) for c in out.tool_calls]
+    if out.reasoning:
+        msg["reasoning_content"] = out.reasoning
+    return msg
 
 
 def _line(e: BaseException) -> str:

@@ -12,6 +12,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .errors import VllamaError
+from .options import from_openai
 from .sampling import Sampling
 from .session import SHARED_WAIT_S
 
@@ -26,15 +27,8 @@ def make_server(sharing) -> ThreadingHTTPServer:
 
 
 def sampling_of(body: dict, chat: bool) -> Sampling:
-    """OpenAI request fields -> Sampling (one clear error for bad values)."""
-    lp = body.get("top_logprobs") if chat else body.get("logprobs")
-    if chat and not body.get("logprobs"):
-        lp = None
-    schema = body.get("json_schema")
-    return Sampling.make(max_tokens=body.get("max_tokens") or 256, temperature=body.get("temperature"),
-                         top_p=body.get("top_p"), top_k=body.get("top_k"), seed=body.get("seed"),
-                         stop=body.get("stop") or (), ignore_eos=bool(body.get("ignore_eos")),
-                         json_schema=schema, logprobs=lp)
+    """OpenAI request fields -> Sampling (one clear error for bad values), by options.from_openai."""
+    return Sampling.make(**from_openai(body, chat))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -135,8 +129,11 @@ class Handler(BaseHTTPRequestHandler):
         s = sampling_of(body, chat)
         eng = self._engine()
         if chat:
-            messages = body.get("messages")
-            stream = eng.chat(messages if isinstance(messages, list) else [], s)
+            messages, tools = body.get("messages"), body.get("tools")
+            if tools is not None and (not isinstance(tools, list) or not all(
+                    isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") for t in tools)):
+                raise VllamaError("tools must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': ...}}")
+            stream = eng.chat(messages if isinstance(messages, list) else [], s, tools or None)
         else:
             stream = eng.stream(body.get("prompt") if isinstance(body.get("prompt"), list) else _text(body.get("prompt")), s)
         session = self.sharing.session
@@ -148,6 +145,11 @@ class Handler(BaseHTTPRequestHandler):
         choice = {"index": 0, "finish_reason": _reason(result.finish_reason), "token_ids": result.token_ids}
         if chat:
             choice["message"] = {"role": "assistant", "content": result.text}
+            if result.reasoning:
+                choice["message"]["reasoning_content"] = result.reasoning
+            if result.tool_calls:
+                choice["message"]["tool_calls"] = result.tool_calls
+                choice["finish_reason"] = "tool_calls"
         else:
             choice["text"] = result.text
         self._json(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": "chat.completion" if chat else "text_completion",
@@ -164,12 +166,27 @@ class Handler(BaseHTTPRequestHandler):
         rid, kind = f"cmpl-{uuid.uuid4().hex}", "chat.completion.chunk" if chat else "text_completion"
         held: list = []   # deltas not sent yet
         sent = 0.0
+        first = [True]
 
         def send(reason=None) -> None:
+            if reason and chat and stream.tool_calls:
+                reason = "tool_calls"
             choice = {"index": 0, "finish_reason": _reason(reason) if reason else None,
                       "token_ids": [t for d in held for t in d.token_ids]}
             text = "".join(d.text for d in held)
-            choice.update({"delta": {"content": text}} if chat else {"text": text})
+            if chat:
+                delta = {"content": text}
+                thought = "".join(d.reasoning for d in held)
+                if thought:
+                    delta["reasoning_content"] = thought
+                if first[0]:
+                    delta["role"] = "assistant"
+                    first[0] = False
+                if reason and stream.tool_calls:
+                    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(stream.tool_calls)]
+                choice["delta"] = delta
+            else:
+                choice["text"] = text
             if held and held[0].logprobs is not None:
                 choice["logprobs"] = _logprobs([t for d in held for t in d.logprobs or ()], chat)
             self._event({"id": rid, "object": kind, "model": stream.model, "choices": [choice]})

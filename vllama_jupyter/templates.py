@@ -1,20 +1,18 @@
-"""Turning chat messages into a prompt: the model's own template when it has one, a plain one
-otherwise; and fitting a conversation into the context."""
+"""Turning chat messages into a prompt: the model's own Jinja template when it has one, a plain one
+otherwise; the template's switches for thinking; and fitting a conversation into the context.
+
+The renderer is built as transformers' `apply_chat_template` builds its own (sandboxed Jinja, loop
+controls, the `generation` tag, HF's `tojson`, `raise_exception`, `strftime_now`), so a model
+renders the same prompt here as under transformers, without needing transformers installed
+(llama.cpp installs have none). The tests compare the two on every vendored template."""
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from functools import lru_cache
+
 from .errors import VllamaError
-
-ROLES = ("system", "user", "assistant")
-
-
-def check_messages(messages: list[dict]) -> list[dict]:
-    if not messages:
-        raise VllamaError("no messages to send: give at least one {'role': 'user', 'content': ...}")
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise VllamaError(f"bad chat message {m!r}: each needs role (system/user/assistant) and content text")
-    return messages
-
+from .messages import check_messages, text_of
 
 # Where a reply ends under the plain template: the end of the speaker's turn.
 PLAIN_STOPS = ("\n\n", "\nUSER:")
@@ -22,25 +20,112 @@ PLAIN_STOPS = ("\n\n", "\nUSER:")
 
 def plain_prompt(messages: list[dict]) -> str:
     """A template-free rendering, speaker names in capitals as in a play script."""
-    turns = [f"{m['role'].upper()}:\n{m['content'].strip()}\n\n" for m in messages]
+    if any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        raise VllamaError("this model has no chat template, so it cannot take tool calls: load a model whose "
+                          "template offers tools")
+    turns = [f"{m['role'].upper()}:\n{text_of(m.get('content')).strip()}\n\n" for m in messages]
     return "".join(turns) + "ASSISTANT:\n"
 
 
-def render_template(template: str, messages: list[dict], bos: str = "", eos: str = "") -> str:
-    """Render a Jinja chat template (as stored in GGUF / tokenizer_config.json) in a sandbox."""
-    from jinja2 import TemplateError
+@lru_cache(maxsize=16)
+def _compiled(template: str):
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def raise_exception(msg):
-        raise TemplateError(msg)
+    class Generation(Extension):
+        """transformers' {% generation %} … {% endgeneration %}: marks assistant text; renders its body."""
+        tags = {"generation"}
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        def _body(self, caller):
+            return caller()
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def raise_exception(message):
+        from jinja2.exceptions import TemplateError
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(template)
+
+
+def render_template(template: str, messages: list[dict], bos: str = "", eos: str = "", tools: list | None = None,
+                    kwargs: dict | None = None, add_generation_prompt: bool = True) -> str:
+    """Render a Jinja chat template (as stored in GGUF / tokenizer_config.json) in a sandbox.
+    `tools`: OpenAI tool schemas; `kwargs`: the template's own switches (enable_thinking, ...)."""
+    from jinja2 import TemplateError
+
     try:
-        return env.from_string(template).render(messages=messages, bos_token=bos, eos_token=eos,
-                                                add_generation_prompt=True)
+        compiled = _compiled(template)
     except TemplateError as e:
-        raise VllamaError(f"the model's chat template refused these messages: {e}") from None
+        raise VllamaError(f"the model's chat template does not compile: {_line(e)}") from None
+    try:
+        return compiled.render(messages=messages, tools=tools or None, bos_token=bos, eos_token=eos,
+                               add_generation_prompt=add_generation_prompt, **(kwargs or {}))
+    except TemplateError as e:
+        raise VllamaError(f"the model's chat template refused these messages: {_line(e)}") from None
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError) as e:
+        raise VllamaError(f"the model's chat template failed on these messages ({type(e).__name__}: {_line(e)})") from None
+
+
+def _line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__
+
+
+# -- thinking and tools, as the template speaks of them ---------------------------------------
+def think_kwargs(template: str | None, think) -> dict:
+    """The template variables that set thinking to `think` (True/False/'low'/'medium'/'high'),
+    or one line saying the model cannot be switched so."""
+    if think is None:
+        return {}
+    t = template or ""
+    if isinstance(think, str):
+        if "reasoning_effort" in t:
+            return {"reasoning_effort": think}
+        raise VllamaError(f"this model's chat template has no reasoning levels, so think={think!r} cannot be "
+                          "honoured: use think=True or False" + ("" if _switch(t) else " (and it has no switch)"))
+    name = _switch(t)
+    if name:
+        return {name: think}
+    if "reasoning_effort" in t:
+        if think:
+            return {}
+        raise VllamaError("this model always reasons (its template has levels, no off switch): use think='low'")
+    raise VllamaError(f"this model's chat template has no thinking switch, so think={think!r} cannot be honoured: "
+                      "leave think out")
+
+
+def _switch(t: str) -> str | None:
+    if "enable_thinking" in t:
+        return "enable_thinking"
+    if "thinking" in t and ("if thinking" in t or "thinking is" in t or "thinking ==" in t):
+        return "thinking"   # Granite's switch
+    return None
+
+
+def reasoning_format(template: str | None) -> str | None:
+    """How the model marks its thinking: 'think' (<think>…</think>), 'harmony' (gpt-oss channels) or None."""
+    t = template or ""
+    if "<|channel|>" in t:
+        return "harmony"
+    if "<think>" in t or "</think>" in t:
+        return "think"
+    return None
+
+
+def tool_format(template: str | None) -> str | None:
+    """How the model writes a tool call: 'hermes' (<tool_call>{json}</tool_call>) or None."""
+    return "hermes" if "<tool_call>" in (template or "") else None
 
 
 def fit_context(eng, msgs: list[dict], s) -> list[dict]:
@@ -53,7 +138,7 @@ def fit_context(eng, msgs: list[dict], s) -> list[dict]:
             return msgs
     except VllamaError:
         return msgs   # a server that cannot count: it answers for itself
-    system = msgs[:1] if msgs[0]["role"] == "system" else []
+    system = msgs[:1] if msgs[0]["role"] in ("system", "developer") else []
     turns, last = msgs[len(system):-1], msgs[-1]
     dropped = 0
     while turns:
@@ -67,3 +152,7 @@ def fit_context(eng, msgs: list[dict], s) -> list[dict]:
         notice(f"dropped the {dropped} oldest turn{'s' if dropped > 1 else ''} of the conversation to fit "
                f"the {ctx:,}-token context")
     return system + turns + [last]
+
+
+__all__ = ["check_messages", "plain_prompt", "render_template", "think_kwargs", "reasoning_format", "tool_format",
+           "fit_context", "PLAIN_STOPS"]

@@ -6,11 +6,14 @@ returns a `Stream` that opens the request only when its first delta is asked for
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from ..errors import VllamaError
 from ..result import Result, Stream
+from ..messages import check_messages
+from ..reasoning import Splitter, opens_thinking
 from ..sampling import Sampling, settings
-from ..templates import check_messages, plain_prompt
+from ..templates import plain_prompt, reasoning_format, render_template, think_kwargs, tool_format
 
 
 class BaseEngine:
@@ -100,18 +103,57 @@ class BaseEngine:
         return len(self.tokenize(text))
 
     def _new_stream(self, start, prompt_tokens: int, s: Sampling, context_length: int | None = None,
-                    extra: dict | None = None) -> Stream:
+                    extra: dict | None = None, splitter=None) -> Stream:
         """A Stream of this engine's output whose record tells how it was made (`extra`: facts
         of this request, such as whether a cached prompt prefix was re-used)."""
         return Stream(start, prompt_tokens=prompt_tokens, engine=self.name, model=self.model_name,
-                      context_length=context_length, provenance=lambda: {**self.provenance(s), **(extra or {})})
+                      context_length=context_length, provenance=lambda: {**self.provenance(s), **(extra or {})},
+                      splitter=splitter)
 
-    def chat_prompt(self, messages: list[dict]) -> str:
-        """The prompt text for these chat messages (engines with templates override this)."""
-        return plain_prompt(check_messages(messages))
+    def chat_template(self) -> str | None:
+        """The model's Jinja chat template, None when it has none (engines with templates override this)."""
+        return None
 
-    def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
-        return self.stream(self.chat_prompt(messages), sampling)
+    def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None, think=None) -> str:
+        """The prompt text for these chat messages: the model's template with the tools offered and
+        its thinking switch set to `think`; a plain play-script rendering for models without one."""
+        msgs = check_messages(messages)
+        template = self.chat_template()
+        if not template:
+            if tools:
+                raise VllamaError("this model has no chat template, so it cannot be offered tools: load a model "
+                                  "whose template has them")
+            if think is not None:
+                raise VllamaError("this model has no chat template, so it has no thinking switch: leave think out")
+            return plain_prompt(msgs)
+        return self.render(template, msgs, tools, think_kwargs(template, think))
+
+    def render(self, template: str, messages: list[dict], tools, kwargs: dict) -> str:
+        return render_template(template, messages, tools=tools, kwargs=kwargs)
+
+    def chat_plan(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> tuple[str, object]:
+        """The prompt for a chat request and the splitter that reads thinking and tool calls from its output."""
+        template = self.chat_template()
+        if s.tool_choice is not None and not tools:
+            raise VllamaError(f"tool_choice={s.tool_choice!r} needs tools: pass tools=[...] (or --tools f,g)")
+        offered = tools if s.tool_choice != "none" else None
+        if offered and template and tool_format(template) is None:
+            raise VllamaError("this model's chat template writes tool calls in a format vllama cannot read yet "
+                              "(it reads Hermes/Qwen <tool_call> blocks): leave tools out, or use a server that parses them")
+        prompt = self.chat_prompt(messages, offered, s.think)
+        fmt = reasoning_format(template)
+        if s.max_thinking is not None and fmt is None:
+            raise VllamaError("this model does not mark its thinking (its template has no <think> or channels), "
+                              "so max_thinking cannot be honoured: leave it out")
+        return prompt, Splitter(fmt, thinking=opens_thinking(prompt, fmt), tools=bool(offered))
+
+    def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
+        """Answer a conversation (OpenAI message shape); `tools` are OpenAI tool schemas."""
+        s = sampling or Sampling()
+        prompt, splitter = self.chat_plan(messages, s, tools)
+        st = self.stream(prompt, replace(s, tool_choice=None, think=None))
+        st.splitter = splitter
+        return st
 
     def generate(self, prompt: str | list[int], sampling: Sampling | None = None) -> Result:
         return self.stream(prompt, sampling).run()

@@ -55,8 +55,36 @@ def parse_chunk(data: str, chat: bool, logprobs: int | None) -> list[Delta]:
             lp = read_logprobs(choice.get("logprobs"), chat, logprobs)
             if lp is None and text:
                 raise NoLogprobs()
-        out.append(Delta(text, tuple(ids), now, reason, logprobs=lp))
+        thought, calls = (_reasoning(part), _tool_calls(part.get("tool_calls"))) if chat and part else ("", ())
+        out.append(Delta(text, tuple(ids), now, reason, logprobs=lp, reasoning=thought, tool_calls=calls))
     return out
+
+
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")   # vLLM/DeepSeek, OpenRouter/Ollama, others
+
+
+def _reasoning(part: dict) -> str:
+    for key in REASONING_FIELDS:
+        v = part.get(key)
+        if v is not None:
+            if not isinstance(v, str):
+                raise Malformed(f"a {key} that is a {type(v).__name__}, not a string")
+            return v
+    return ""
+
+
+def _tool_calls(calls) -> tuple:
+    """Streamed tool-call fragments: [{index, id?, type?, function: {name?, arguments?}}]."""
+    if calls is None:
+        return ()
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise Malformed("tool_calls that are not a list of objects")
+    for c in calls:
+        fn = c.get("function") or {}
+        if not whole(c.get("index")) or not isinstance(fn, dict) or \
+                not all(isinstance(fn.get(k), (str, type(None))) for k in ("name", "arguments")):
+            raise Malformed("a tool call without an index, or whose function name/arguments are not text")
+    return tuple(calls)
 
 
 class ServerError(Exception):

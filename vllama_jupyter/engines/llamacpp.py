@@ -8,10 +8,12 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import replace
 
-from ..templates import PLAIN_STOPS, check_messages, plain_prompt, render_template
+from ..reasoning import CLOSE, Splitter
+from ..templates import PLAIN_STOPS, render_template
 from ..errors import VllamaError, notice
 from ..models import ModelRef
 from ..result import Delta, Stream, TokenLogprob
@@ -128,23 +130,34 @@ class Engine(BaseEngine):
     def detokenize(self, ids: list[int]) -> str:
         return self.llm.detokenize(list(ids)).decode("utf-8", "replace")
 
-    def chat_prompt(self, messages: list[dict]) -> str:
-        check_messages(messages)
-        if not self.template:
-            return plain_prompt(messages)
-        return render_template(self.template, messages, bos=self._bos_text, eos=self._eos_text)
+    def chat_template(self) -> str | None:
+        return self.template
 
-    def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
+    def render(self, template: str, messages: list[dict], tools, kwargs: dict) -> str:
+        return render_template(template, messages, bos=self._bos_text, eos=self._eos_text, tools=tools, kwargs=kwargs)
+
+    def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
+        self._require()
         s = sampling or Sampling()
         if not self.template and not s.stop:
             s = replace(s, stop=PLAIN_STOPS)
+        prompt, splitter = self.chat_plan(messages, s, tools)
+        grammar = None
+        if s.tool_choice not in (None, "auto", "none"):
+            from ..tools import call_grammar
+
+            grammar = self._gbnf(call_grammar(tools, s.tool_choice))
         follow_up = any(m.get("role") == "assistant" for m in messages)
-        return self._stream(self.chat_prompt(messages), s, special=bool(self.template), chat=follow_up)
+        return self._stream(prompt, s, special=bool(self.template), chat=follow_up, splitter=splitter, grammar=grammar)
 
     def stream(self, prompt, sampling: Sampling | None = None) -> Stream:
-        return self._stream(prompt, sampling, special=False)
+        s = sampling or Sampling()
+        if s.think is not None or s.max_thinking is not None or s.tool_choice is not None:
+            raise VllamaError("think, max_thinking and tool_choice apply to chat: use chat(), %%vllama --chat or -s")
+        return self._stream(prompt, s, special=False)
 
-    def _stream(self, prompt, sampling, special: bool, chat: bool = False) -> Stream:
+    def _stream(self, prompt, sampling, special: bool, chat: bool = False, splitter: Splitter | None = None,
+                grammar=None) -> Stream:
         self._require()
         s = sampling or Sampling()
         self.check_prompt(prompt)
@@ -153,16 +166,25 @@ class Engine(BaseEngine):
         if len(ids) >= n_ctx:
             raise VllamaError(f"the prompt is {len(ids)} tokens but the context holds {n_ctx}: "
                               "shorten the prompt or load the model with a larger n_ctx")
-        grammar = self._grammar(s.json_schema) if s.json_schema else None
+        if sum(x is not None for x in (grammar, s.json_schema, s.grammar)) > 1:
+            raise VllamaError("give one constraint: json_schema, grammar, or a forced tool_choice")
+        if s.json_schema:
+            grammar = self._grammar(s.json_schema)
+        elif s.grammar:
+            grammar = self._gbnf(s.grammar)
         max_new = min(s.max_tokens, n_ctx - len(ids))
+        limit = None
+        if s.max_thinking is not None:   # chat_plan checked that the model marks its thinking
+            close = self.llm.tokenize(CLOSE[splitter.fmt].encode("utf-8"), add_bos=False, special=True)
+            limit = (s.max_thinking, Splitter(splitter.fmt, splitter.state == "reasoning", tools=False), close)
         s = with_seed(s)
         # a conversation's follow-up re-uses the KV cache of its earlier turns (fast); a first
         # turn or a completion is evaluated afresh: a re-used prefix's logits differ in the last bits (another batch
         # shape), which can change a sampled token, so the same prompt, settings and seed always
         # give the same tokens. prompt_cache=True/False sets both.
         reuse = chat if self.prompt_cache is None else self.prompt_cache
-        return self._new_stream(lambda: self._worker.iterate(lambda: self._loop(ids, s, max_new, grammar, reuse)),
-                                len(ids), s, n_ctx, {"prompt_cache": reuse})
+        return self._new_stream(lambda: self._worker.iterate(lambda: self._loop(ids, s, max_new, grammar, reuse, limit)),
+                                len(ids), s, n_ctx, {"prompt_cache": reuse}, splitter=splitter)
 
     def _grammar(self, schema: dict):
         from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
@@ -175,13 +197,40 @@ class Engine(BaseEngine):
         except Exception as e:
             raise VllamaError(f"this JSON schema cannot be turned into a grammar: {e}") from None
 
-    def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar, reuse: bool):
+    def _gbnf(self, text: str):
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        import llama_cpp
+
+        # parse it here, so a bad grammar fails before anything runs; the parser writes its
+        # complaint to the C stderr, which is caught for the message
+        with tempfile.TemporaryFile() as err:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(err.fileno(), 2)
+            try:
+                probe = llama_cpp.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            err.seek(0)
+            why = " ".join(err.read().decode("utf-8", "replace").split())[:160]
+        if not probe:
+            raise VllamaError(f"llama.cpp cannot read this grammar ({why or 'failed to parse'}): write it in GBNF, "
+                              "starting with root ::= ...")
+        llama_cpp.llama_sampler_free(probe)
+        return LlamaGrammar.from_string(text, verbose=False)
+
+    def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar, reuse: bool, limit=None):
         llm = self.llm
         llm.set_seed(s.seed or 0)  # with_seed() gave sampled runs one; greedy ignores it
         if not reuse:
             llm.reset()   # no prefix of an earlier request is kept
-        tokens = llm.generate(ids, top_k=s.top_k, top_p=s.top_p, min_p=0.0, temp=s.temperature,
-                              repeat_penalty=1.0, grammar=grammar)
+        generate = lambda prompt: llm.generate(prompt, top_k=s.top_k, top_p=s.top_p, min_p=0.0,  # noqa: E731
+                                               temp=s.temperature, repeat_penalty=1.0, grammar=grammar)
+        tokens = generate(ids)
+        out_ids: list[int] = []
+        thought = 0
         detok = Detokenizer(llm, self._pieces)
         stops = StopMatcher(s.stop)
         # the per-token path: names bound once, no stop matching when there are no stops
@@ -193,26 +242,50 @@ class Engine(BaseEngine):
         lp = None
         n = 0
         try:
-            for tok in tokens:
-                if eog is not None and eog(tok):
-                    yield Delta(detok.flush() + stops.flush(), tuple(held), clock(), "stop", logprobs=lp)
+            while True:   # once more after a thought is closed (max_thinking)
+                for tok in tokens:
+                    if eog is not None and eog(tok):
+                        yield Delta(detok.flush() + stops.flush(), tuple(held), clock(), "stop", logprobs=lp)
+                        return
+                    n += 1
+                    held.append(tok)
+                    if limit is not None:
+                        out_ids.append(tok)
+                    if score is not None:  # from this step's logits, before the next token is computed
+                        scored.append(score(tok))
+                        lp = tuple(scored)
+                    piece, restart = feed(tok), False
+                    if limit is not None:
+                        follow = limit[1]
+                        before = follow.state == "reasoning"
+                        follow.feed(piece)
+                        thought += before or follow.state == "reasoning"
+                        if thought >= limit[0] and follow.state == "reasoning" and n + len(limit[2]) < max_new:
+                            # the thought is long enough: close it (as the model would) and let it answer
+                            tokens.close()
+                            close_ids = limit[2]
+                            piece += "".join(feed(t) for t in close_ids)
+                            held.extend(close_ids)
+                            n += len(close_ids)
+                            out_ids.extend(close_ids)
+                            limit = None
+                            restart = True
+                    text, hit = cut(piece)
+                    if hit or n >= max_new:
+                        if not hit:
+                            text += cut(detok.flush())[0] + stops.flush()
+                        yield Delta(text, tuple(held), clock(), "stop" if hit else "length", logprobs=lp)
+                        return
+                    if text:
+                        yield Delta(text, tuple(held), clock(), logprobs=lp)
+                        held = []
+                        if score is not None:
+                            scored, lp = [], ()
+                    if restart:
+                        tokens = generate(ids + out_ids)
+                        break
+                else:
                     return
-                n += 1
-                held.append(tok)
-                if score is not None:  # from this step's logits, before the next token is computed
-                    scored.append(score(tok))
-                    lp = tuple(scored)
-                text, hit = cut(feed(tok))
-                if hit or n >= max_new:
-                    if not hit:
-                        text += cut(detok.flush())[0] + stops.flush()
-                    yield Delta(text, tuple(held), clock(), "stop" if hit else "length", logprobs=lp)
-                    return
-                if text:
-                    yield Delta(text, tuple(held), clock(), logprobs=lp)
-                    held = []
-                    if score is not None:
-                        scored, lp = [], ()
         finally:
             tokens.close()
 

@@ -15,7 +15,9 @@ from ..errors import VllamaError
 from ..models import RemoteRef
 from ..result import Delta, Result, Stream, finished
 from ..sampling import Sampling, with_seed
-from ..templates import check_messages
+from ..messages import check_messages
+from ..options import to_openai
+from ..reasoning import Splitter
 from .base import BaseEngine, check_batch, check_prompt
 from .chunks import Malformed, NoLogprobs, ServerError, parse_chunk
 from .openai_endpoints import Endpoints
@@ -171,49 +173,41 @@ class Engine(Endpoints, BaseEngine):
         raise self._fail(f"the server at {self.url} refused the request (HTTP {status}): {detail}")
 
     # -- requests -------------------------------------------------------------------------
-    def _body(self, s: Sampling, stream: bool) -> dict:
-        body = {"model": self.model_name, "max_tokens": s.max_tokens, "temperature": s.temperature,
-                "top_p": s.top_p, "stream": stream}
+    def _body(self, s: Sampling, stream: bool, chat: bool = False) -> dict:
+        if s.max_thinking is not None:
+            raise VllamaError("max_thinking needs an in-process engine (llamacpp or vllm): a server cannot be "
+                              "told to close a thought; leave it out")
+        body = {"model": self.model_name, "stream": stream, **to_openai(s, self.preset, chat)}
         body.update(self.preset.extra)
         if stream:
             body["stream_options"] = {"include_usage": True}
-        if s.seed is not None:
-            body["seed"] = s.seed
-        if s.stop:
-            body["stop"] = list(s.stop)
-        if self.preset.top_k:
-            if s.top_k:
-                body["top_k"] = s.top_k
-            if s.ignore_eos:
-                body["ignore_eos"] = True
-        if s.json_schema:
-            field = self.preset.schema_field
-            body[field] = ({"json": s.json_schema} if field == "structured_outputs" else s.json_schema
-                           if field == "json_schema" else
-                           {"type": "json_schema", "json_schema": {"name": "output", "schema": s.json_schema}})
         return body
 
     def stream(self, prompt, sampling: Sampling | None = None) -> Stream:
         self._require()
         check_prompt(prompt)
         s = with_seed(sampling or Sampling())
+        if s.think is not None or s.tool_choice is not None:
+            raise VllamaError("think and tool_choice apply to chat: use chat(), %%vllama --chat or -s")
         body = self._body(s, True)
         body["prompt"] = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
-        if s.logprobs is not None:
-            body["logprobs"] = s.logprobs
         return self._open("/completions", body, False, s)
 
-    def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
+    def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
         self._require()
         s = with_seed(sampling or Sampling())
-        body = self._body(s, True)
+        if s.tool_choice is not None and not tools:
+            raise VllamaError(f"tool_choice={s.tool_choice!r} needs tools: pass tools=[...] (or --tools f,g)")
+        body = self._body(s, True, chat=True)
         body["messages"] = check_messages(messages)
-        if s.logprobs is not None:
-            body.update(logprobs=True, top_logprobs=s.logprobs)
-        return self._open("/chat/completions", body, True, s)
+        if tools:
+            body["tools"] = tools
+        # a server without a reasoning or tool parser leaves the markup in the text: read it here
+        return self._open("/chat/completions", body, True, s, Splitter("think", tools=bool(tools)))
 
-    def _open(self, path: str, body: dict, chat: bool, s: Sampling) -> Stream:
-        return self._new_stream(lambda: self._sse(path, body, chat, s.logprobs), 0, s, self.max_model_len)
+    def _open(self, path: str, body: dict, chat: bool, s: Sampling, splitter=None) -> Stream:
+        return self._new_stream(lambda: self._sse(path, body, chat, s.logprobs), 0, s, self.max_model_len,
+                                splitter=splitter)
 
     def _sse(self, path: str, body: dict, chat: bool, logprobs: int | None):
         import httpx

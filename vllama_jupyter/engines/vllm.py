@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 
-from ..templates import PLAIN_STOPS, check_messages, plain_prompt
+from ..templates import PLAIN_STOPS
 from ..errors import VllamaError
 from ..models import ModelRef
 from ..result import Delta, Result, Stream, TokenLogprob, finished
@@ -231,7 +231,8 @@ class Engine(BaseEngine):
             max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0,
             seed=s.seed, stop=list(s.stop) or None, ignore_eos=s.ignore_eos,
             output_kind=RequestOutputKind.DELTA, skip_special_tokens=True, logprobs=s.logprobs,
-            structured_outputs=StructuredOutputsParams(json=s.json_schema) if s.json_schema else None)
+            structured_outputs=StructuredOutputsParams(json=s.json_schema) if s.json_schema else
+            StructuredOutputsParams(grammar=s.grammar) if s.grammar else None)
 
     def _input(self, ids: list[int]):
         renderer = getattr(self.llm, "renderer", None)
@@ -274,19 +275,31 @@ class Engine(BaseEngine):
                 fut.cancel()  # cancels generate(), which aborts the request in the engine
                 _drain(q)
 
-    def chat_prompt(self, messages: list[dict]) -> str:
-        check_messages(messages)
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return plain_prompt(messages)
+    def chat_template(self) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None) or None
 
-    def chat(self, messages: list[dict], sampling: Sampling | None = None) -> Stream:
+    def render(self, template: str, messages: list[dict], tools, kwargs: dict) -> str:
+        try:   # transformers' own renderer, as vLLM's server uses
+            return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+                                                      add_generation_prompt=True, **kwargs)
+        except Exception as e:
+            raise VllamaError(f"the model's chat template refused these messages: {_first_line(e)}") from None
+
+    def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
         s = sampling or Sampling()
-        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        for name, bad in (("max_thinking", s.max_thinking is not None),
+                          ("a forced tool_choice", s.tool_choice not in (None, "auto", "none"))):
+            if bad:
+                raise VllamaError(f"{name} is not available on the vllm engine yet: use the llamacpp engine, "
+                                  "or leave it out")
+        templated = bool(self.chat_template())
         if not templated and not s.stop:
             s = dataclasses.replace(s, stop=PLAIN_STOPS)
+        prompt, splitter = self.chat_plan(messages, s, tools)
         # a rendered template carries its own BOS
-        return self.stream(self.chat_prompt(messages), s, _special=not templated)
+        st = self.stream(prompt, dataclasses.replace(s, think=None, tool_choice=None), _special=not templated)
+        st.splitter = splitter
+        return st
 
     def batch(self, prompts: list, sampling: Sampling | None = None) -> list[Result]:
         """All prompts submitted at once (continuous batching), with a progress bar."""

@@ -13,6 +13,7 @@ from ..errors import VllamaError
 from ..hardware import hardware
 from ..labstatus import shared_text
 from ..models import list_models
+from ..options import BY_NAME, OPTIONS
 from ..sampling import Sampling
 from ..session import get_session
 from ..tokenview import tokens_html
@@ -38,11 +39,10 @@ class Panel:
         self.unload_button = W.Button(description="Unload", icon="eject")
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="120px", visibility="hidden"))
         self.status = W.HTML()
-        self.max_tokens = W.BoundedIntText(value=Sampling.max_tokens, min=1, max=1_000_000, description="Max tokens")
-        self.temperature = W.FloatSlider(value=Sampling.temperature, min=0.0, max=2.0, step=0.05, description="Temperature")
-        self.top_p = W.FloatSlider(value=Sampling.top_p, min=0.01, max=1.0, step=0.01, description="Top-p")
-        self.seed = W.IntText(value=-1, description="Seed (-1 any)")
-        self.logprobs = W.BoundedIntText(value=-1, min=-1, max=20, description="Logprobs (-1 off)")
+        # one control per option the declaration gives a panel label (options.OPTIONS)
+        self.controls = {o.name: control(o) for o in OPTIONS if o.panel}
+        for name, w in self.controls.items():
+            setattr(self, name, w)
         self.system = W.Textarea(placeholder="System prompt (chat mode)", description="System",
                                  layout=W.Layout(width="98%", height="48px"))
         self.prompt = W.Textarea(value="ROMEO:\n", description="Prompt", layout=W.Layout(width="98%", height="80px"))
@@ -67,7 +67,8 @@ class Panel:
             W.HTML("<b>vllama</b> — the kernel's engine"), self.hardware,
             W.HBox([self.engine, self.url]), W.HBox([self.model, self.load_button, self.unload_button, self.progress]),
             self.status,
-            W.HBox([self.max_tokens, self.seed, self.logprobs]), W.HBox([self.temperature, self.top_p]), self.system,
+            W.HBox([self.max_tokens, self.seed, self.logprobs]), W.HBox([self.temperature, self.top_p]),
+            W.HBox([self.think, self.max_thinking]), self.system,
             self.prompt, W.HBox([self.generate_button, self.stop_button, self.chat_mode, self.clear_button]),
             self.output, self.tokens, self.stats, self.history,
         ])
@@ -93,9 +94,7 @@ class Panel:
 
     # -- generation -----------------------------------------------------------------------
     def sampling(self) -> Sampling:
-        return Sampling(max_tokens=self.max_tokens.value, temperature=self.temperature.value,
-                        top_p=self.top_p.value, seed=None if self.seed.value < 0 else self.seed.value,
-                        logprobs=None if self.logprobs.value < 0 else self.logprobs.value)
+        return Sampling(**{name: value(BY_NAME[name], w) for name, w in self.controls.items()})
 
     def generate(self) -> None:
         """Stream a completion (or a chat reply) into the output, off the kernel's execute thread."""
@@ -104,7 +103,7 @@ class Panel:
             return
         try:
             s = self.sampling()
-            if self.chat_mode.value:
+            if self.chat_mode.value or s.think is not None or s.max_thinking is not None:
                 stream = self.session.chat(self.prompt.value.strip(), s, system=self.system.value.strip() or None)
             else:
                 stream = self.session.stream(self.prompt.value, s)
@@ -212,6 +211,29 @@ class Panel:
     def _ipython_display_(self) -> None:
         from IPython.display import display
         display(self.widget)
+
+
+THINK_CHOICES = (("model's default", None), ("on", True), ("off", False), ("low", "low"), ("medium", "medium"),
+                 ("high", "high"))
+
+
+def control(o):
+    """The panel control of option `o`: its label from the declaration, its help as the tooltip.
+    Optional numbers show -1 for "off"."""
+    style, layout = {"description_width": "initial"}, W.Layout(width="auto")
+    kw = {"description": o.panel, "tooltip": o.help, "style": style, "layout": layout}
+    if o.kind == "think":
+        return W.Dropdown(options=THINK_CHOICES, value=None, **kw)
+    if o.kind == "float":
+        return W.FloatSlider(value=o.default, min=max(o.low, 0.01) if o.low_open else o.low, max=o.high, step=0.01, **kw)
+    if o.optional:
+        return W.IntText(value=-1, **{**kw, "description": f"{o.panel} (-1 off)"})
+    return W.BoundedIntText(value=o.default, min=o.low, max=1_000_000, **kw)
+
+
+def value(o, w):
+    v = w.value
+    return None if o.optional and o.kind == "int" and v < 0 else v
 
 
 def panel(throttle: float = 0.1) -> Panel:

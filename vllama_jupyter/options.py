@@ -1,0 +1,237 @@
+"""Every generation option, declared once: name, type, range, help, its flags and its OpenAI
+field. `Sampling`, the %%vllama arguments, the `vllama` CLI, the panel's controls, %config traits,
+the share server's request mapping and the openai engine's request body are all made from OPTIONS."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import VllamaError
+
+MAX_LOGPROBS = 20
+THINK_LEVELS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: str            # int, float, bool, text, texts, schema, think
+    default: Any
+    help: str
+    flags: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False   # the range excludes `low`
+    optional: bool = False   # None allowed (meaning: off / the engine's default)
+    wire: str | None = None  # its field in an OpenAI request body (None: mapped by hand below)
+    panel: str | None = None  # short label of its panel control (None: not in the panel)
+
+    def check(self, v: Any) -> Any:
+        """`v` as this option holds it, or one VllamaError line."""
+        if v is None and self.optional:
+            return None
+        bad = lambda what: VllamaError(f"{self.name} must be {what} (got {v!r}){self._hint()}")  # noqa: E731
+        if self.kind in ("int", "float"):
+            ok_type = int if self.kind == "int" else (int, float)
+            if isinstance(v, bool) or not isinstance(v, ok_type):
+                raise bad(self._range_words())
+            above = self.low is None or (v > self.low if self.low_open else v >= self.low)
+            if not (above and (self.high is None or v <= self.high)):   # NaN fails both
+                raise bad(self._range_words())
+            return float(v) if self.kind == "float" else v
+        if self.kind == "bool":
+            if not isinstance(v, bool):
+                raise bad("True or False")
+            return v
+        if self.kind == "texts":
+            items = (v,) if isinstance(v, str) else v
+            if not isinstance(items, (list, tuple)) or any(not isinstance(x, str) or not x for x in items):
+                raise VllamaError(f"each {self.name} sequence must be a non-empty string")
+            return tuple(items)
+        if self.kind == "schema":
+            if not isinstance(v, dict):
+                raise VllamaError(f"{self.name} must be a dict holding a JSON schema (got {type(v).__name__})")
+            return v
+        if self.kind == "text":
+            if not isinstance(v, str) or not v.strip():
+                raise bad("non-empty text")
+            return v
+        if self.kind == "think":
+            if isinstance(v, bool) or v in THINK_LEVELS:
+                return v
+            raise bad(f"True, False or one of {', '.join(THINK_LEVELS)}")
+        raise AssertionError(self.kind)
+
+    def _range_words(self) -> str:
+        what = "a whole number" if self.kind == "int" else "a number"
+        g = (lambda x: str(int(x))) if self.kind == "int" else (lambda x: f"{x:g}")
+        if self.low is not None and self.high is not None:
+            if self.low_open:
+                return f"in ({g(self.low)}, {g(self.high)}]"
+            return f"{what} from {g(self.low)} to {g(self.high)}" if self.kind == "int" else \
+                f"between {g(self.low)} and {g(self.high)}"
+        if self.low is not None:
+            return f"{what} >= {g(self.low)}" if not self.low_open else f"{what} > {g(self.low)}"
+        return what
+
+    def _hint(self) -> str:
+        return f": {self.help}" if self.kind in ("int", "float") else ""
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("max_tokens", "int", 256, "most tokens to generate (thinking included)", ("--max-tokens",), low=1,
+           wire="max_tokens", panel="Max tokens"),
+    Option("temperature", "float", 0.8, "0 means greedy", ("-t", "--temperature"), low=0, high=2,
+           wire="temperature", panel="Temperature"),
+    Option("top_p", "float", 0.95, "nucleus sampling", ("--top-p",), low=0, high=1, low_open=True,
+           wire="top_p", panel="Top-p"),
+    Option("top_k", "int", 40, "0 means off", ("--top-k",), low=0, wire="top_k"),
+    Option("seed", "int", None, "repeatable sampling", ("--seed",), low=0, high=2**32 - 1, optional=True,
+           wire="seed", panel="Seed"),
+    Option("stop", "texts", (), "stop sequence (repeatable)", ("--stop",), wire="stop"),
+    Option("ignore_eos", "bool", False, "keep going past end-of-text (benchmarks)", ("--ignore-eos",),
+           wire="ignore_eos"),
+    Option("json_schema", "schema", None, "constrain output to this JSON schema (a variable name or JSON text)",
+           ("--json-schema",), optional=True),
+    Option("grammar", "text", None, "constrain output to this GBNF grammar (a variable name or the grammar text)",
+           ("--grammar",), optional=True),
+    Option("logprobs", "int", None, "0-20: each token's log-probability and N alternatives", ("--logprobs",),
+           low=0, high=MAX_LOGPROBS, optional=True, panel="Logprobs"),
+    Option("think", "think", None, "think before answering: True/False or low/medium/high (the model's switch)",
+           ("--think",), optional=True, panel="Think"),
+    Option("max_thinking", "int", None, "after N thinking tokens, close the thought and answer",
+           ("--max-thinking",), low=1, optional=True, panel="Max thinking"),
+    Option("tool_choice", "text", None, "auto, none, required, or a tool's name (required/name force a call)",
+           ("--tool-choice",), optional=True),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+# -- argparse (the %%vllama magic and the vllama CLI) ----------------------------------------
+def arguments() -> list[tuple[tuple[str, ...], dict]]:
+    """(flags, argparse keywords) of every option; defaults are None so configured ones apply."""
+    out = []
+    for o in OPTIONS:
+        kw: dict = {"dest": o.name, "default": None, "help": o.help}
+        if o.kind in ("int", "float"):
+            kw["type"] = int if o.kind == "int" else float
+            kw["metavar"] = "N" if o.kind == "int" else "X"
+        elif o.kind == "bool":
+            kw.update(action="store_const", const=True)
+        elif o.kind == "texts":
+            kw.update(action="append", metavar="TEXT")
+        elif o.kind == "think":
+            kw.update(nargs="?", const=True, metavar="LEVEL", type=_think_word)
+        else:
+            kw["metavar"] = o.name.upper()
+        out.append((o.flags, kw))
+        if o.kind == "think":
+            out.append((("--no-think",), {"dest": o.name, "action": "store_const", "const": False,
+                                          "help": "answer without thinking (the model's off switch)"}))
+    return out
+
+
+def _think_word(text: str):
+    return {"true": True, "on": True, "false": False, "off": False}.get(text.lower(), text.lower())
+
+
+def add_arguments(parser) -> None:
+    for flags, kw in arguments():
+        parser.add_argument(*flags, **kw)
+
+
+def decorate(func):
+    """Apply IPython `argument` decorators for every option (before `magic_arguments()`)."""
+    from IPython.core.magic_arguments import argument
+
+    for flags, kw in reversed(arguments()):
+        func = argument(*flags, **kw)(func)
+    return func
+
+
+def from_args(args) -> dict:
+    """The options given on a command line (argparse namespace), None for those not given."""
+    return {o.name: getattr(args, o.name) for o in OPTIONS}
+
+
+# -- %config traits ----------------------------------------------------------------------
+def trait(name: str):
+    """A configurable traitlets trait whose default and help come from the declaration."""
+    from traitlets import Bool, Float, Int
+
+    o = BY_NAME[name]
+    cls = {"int": Int, "float": Float, "bool": Bool}[o.kind]
+    return cls(o.default, help=f"Default --{name.replace('_', '-')}: {o.help}.").tag(config=True)
+
+
+# -- OpenAI request bodies ---------------------------------------------------------------
+# Fields other names OpenAI clients send for the same option (the first one given wins).
+ALIASES = {"max_tokens": ("max_completion_tokens",)}
+
+
+def from_openai(body: dict, chat: bool) -> dict:
+    """Option values from an OpenAI request body (share server). Unknown values are left to Sampling's checks."""
+    out: dict = {}
+    for o in OPTIONS:
+        if o.wire is None:
+            continue
+        for key in (o.wire, *ALIASES.get(o.name, ())):
+            if body.get(key) is not None:
+                out[o.name] = body[key]
+                break
+    if chat:
+        if body.get("logprobs"):
+            out["logprobs"] = body.get("top_logprobs") or 0
+    elif body.get("logprobs") is not None:
+        out["logprobs"] = body["logprobs"]
+    if isinstance(body.get("grammar"), str):
+        out["grammar"] = body["grammar"]
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        out["json_schema"] = (fmt.get("json_schema") or {}).get("schema")
+    if body.get("reasoning_effort") is not None:
+        out["think"] = body["reasoning_effort"]
+    kwargs = body.get("chat_template_kwargs")
+    if isinstance(kwargs, dict) and "enable_thinking" in kwargs:
+        out["think"] = kwargs["enable_thinking"]
+    tc = body.get("tool_choice")
+    if tc is not None:
+        out["tool_choice"] = tc["function"]["name"] if isinstance(tc, dict) and isinstance(tc.get("function"), dict) else tc
+    return out
+
+
+def to_openai(s, preset, chat: bool) -> dict:
+    """The OpenAI request fields for Sampling `s` on a server of `preset` (remote.Preset)."""
+    body: dict = {}
+    for o in OPTIONS:
+        v = getattr(s, o.name)
+        if o.wire is None or v is None or v == () or (o.kind == "bool" and not v):
+            continue
+        if o.name in ("top_k", "ignore_eos") and not preset.top_k:
+            continue   # servers without these fields refuse or ignore them
+        if o.name == "top_k" and not v:
+            continue
+        body[o.wire] = list(v) if o.kind == "texts" else v
+    if s.logprobs is not None:
+        body.update({"logprobs": True, "top_logprobs": s.logprobs} if chat else {"logprobs": s.logprobs})
+    if s.json_schema:
+        field = preset.schema_field
+        body[field] = ({"json": s.json_schema} if field == "structured_outputs" else s.json_schema
+                       if field == "json_schema" else
+                       {"type": "json_schema", "json_schema": {"name": "output", "schema": s.json_schema}})
+    if s.grammar is not None:
+        if preset.schema_field == "structured_outputs":
+            body["structured_outputs"] = {"grammar": s.grammar}
+        elif preset.schema_field == "json_schema":   # the llama.cpp server and our shared engine
+            body["grammar"] = s.grammar
+        else:
+            raise VllamaError(f"{preset.label} takes no grammar: use json_schema, or a vLLM or llama.cpp server")
+    if s.think is not None:
+        if isinstance(s.think, str):
+            body["reasoning_effort"] = s.think
+        else:
+            body["chat_template_kwargs"] = {"enable_thinking": s.think}
+    if s.tool_choice is not None:
+        body["tool_choice"] = s.tool_choice if s.tool_choice in ("auto", "none", "required") else \
+            {"type": "function", "function": {"name": s.tool_choice}}
+    return body

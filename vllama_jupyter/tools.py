@@ -1,0 +1,166 @@
+"""The notebook's Python functions as tools: their JSON schema from the signature (pydantic), the
+model's calls read from its output, and calls run only when the user allows it. No text is ever
+evaluated as code: a call names a function the user passed, with arguments checked against its
+signature."""
+from __future__ import annotations
+
+import inspect
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import VllamaError
+
+MAX_ROUNDS = 8   # model -> tools -> model rounds before the loop stops
+
+
+@dataclass
+class Tool:
+    name: str
+    func: Callable
+    model: Any        # the pydantic model of its arguments
+    schema: dict      # OpenAI's {"type": "function", "function": {...}}
+
+
+def make_tools(funcs) -> dict[str, Tool]:
+    """Tools by name from a list of functions (or one function); one line per mistake."""
+    if funcs is None:
+        return {}
+    if callable(funcs):
+        funcs = [funcs]
+    if isinstance(funcs, (str, bytes, dict)) or not hasattr(funcs, "__iter__"):
+        raise VllamaError(f"tools must be a list of Python functions, not {type(funcs).__name__}")
+    out: dict[str, Tool] = {}
+    for f in funcs:
+        t = _tool(f)
+        if t.name in out:
+            raise VllamaError(f"two tools are named {t.name!r}: give each function its own name")
+        out[t.name] = t
+    if not out:
+        raise VllamaError("tools is an empty list: pass the functions the model may call, or leave tools out")
+    return out
+
+
+def _tool(f) -> Tool:
+    import typing
+
+    from pydantic import create_model
+
+    if not callable(f) or inspect.isclass(f):
+        raise VllamaError(f"a tool must be a function, not {type(f).__name__} ({f!r:.40})")
+    name = getattr(f, "__name__", "")
+    if not name.isidentifier():
+        raise VllamaError(f"a tool needs a name the model can call: {name or f!r:.40} is not one (use def, not lambda)")
+    try:
+        sig = inspect.signature(f)
+        hints = typing.get_type_hints(f)
+    except (TypeError, ValueError, NameError) as e:
+        raise VllamaError(f"cannot read the signature of tool {name}: {e}") from None
+    fields = {}
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise VllamaError(f"tool {name} takes *args or **kwargs: give it named parameters the model can fill")
+        fields[p.name] = (hints.get(p.name, Any), ... if p.default is p.empty else p.default)
+    try:
+        model = create_model(f"{name}_arguments", **fields)
+        params = model.model_json_schema()
+    except Exception as e:
+        raise VllamaError(f"tool {name} has parameters with no JSON schema ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:120]}): use plain types such as str, int, float, bool, list, Literal") from None
+    params.pop("title", None)
+    for prop in params.get("properties", {}).values():
+        prop.pop("title", None)
+    doc = inspect.getdoc(f) or ""
+    fn = {"name": name, "description": doc.split("\n\n")[0].strip(), "parameters": params}
+    return Tool(name, f, model, {"type": "function", "function": fn})
+
+
+def schemas(tools: dict[str, Tool]) -> list[dict] | None:
+    return [t.schema for t in tools.values()] or None
+
+
+def check_choice(choice, tools: dict[str, Tool]) -> None:
+    if choice is None:
+        return
+    if not tools:
+        raise VllamaError(f"tool_choice={choice!r} needs tools: pass tools=[...] (or --tools f,g)")
+    if choice not in ("auto", "none", "required") and choice not in tools:
+        raise VllamaError(f"tool_choice {choice!r} is neither auto, none, required nor one of the tools "
+                          f"({', '.join(tools)})")
+
+
+# -- calls the model wrote ----------------------------------------------------------------------
+def parse_call(body: str) -> dict:
+    """One Hermes-style call body ({"name": ..., "arguments": {...}}) as an OpenAI tool call;
+    VllamaError when it is not one."""
+    try:
+        data = json.loads(body)
+    except ValueError as e:
+        raise VllamaError(f"not JSON ({e.msg} at character {e.pos})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise VllamaError("no function name in it")
+    args = data.get("arguments", data.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            raise VllamaError("its arguments are not JSON") from None
+    if not isinstance(args, dict):
+        raise VllamaError("its arguments are not an object")
+    return {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+            "function": {"name": data["name"], "arguments": json.dumps(args, ensure_ascii=False)}}
+
+
+def shown(call: dict) -> str:
+    """→ lookup(name="ROMEO") for the cell."""
+    fn = call["function"]
+    try:
+        args = json.loads(fn["arguments"])
+        inner = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
+    except (ValueError, AttributeError):
+        inner = fn["arguments"]
+    return f"{fn['name']}({inner})"
+
+
+def run_call(call: dict, tools: dict[str, Tool]) -> tuple[str, bool]:
+    """(the text sent back to the model, whether it went well). A tool that raises sends its error."""
+    from pydantic import ValidationError
+
+    fn = call["function"]
+    tool = tools.get(fn["name"])
+    if tool is None:
+        return f"error: there is no tool named {fn['name']!r}; the tools are {', '.join(tools)}", False
+    try:
+        args = tool.model.model_validate(json.loads(fn["arguments"]))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "arguments"
+        return f"error: bad arguments for {tool.name}: {where}: {err['msg']}", False
+    except ValueError:
+        return f"error: the arguments for {tool.name} are not JSON", False
+    try:
+        value = tool.func(**{k: getattr(args, k) for k in tool.model.model_fields})
+    except Exception as e:
+        return f"error: {tool.name} raised {type(e).__name__}: {e}", False
+    if isinstance(value, str):
+        return value, True
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str), True
+    except (TypeError, ValueError):
+        return str(value), True
+
+
+def call_grammar(tools: list[dict], choice: str) -> str:
+    """GBNF forcing one Hermes-style call of the tool named `choice` or, for 'required', of any of
+    `tools` (OpenAI tool schemas), arguments matching its parameters."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    by_name = {t["function"]["name"]: t["function"].get("parameters") or {"type": "object"} for t in tools}
+    names = list(by_name) if choice == "required" else [choice]
+    options = [{"type": "object", "properties": {"name": {"const": n}, "arguments": by_name[n]},
+                "required": ["name", "arguments"]} for n in names]
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    gbnf = "\n".join(("call" + line[4:]) if line.startswith("root ") else line for line in gbnf.splitlines())
+    return 'root ::= "<tool_call>\\n" call "\\n</tool_call>"\n' + gbnf
