@@ -88,6 +88,20 @@ MAGIC_CASES = [
     ("%vllama bench -c a,b", "--concurrency and --rate take comma-separated numbers"),
     ("%vllama bench -n 0", "num_requests must be a whole number >= 1"),
     ("%vllama bench --rate -2", "request_rate must be a positive number"),
+    ("%%vllama --think maybe\nhi", "think must be True, False or one of low, medium, high"),
+    ("%%vllama --think\nhi", "this model has no chat template, so it has no thinking switch"),
+    ("%%vllama --no-think\nhi", "this model has no chat template, so it has no thinking switch"),
+    ("%%vllama --max-thinking 0\nhi", "max_thinking must be a whole number >= 1"),
+    ("%%vllama --max-thinking 8\nhi", "this model does not mark its thinking"),
+    ("%%vllama --tools nope_fn\nhi", "--tools names notebook functions: 'nope_fn' is not a variable here"),
+    ("%%vllama --tools number_var\nhi", "a tool must be a function, not int"),
+    ("%%vllama --tools some_fn\nhi", "this model has no chat template, so it cannot be offered tools"),
+    ("%%vllama --run-tools\nhi", "--run-tools needs --tools f,g"),
+    ("%%vllama --tool-choice required\nhi", "tool_choice='required' needs tools"),
+    ("%%vllama --tools some_fn --tool-choice other\nhi", "tool_choice 'other' is neither auto, none, required nor one of the tools (some_fn)"),
+    ("%%vllama --grammar 'root ::= ('\nhi", "llama.cpp cannot read this grammar (parse: error parsing grammar: expecting ')'"),
+    ("%%vllama --grammar number_var\nhi", "--grammar 'number_var' names no variable holding GBNF text"),
+    ("%%vllama --grammar '\\x' --json-schema '{}'\nhi", "give one constraint"),
 ]
 
 API_CASES = [
@@ -111,6 +125,26 @@ API_CASES = [
     ("v.batch([[1, 99999]])", "prompt 0 of the batch: token id 99999 is outside"),
     ("v.chat('')", "the message is empty"),
     ("v.chat(None)", "the message is empty"),
+    ("v.chat(5)", "a chat message is text or a list of messages, not int"),
+    ("v.chat([])", "no messages to send"),
+    ("v.chat([{'role': 'robot', 'content': 'hi'}])", "message 0 (robot): role must be one of system, developer, user, assistant, tool"),
+    ("v.chat([{'role': 'user'}])", "message 0 (user) has no content"),
+    ("v.chat([{'role': 'user', 'content': 7}])", "message 0 (user): content must be text or a list of parts"),
+    ("v.chat([{'role': 'user', 'content': [{'type': 'audio'}]}])", "content must be text or a list of parts"),
+    ("v.chat([{'role': 'tool', 'content': 'x'}])", "message 0 (tool) needs the tool_call_id"),
+    ("v.chat([{'role': 'user', 'content': 'x', 'tool_call_id': 'a'}])", "only tool messages carry a tool_call_id"),
+    ("v.chat([{'role': 'assistant', 'tool_calls': [{'id': 'a', 'type': 'function', 'function': {'name': 'f', 'arguments': '[1'}}]}])",
+     "arguments must be JSON text of an object"),
+    ("v.chat([{'role': 'system', 'content': [{'type': 'image_url', 'image_url': {'url': 'data:,'}}]}])", "images go in user messages"),
+    ("v.chat('hi', tools=5)", "tools must be a list of Python functions, not int"),
+    ("v.chat('hi', tools=[])", "tools is an empty list"),
+    ("v.chat('hi', tools=[lambda x: x])", "a tool needs a name the model can call"),
+    ("v.chat('hi', tools=[some_fn, some_fn])", "two tools are named 'some_fn'"),
+    ("v.chat('hi', tools=[print])", "tool print takes *args or **kwargs"),
+    ("v.chat('hi', think='loud')", "think must be True, False or one of low, medium, high"),
+    ("v.chat('hi', think=1)", "think must be True, False or one of low, medium, high"),
+    ("v.chat('hi', max_thinking=2.5)", "max_thinking must be a whole number >= 1"),
+    ("v.generate('hi', think=True)", "think, max_thinking and tool_choice apply to chat"),
     ("v.load(None, 'llamacpp', n_cxt=10)", "unknown llama.cpp option 'n_cxt'"),
     ("v.load(None, 'llamacpp', n_ctx='big')", "n_ctx must be a whole number >= 16"),
     ("v.load(None, 'llamacpp', n_ctx=2_000_000_000)", "use a smaller n_ctx"),
@@ -204,7 +238,8 @@ def k(kernel):
                    "import vllama_jupyter.bench\n"
                    "from vllama_jupyter.engines.openai import Engine\n"
                    "class Bad:\n    def __str__(self): raise RuntimeError('no')\n"
-                   "bad_str = Bad(); lone_surrogate = '\\ud800'; number_var = 5")
+                   "bad_str = Bad(); lone_surrogate = '\\ud800'; number_var = 5\n"
+                   "def some_fn(x: int) -> int:\n    return x\n")
     return kernel
 
 

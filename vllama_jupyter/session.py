@@ -293,8 +293,8 @@ class Session:
 
     def _conversation(self, message, system: str | None, keep: bool) -> list[dict]:
         """The history (when kept), the system prompt, and the new message(s), checked."""
-        if isinstance(message, str):
-            if not message.strip():
+        if message is None or isinstance(message, str):
+            if not (message or "").strip():
                 raise VllamaError("the message is empty: write something to say")
             new = [{"role": "user", "content": message}]
         elif isinstance(message, list):
