@@ -212,6 +212,8 @@ class Stream:
             raise
         try:
             if self.splitter is not None:
+                if d.text and self.first_text_time is None:   # thinking and tool-call markup count as output
+                    self.first_text_time = d.t
                 d = self._split(d)
             self._record(d)
         except BaseException:

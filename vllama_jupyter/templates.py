@@ -70,12 +70,25 @@ def render_template(template: str, messages: list[dict], bos: str = "", eos: str
     except TemplateError as e:
         raise VllamaError(f"the model's chat template does not compile: {_line(e)}") from None
     try:
-        return compiled.render(messages=messages, tools=tools or None, bos_token=bos, eos_token=eos,
+        return compiled.render(messages=for_template(messages), tools=tools or None, bos_token=bos, eos_token=eos,
                                add_generation_prompt=add_generation_prompt, **(kwargs or {}))
     except TemplateError as e:
         raise VllamaError(f"the model's chat template refused these messages: {_line(e)}") from None
     except (TypeError, KeyError, AttributeError, ValueError, IndexError) as e:
         raise VllamaError(f"the model's chat template failed on these messages ({type(e).__name__}: {_line(e)})") from None
+
+
+def for_template(messages: list[dict]) -> list[dict]:
+    """Messages as Hugging Face templates read them: a tool call's arguments as a dict (OpenAI
+    sends JSON text; vLLM's server turns it into a dict the same way)."""
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = [{**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
+                     for c in m["tool_calls"]]
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out
 
 
 def _line(e: BaseException) -> str:

@@ -108,7 +108,8 @@ def parse_call(body: str) -> dict:
             raise VllamaError("its arguments are not JSON") from None
     if not isinstance(args, dict):
         raise VllamaError("its arguments are not an object")
-    return {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+    # nine letters and digits: the id shape Mistral's templates insist on
+    return {"id": uuid.uuid4().hex[:9], "type": "function",
             "function": {"name": data["name"], "arguments": json.dumps(args, ensure_ascii=False)}}
 
 

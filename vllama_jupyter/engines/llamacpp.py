@@ -264,8 +264,6 @@ class Engine(BaseEngine):
                             # the thought is long enough: close it (as the model would) and let it answer
                             tokens.close()
                             close_ids = limit[2]
-                            piece += "".join(feed(t) for t in close_ids)
-                            held.extend(close_ids)
                             n += len(close_ids)
                             out_ids.extend(close_ids)
                             limit = None
@@ -281,7 +279,9 @@ class Engine(BaseEngine):
                         held = []
                         if score is not None:
                             scored, lp = [], ()
-                    if restart:
+                    if restart:   # the closing tokens, as a delta of their own
+                        yield Delta("".join(feed(t) for t in close_ids), tuple(held) + tuple(close_ids), clock())
+                        held = []
                         tokens = generate(ids + out_ids)
                         break
                 else:

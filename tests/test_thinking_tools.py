@@ -1,0 +1,179 @@
+"""Thinking and tools end to end on llama.cpp and a real llama.cpp server, with small random-weight
+models around Qwen's real tokenizer and real chat templates (Qwen3, Qwen3.5, gpt-oss). Structure
+is forced through the real engine with a grammar; what is checked is what the user sees: the parts
+of the Result, the cell's display and stats line, the history, the record, the tool calls."""
+import pytest
+
+import vllama_jupyter as v
+from benchmarks.models import chat_model
+from vllama_jupyter.servers import make
+from vllama_jupyter.session import get_session
+
+from .helpers import failed_line
+from vllama_jupyter.bench.kernel import of_type, stream_text
+
+# <think> a few words </think> then a capitalised answer
+THINK = r'root ::= "<think>\n" [a-z]{2,6} (" " [a-z]{2,6}){2,5} "\n</think>\n\n" [A-Z] [a-z]{2,8} (" " [a-z]{2,8}){1,4} "."'
+HARMONY = (r'root ::= "<|channel|>analysis<|message|>" [a-z]{2,6} (" " [a-z]{2,6}){2,4} "<|end|><|start|>assistant'
+           r'<|channel|>final<|message|>" [A-Z] [a-z]{2,8} (" " [a-z]{2,8}){1,3} "."')
+
+
+@pytest.fixture(scope="module")
+def qwen3():
+    return str(chat_model("Qwen-Qwen3-0.6B"))
+
+
+def load(path):
+    s = get_session()
+    if s.engine is None or s.ref is None or str(s.ref.path) != path:
+        v.load(path, "llamacpp")
+    return s.engine
+
+
+def check_parts(r):
+    assert r.reasoning.strip() and r.text.strip(), (r.reasoning, r.text)
+    assert "<think>" not in r.text + r.reasoning and "</think>" not in r.text + r.reasoning
+    assert "<|" not in r.text + r.reasoning
+    assert r.text[0].isupper() and r.text.endswith(".")
+    assert 0 < r.reasoning_tokens < r.output_tokens
+    assert f"({r.reasoning_tokens} thinking, {r.output_tokens - r.reasoning_tokens} answer)" in r.stats_line()
+    assert r.record["reasoning_tokens"] == r.reasoning_tokens and r.record["reasoning"] == r.reasoning
+
+
+def test_forced_reasoning_comes_apart_from_the_answer(qwen3):
+    eng = load(qwen3)
+    r = v.chat("Who goes there?", keep=False, temperature=0, max_tokens=120, grammar=THINK).run()
+    check_parts(r)
+    # the same through the protocol directly, and the history keeps the answer only
+    v.get_session().history.clear()
+    r2 = v.chat("Who goes there?", temperature=0, max_tokens=120, grammar=THINK).run()
+    assert (r2.text, r2.reasoning) == (r.text, r.reasoning)
+    last = get_session().history[-1]
+    assert last["content"] == r.text and last["reasoning_content"] == r.reasoning
+    # Qwen3's template leaves an earlier turn's thinking out of the next prompt
+    nxt = eng.chat_prompt(get_session().history + [{"role": "user", "content": "And then?"}])
+    assert r.text in nxt and r.reasoning.strip() not in nxt
+    get_session().history.clear()
+
+
+def test_think_switch_renders_the_templates_off_switch(qwen3):
+    eng = load(qwen3)
+    msgs = [{"role": "user", "content": "hi"}]
+    assert eng.chat_prompt(msgs, think=False).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert eng.chat_prompt(msgs, think=True).endswith("<|im_start|>assistant\n")
+    with pytest.raises(v.VllamaError, match="has no reasoning levels, so think='high' cannot be honoured"):
+        v.chat("hi", keep=False, think="high")
+    r = v.chat("Who goes there?", keep=False, temperature=0, max_tokens=8, think=False).run()
+    assert r.reasoning == "" and r.record["sampling"]["think"] is False
+
+
+def test_max_thinking_closes_the_thought_after_n_tokens():
+    # Qwen3.5's template opens the thought itself (the prompt ends with <think>)
+    load(str(chat_model("Qwen3.5-4B")))
+    r = v.chat("Who goes there?", keep=False, temperature=0, max_tokens=40, ignore_eos=True, max_thinking=8).run()
+    assert r.reasoning_tokens == 8 and r.reasoning.strip(), (r.reasoning_tokens, r.reasoning)
+    assert r.text.strip() and r.output_tokens == 40
+    free = v.chat("Who goes there?", keep=False, temperature=0, max_tokens=40, ignore_eos=True).run()
+    assert free.reasoning_tokens > 8 and free.text == ""   # without the limit it never stops thinking
+
+
+def test_gpt_oss_channels_and_reasoning_effort():
+    eng = load(str(chat_model("openai-gpt-oss-120b")))
+    msgs = [{"role": "user", "content": "hi"}]
+    assert "Reasoning: low" in eng.chat_prompt(msgs, think="low")
+    with pytest.raises(v.VllamaError, match="this model always reasons"):
+        eng.chat_prompt(msgs, think=False)
+    r = v.chat("Who goes there?", keep=False, temperature=0, max_tokens=120, grammar=HARMONY, think="low").run()
+    check_parts(r)
+
+
+@pytest.fixture(scope="module")
+def chat_server(qwen3):
+    server = make("llamacpp", qwen3).start()
+    yield server
+    server.stop()
+
+
+def test_forced_reasoning_through_a_real_llamacpp_server(chat_server, qwen3):
+    local = load(qwen3).chat([{"role": "user", "content": "Who goes there?"}],
+                             v.Sampling(temperature=0, max_tokens=120, grammar=THINK)).run()
+    from vllama_jupyter.engines.openai import Engine
+
+    remote = Engine.connect(url=chat_server.url, preset="llamacpp-server")
+    try:
+        r = remote.chat([{"role": "user", "content": "Who goes there?"}],
+                        v.Sampling(temperature=0, max_tokens=120, grammar=THINK)).run()
+    finally:
+        remote.close()
+    check_parts_remote(r)
+    assert (r.text, r.reasoning) == (local.text, local.reasoning)
+
+
+def check_parts_remote(r):
+    assert r.reasoning.strip() and r.text.strip() and "<think>" not in r.text + r.reasoning
+    assert r.text[0].isupper() and r.text.endswith(".")
+
+
+# -- in a real kernel ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def k(kernel, qwen3):
+    kernel.execute(f"import vllama_jupyter as v\nv.load({qwen3!r}, 'llamacpp')\n"
+                   f"G = {THINK!r}\n"
+                   "from typing import Literal\ncalls = []\n"
+                   "def lookup(name: Literal['ROMEO', 'JULIET']) -> str:\n"
+                   "    'Where a character of the play is.'\n"
+                   "    calls.append(name)\n    return f'{name} is in Verona'\n"
+                   "def boom(name: Literal['ROMEO']) -> str:\n    raise ValueError('no such scene')\n")
+    return kernel
+
+
+def test_thinking_block_in_the_cell(k):
+    msgs = k.execute("%%vllama -t 0 --max-tokens 120 --grammar G -s 'You are brief.' -o r\nWho goes there?")
+    assert msgs.status == "ok", msgs
+    shows = [m["content"]["data"] for m in of_type(msgs, "display_data") + of_type(msgs, "update_display_data")]
+    html = [d["text/html"] for d in shows if "text/html" in d]
+    final = html[-1]
+    assert "<details class='vllama-thinking'>" in final and "<summary>Thinking</summary>" in final   # folded
+    assert k.value("r.text") in final and k.value("r.reasoning").strip() in final
+    assert f"({k.value('r.reasoning_tokens')} thinking" in stream_text(msgs, "stdout")
+
+
+def tool_cell(k, extra: str, tools: str = "lookup") -> tuple:
+    k.execute("calls.clear()")
+    msgs = k.execute(f"%%vllama -t 0 --max-tokens 60 --tools {tools} {extra} -o r\nWhere is Romeo?")
+    return msgs, stream_text(msgs, "stdout"), k.value("list(calls)")
+
+
+def test_tool_calls_run_only_when_allowed(k):
+    msgs, out, calls = tool_cell(k, "--tool-choice required")
+    assert msgs.status == "ok" and calls == []
+    assert "→ lookup(name=" in out and "(not run: pass run_tools=True, or --run-tools" in out
+    assert k.value("r.tool_calls[0]['function']['name']") == "lookup"
+
+    msgs, out, calls = tool_cell(k, "--tool-choice required --run-tools")
+    assert msgs.status == "ok" and len(calls) == 1, out
+    assert f"→ lookup(name=\"{calls[0]}\")" in out and f"← {calls[0]} is in Verona" in out
+    assert out.count("tokens/s") == 2   # the call's round, then the answer's
+    assert k.value("len(r.rounds)") == 1 and k.value("r.tool_calls") == []
+
+
+def test_tool_errors_are_shown_and_sent_back(k):
+    k.execute("NOSUCH = 'root ::= \"<tool_call>\\\\n{\\\\\"name\\\\\": \\\\\"nosuch\\\\\", \\\\\"arguments\\\\\": {}}\\\\n</tool_call>\"'\n"
+              "BADARGS = 'root ::= \"<tool_call>\\\\n{\\\\\"name\\\\\": \\\\\"lookup\\\\\", \\\\\"arguments\\\\\": {\\\\\"name\\\\\": 5}}\\\\n</tool_call>\"'\n"
+              "BROKEN = 'root ::= \"<tool_call>\\\\nnot json\\\\n</tool_call>\"'")
+    _, out, calls = tool_cell(k, "--tool-choice required --run-tools", tools="boom")
+    assert "← error: boom raised ValueError: no such scene" in out and calls == []
+    msgs, out, calls = tool_cell(k, "--grammar NOSUCH --run-tools")
+    assert msgs.status == "ok" and "← error: there is no tool named 'nosuch'; the tools are lookup" in out and calls == []
+    msgs, out, calls = tool_cell(k, "--grammar BADARGS --run-tools")
+    assert "← error: bad arguments for lookup: name:" in out and calls == []
+    msgs, out, _ = tool_cell(k, "--grammar BROKEN --run-tools")
+    assert msgs.status == "ok"
+    err = stream_text(msgs, "stderr")
+    assert "the model wrote a malformed tool call (not JSON" in err and err.count("\n") <= 1 and "Traceback" not in err
+    assert "not json" in k.value("r.text") and k.value("r.tool_calls") == []
+
+
+def test_bad_think_value_in_the_kernel(k):
+    line = failed_line(k.execute("%%vllama --think high\nhi"))
+    assert "think='high' cannot be honoured" in line
