@@ -9,9 +9,42 @@ from .conftest import ROOT
 README = Path(ROOT) / "README.md"
 
 
-def blocks(lang: str | None = None) -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", README.read_text(), re.S)
+THINKING = "## Thinking and tools"
+
+
+def blocks(lang: str | None = None, section: str | None = None) -> list[tuple[str, str]]:
+    """The README's fenced blocks; those of `section` only, or (None) those outside the thinking
+    section, whose examples need a thinking model loaded."""
+    text = README.read_text()
+    start = text.index(THINKING)
+    end = text.index("\n## ", start + 1)
+    text = text[start:end] if section else text[:start] + text[end:]
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", text, re.S)
             if lang is None or m.group(1) == lang]
+
+
+def test_readme_thinking_examples_run_verbatim(tmp_path):
+    """The thinking section's examples, verbatim, with the kind of model each says it needs loaded
+    (small random-weight models with the real tokenizer and templates, built here)."""
+    from benchmarks.models import chat_model
+
+    cells = [code for lang, code in blocks(section=THINKING) if lang in ("ipython", "python")]
+    assert len(cells) == 3 and "--think low" in cells[2]
+    k = Kernel(cwd=str(tmp_path))
+    try:
+        k.execute(f"%load_ext vllama_jupyter\nimport vllama_jupyter as v\n"
+                  f"v.load({str(chat_model('Qwen-Qwen3-0.6B'))!r}, 'llamacpp')")
+        for code in cells[:2]:
+            msgs = k.execute(code, timeout=600)
+            assert msgs.status == "ok", (code, [m["content"]["evalue"] for m in of_type(msgs, "error")])
+        out = "".join(m["content"]["text"] for m in of_type(msgs, "stream"))
+        assert "→ lookup(name=" in out and ("← Mantua" in out or "← Verona" in out), out
+        assert out.count("tokens/s") == 2   # the round with the call, then the answer
+        k.execute(f"v.load({str(chat_model('openai-gpt-oss-120b'))!r}, 'llamacpp')")
+        msgs = k.execute(cells[2], timeout=600)
+        assert msgs.status == "ok" and k.value("r.record['sampling']['think']") == "low"
+    finally:
+        k.stop()
 
 
 def test_readme_examples_run_verbatim(tmp_path):

@@ -48,9 +48,19 @@ def stream(prompt, sampling: Sampling | None = None, **sampling_options) -> Stre
     return get_session().stream(prompt, sampling, **sampling_options)
 
 
-def chat(message: str, sampling: Sampling | None = None, system: str | None = None, **sampling_options) -> Stream:
-    """Continue the kernel's conversation with `message`; returns a Stream of the reply."""
-    return get_session().chat(message, sampling, system=system, **sampling_options)
+def chat(message, sampling: Sampling | None = None, system: str | None = None, keep: bool = True,
+         tools=None, run_tools: bool = False, **sampling_options):
+    """Continue the kernel's conversation with `message` (text, or OpenAI-shaped messages whose
+    content may be a list of parts); returns a Stream of the reply. keep=False answers it alone.
+    Options besides sampling: think, max_thinking, tool_choice. `tools`: Python functions the
+    model may call; their calls come back in `result.tool_calls`, and nothing runs unless
+    run_tools=True, which runs the tool loop to its end and returns the last round's Result
+    (`.rounds` holds the earlier ones; each call and result is printed)."""
+    session = get_session()
+    if run_tools:
+        return session.chat_loop(message, sampling, system=system, keep=keep, tools=tools, run_tools=True,
+                                 show=print, **sampling_options)
+    return session.chat(message, sampling, system=system, keep=keep, tools=tools, **sampling_options)
 
 
 def batch(prompts: list, sampling: Sampling | None = None, **sampling_options) -> list[Result]:

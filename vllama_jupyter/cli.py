@@ -9,7 +9,7 @@ from . import options
 from .sampling import Sampling
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vllama", description="Stream a completion from a local LLM.")
     p.add_argument("prompt", nargs="?", help="the prompt (default: read standard input)")
     p.add_argument("-m", "--model", help="path, Hugging Face repo id or alias (default: embedded model)")
@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     options.add_arguments(p)
     p.add_argument("-s", "--system", help="system prompt: answer the prompt as a chat message")
     p.add_argument("--hardware", action="store_true", help="print what was found on this machine and exit")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     import vllama_jupyter as v
     from .streaming import Renderer
 

@@ -184,8 +184,11 @@ def from_openai(body: dict, chat: bool) -> dict:
             out["logprobs"] = body.get("top_logprobs") or 0
     elif body.get("logprobs") is not None:
         out["logprobs"] = body["logprobs"]
-    if isinstance(body.get("grammar"), str):
-        out["grammar"] = body["grammar"]
+    structured = body.get("structured_outputs") if isinstance(body.get("structured_outputs"), dict) else {}
+    for key, field, kind in (("grammar", "grammar", str), ("json_schema", "json_schema", dict)):
+        for v in (body.get(field), structured.get("json" if key == "json_schema" else key)):
+            if isinstance(v, kind):
+                out[key] = v
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         out["json_schema"] = (fmt.get("json_schema") or {}).get("schema")

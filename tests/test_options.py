@@ -1,0 +1,74 @@
+"""Every generation option is declared once (options.OPTIONS); the magic, the CLI, the panel, the
+share server and the openai engine accept exactly the declared ones."""
+import argparse
+
+import pytest
+
+from vllama_jupyter import Sampling
+from vllama_jupyter.engines.remote import PRESETS
+from vllama_jupyter.options import OPTIONS, from_openai, to_openai
+from vllama_jupyter.sampling import settings
+
+DECLARED = {o.name for o in OPTIONS}
+# options that are not sampling settings but belong to the surface that shows them
+MAGIC_OWN = {"model", "engine", "system", "chat", "tools", "run_tools", "format", "out", "no_stream", "quiet",
+             "no_interpolate"}
+CLI_OWN = {"prompt", "model", "engine", "hardware", "system"}
+
+
+def dests(parser: argparse.ArgumentParser) -> set[str]:
+    return {a.dest for a in parser._actions if a.dest != "help"}
+
+
+def test_sampling_is_the_declaration():
+    assert set(settings(Sampling())) == DECLARED
+    for o in OPTIONS:
+        assert getattr(Sampling(), o.name) == o.default
+
+
+def test_magic_and_cli_take_exactly_the_declared_options():
+    from vllama_jupyter.cli import build_parser
+    from vllama_jupyter.magics import VllamaMagics
+
+    assert dests(VllamaMagics.vllama.parser) - MAGIC_OWN == DECLARED
+    assert dests(build_parser()) - CLI_OWN == DECLARED
+    doc = VllamaMagics.vllama.__doc__
+    for o in OPTIONS:
+        assert all(flag in doc for flag in o.flags) and o.help.split(" (")[0][:30] in " ".join(doc.split())
+
+
+def test_panel_has_a_control_for_each_labelled_option(session):
+    pytest.importorskip("ipywidgets")
+    from vllama_jupyter.widgets.panel import Panel
+
+    p = Panel()
+    try:
+        assert set(p.controls) == {o.name for o in OPTIONS if o.panel}
+        for o in OPTIONS:
+            if o.panel:
+                assert p.controls[o.name].tooltip == o.help
+        assert p.sampling() == Sampling()
+        p.think.value, p.max_thinking.value = "low", 12
+        assert (p.sampling().think, p.sampling().max_thinking) == ("low", 12)
+    finally:
+        p.close()
+
+
+def test_openai_body_round_trips_every_wire_option():
+    s = Sampling(max_tokens=7, temperature=0.3, top_p=0.5, top_k=3, seed=9, stop=("x",), ignore_eos=True,
+                 json_schema={"type": "object"}, logprobs=2, think="low", tool_choice="required")
+    for chat in (False, True):
+        body = to_openai(s, PRESETS["vllama"], chat)
+        back = Sampling.make(**from_openai(body, chat))
+        assert back == s, (chat, body)
+    g = Sampling(grammar='root ::= "a"')
+    assert Sampling.make(**from_openai(to_openai(g, PRESETS["vllama"], False), False)) == g
+    # names OpenAI clients use for the same thing
+    assert from_openai({"max_completion_tokens": 5}, True)["max_tokens"] == 5
+    assert from_openai({"chat_template_kwargs": {"enable_thinking": False}}, True)["think"] is False
+    assert from_openai({"tool_choice": {"type": "function", "function": {"name": "f"}}}, True)["tool_choice"] == "f"
+
+
+def test_an_option_a_server_cannot_honour_is_an_error():
+    with pytest.raises(Exception, match="takes no grammar"):
+        to_openai(Sampling(grammar='root ::= "a"'), PRESETS["openai"], True)
