@@ -135,6 +135,9 @@ def templates() -> dict[str, str]:
 
 # Qwen3's added tokens, at their real ids (the qwen35 vocabulary file holds padding there)
 QWEN3_ADDED = {151657: "<tool_call>", 151658: "</tool_call>", 151667: "<think>", 151668: "</think>"}
+# gpt-oss's channel markers, control tokens as in its own vocabulary (at padding ids here)
+HARMONY_ADDED = {151646 + i: t for i, t in enumerate(
+    ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>"])}
 IM_END = 151645
 
 
@@ -144,7 +147,9 @@ def chat_model(template: str = "Qwen-Qwen3-0.6B") -> Path:
     end of turn is <|im_end|>."""
     from gguf import GGUFReader, GGUFValueType
 
-    path = CACHE / f"random-qwen3-vocab-{template}.gguf"
+    import gguf
+
+    path = CACHE / f"random-qwen3-vocab-{template}-v2.gguf"
     if path.exists():
         return path
     reader = GGUFReader(str(vocab_file("qwen35")))
@@ -157,7 +162,9 @@ def chat_model(template: str = "Qwen-Qwen3-0.6B") -> Path:
         value = field.contents()
         if key == "tokenizer.ggml.tokens":
             vocab = len(value)
-            value = [QWEN3_ADDED.get(i, t) for i, t in enumerate(value)]
+            value = [QWEN3_ADDED.get(i, HARMONY_ADDED.get(i, t)) for i, t in enumerate(value)]
+        if key == "tokenizer.ggml.token_type":
+            value = [int(gguf.TokenType.CONTROL) if i in HARMONY_ADDED else t for i, t in enumerate(value)]
         sub = field.types[1] if field.types[0] == GGUFValueType.ARRAY else None
         w.add_key_value(key, value, field.types[0], sub_type=sub)
     w.add_eos_token_id(IM_END)
@@ -204,4 +211,31 @@ def long_context_hf(ctx: int = 4096) -> Path:
         data["max_position_embeddings"] = ctx
         config.write_text(json.dumps(data, indent=2))
         os.replace(str(path) + ".part", path)
+    return path
+
+
+def chat_model_hf(template: str = "Qwen-Qwen3-0.6B") -> Path:
+    """The same tokenizer and template as chat_model(), as a Hugging Face folder for vLLM: the
+    tokenizer converted from that GGUF by transformers, a small random-weight Llama beside it."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = CACHE / f"random-qwen3-vocab-{template}-hf"
+    if path.exists():
+        return path
+    gguf_path = chat_model(template)
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tok.chat_template = templates()[template]
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=SMALL["hidden"], num_hidden_layers=SMALL["layers"],
+                         num_attention_heads=SMALL["heads"], num_key_value_heads=SMALL["kv_heads"],
+                         intermediate_size=SMALL["ffn"], max_position_embeddings=SMALL["ctx"],
+                         bos_token_id=tok.bos_token_id, eos_token_id=IM_END, tie_word_embeddings=True,
+                         torch_dtype="float32")
+    model = LlamaForCausalLM(config)
+    part = Path(str(path) + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    model.save_pretrained(part)
+    tok.save_pretrained(part)
+    os.replace(part, path)
     return path

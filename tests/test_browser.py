@@ -56,9 +56,25 @@ TOKENS_NOTEBOOK = {
 }
 
 
+THINK = r'root ::= "<think>\n" [a-z]{2,6} (" " [a-z]{2,6}){60,80} "\n</think>\n\n" [A-Z] [a-z]{2,8} (" " [a-z]{2,8}){30,40} "."'
+
+
+def think_notebook() -> dict:
+    """A Qwen3-templated test model whose thinking is forced by a grammar (a long thought, then the answer)."""
+    from benchmarks.models import chat_model
+
+    return {"cells": [
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": f"%load_ext vllama_jupyter\n%vllama load {chat_model('Qwen-Qwen3-0.6B')}\nG = {THINK!r}"},
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "%%vllama --chat -t 0 --max-tokens 400 --grammar G -o r\nWho goes there?"},
+    ], "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5}
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
+    (root / "think.ipynb").write_text(json.dumps(think_notebook()))
     (root / "browser.ipynb").write_text(json.dumps(NOTEBOOK))
     (root / "ext.ipynb").write_text(json.dumps(EXT_NOTEBOOK))
     (root / "tokens.ipynb").write_text(json.dumps(TOKENS_NOTEBOOK))
@@ -221,6 +237,44 @@ def test_tokens_view_in_light_and_dark_themes(page):
     # the text takes the theme's colour: dark on light, light on dark
     lum = lambda c: sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3])  # noqa: E731
     assert lum(light) < 300 < lum(dark), (light, dark)
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("Use Theme: JupyterLab Light")
+    page.keyboard.press("Enter")
+
+
+def test_thinking_block_folds_when_the_answer_starts(page):
+    """The thinking streams into an open, dimmed block that folds once the answer starts, and reads
+    in the light and the dark theme."""
+    open_notebook(page, page.lab, "think.ipynb")
+    page.locator(".jp-Cell").nth(0).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_selector(".jp-Cell:nth-child(1) .jp-InputPrompt:has-text('[1]')", timeout=120_000)
+    page.keyboard.press("Shift+Enter")
+    cell = page.locator(".jp-Cell").nth(1)
+    cell.locator("details.vllama-thinking[open]").wait_for(timeout=120_000)   # open while it thinks
+    page.screenshot(path=str(SHOTS / "thinking-open.png"))
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('thinking,')", timeout=120_000)
+    block = cell.locator("details.vllama-thinking")
+    assert block.count() == 1 and block.get_attribute("open") is None   # folded after the answer started
+    assert cell.locator("summary").inner_text().strip() == "Thinking"
+    answer = cell.locator(".jp-OutputArea-output").first.inner_text()
+    assert answer.strip() and "<think>" not in answer
+    cell.locator("summary").click()
+    thought = block.locator("div")
+    assert len(thought.inner_text().split()) > 40
+    page.screenshot(path=str(SHOTS / "thinking-light.png"))
+    lum = lambda c: sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3])  # noqa: E731
+    light = thought.evaluate("e => getComputedStyle(e).color")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("Use Theme: JupyterLab Dark")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    time.sleep(1)
+    dark = thought.evaluate("e => getComputedStyle(e).color")
+    assert float(thought.evaluate("e => getComputedStyle(e).opacity")) < 1   # dimmed
+    page.screenshot(path=str(SHOTS / "thinking-dark.png"))
+    assert lum(light) < 300 < lum(dark), (light, dark)   # the theme's own text colour
     page.keyboard.press("Control+Shift+C")
     page.keyboard.type("Use Theme: JupyterLab Light")
     page.keyboard.press("Enter")

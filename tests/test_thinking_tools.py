@@ -85,6 +85,12 @@ def test_gpt_oss_channels_and_reasoning_effort():
         eng.chat_prompt(msgs, think=False)
     r = v.chat("Who goes there?", keep=False, temperature=0, max_tokens=120, grammar=HARMONY, think="low").run()
     check_parts(r)
+    # its markers are control tokens in the vocabulary; llama.cpp renders them (it marks gpt-oss's
+    # as user-defined), so the stream's parser sees them
+    from vllama_jupyter.engines.llamacpp import Detokenizer
+
+    (channel,) = eng.llm.tokenize(b"<|channel|>", add_bos=False, special=True)
+    assert Detokenizer(eng.llm).feed(channel) == "<|channel|>"
 
 
 @pytest.fixture(scope="module")

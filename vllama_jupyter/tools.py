@@ -92,8 +92,11 @@ def check_choice(choice, tools: dict[str, Tool]) -> None:
 
 # -- calls the model wrote ----------------------------------------------------------------------
 def parse_call(body: str) -> dict:
-    """One Hermes-style call body ({"name": ..., "arguments": {...}}) as an OpenAI tool call;
-    VllamaError when it is not one."""
+    """One call body as an OpenAI tool call: Hermes JSON ({"name": ..., "arguments": {...}}) or
+    Qwen3.5/Qwen3-Coder XML (<function=NAME><parameter=P>value</parameter></function>);
+    VllamaError when it is neither."""
+    if body.strip().startswith("<function="):
+        return _call(*_xml_call(body.strip()))
     try:
         data = json.loads(body)
     except ValueError as e:
@@ -108,9 +111,28 @@ def parse_call(body: str) -> dict:
             raise VllamaError("its arguments are not JSON") from None
     if not isinstance(args, dict):
         raise VllamaError("its arguments are not an object")
+    return _call(data["name"], args)
+
+
+def _call(name: str, args: dict) -> dict:
     # nine letters and digits: the id shape Mistral's templates insist on
     return {"id": uuid.uuid4().hex[:9], "type": "function",
-            "function": {"name": data["name"], "arguments": json.dumps(args, ensure_ascii=False)}}
+            "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}}
+
+
+def _xml_call(body: str) -> tuple[str, dict]:
+    import re
+
+    m = re.fullmatch(r"<function=([^>\s]+)>(.*?)</function>", body, re.S)
+    if not m:
+        raise VllamaError("a <function=...> block that is not closed by </function>")
+    args = {}
+    for p in re.finditer(r"<parameter=([^>\s]+)>\n?(.*?)\n?</parameter>", m.group(2), re.S):
+        try:
+            args[p.group(1)] = json.loads(p.group(2))
+        except ValueError:
+            args[p.group(1)] = p.group(2)   # a plain string value, as these templates write them
+    return m.group(1), args
 
 
 def shown(call: dict) -> str:
@@ -152,9 +174,10 @@ def run_call(call: dict, tools: dict[str, Tool]) -> tuple[str, bool]:
         return str(value), True
 
 
-def call_grammar(tools: list[dict], choice: str) -> str:
+def call_grammar(tools: list[dict], choice: str, before: str = "") -> str:
     """GBNF forcing one Hermes-style call of the tool named `choice` or, for 'required', of any of
-    `tools` (OpenAI tool schemas), arguments matching its parameters."""
+    `tools` (OpenAI tool schemas), arguments matching its parameters. `before`: text the output
+    must start with (the end of a thought the prompt opened)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     by_name = {t["function"]["name"]: t["function"].get("parameters") or {"type": "object"} for t in tools}
@@ -164,4 +187,5 @@ def call_grammar(tools: list[dict], choice: str) -> str:
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     gbnf = json_schema_to_gbnf(json.dumps(schema))
     gbnf = "\n".join(("call" + line[4:]) if line.startswith("root ") else line for line in gbnf.splitlines())
-    return 'root ::= "<tool_call>\\n" call "\\n</tool_call>"\n' + gbnf
+    start = f"{json.dumps(before)} " if before else ""
+    return f'root ::= {start}"<tool_call>\\n" call "\\n</tool_call>"\n' + gbnf

@@ -145,7 +145,22 @@ class BaseEngine:
         if s.max_thinking is not None and fmt is None:
             raise VllamaError("this model does not mark its thinking (its template has no <think> or channels), "
                               "so max_thinking cannot be honoured: leave it out")
+        constrained = s.grammar or s.json_schema or s.tool_choice not in (None, "auto", "none")
+        if s.max_thinking is not None and constrained:
+            raise VllamaError("max_thinking cannot be combined with a grammar, a JSON schema or a forced tool call "
+                              "(the constraint covers the whole output): give one of them")
         return prompt, Splitter(fmt, thinking=opens_thinking(prompt, fmt), tools=bool(offered))
+
+    @staticmethod
+    def forced_call(tools: list[dict], s: Sampling, splitter) -> str:
+        """The grammar of a forced tool call; a thought the prompt opened is closed first."""
+        from ..reasoning import CLOSE
+        from ..tools import call_grammar
+
+        if s.json_schema or s.grammar:
+            raise VllamaError("give one constraint: json_schema, grammar, or a forced tool_choice")
+        before = CLOSE[splitter.fmt] if splitter.state == "reasoning" else ""
+        return call_grammar(tools, s.tool_choice, before)
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
         """Answer a conversation (OpenAI message shape); `tools` are OpenAI tool schemas."""

@@ -144,9 +144,7 @@ class Engine(BaseEngine):
         prompt, splitter = self.chat_plan(messages, s, tools)
         grammar = None
         if s.tool_choice not in (None, "auto", "none"):
-            from ..tools import call_grammar
-
-            grammar = self._gbnf(call_grammar(tools, s.tool_choice))
+            grammar = self._gbnf(self.forced_call(tools, s, splitter))
         follow_up = any(m.get("role") == "assistant" for m in messages)
         return self._stream(prompt, s, special=bool(self.template), chat=follow_up, splitter=splitter, grammar=grammar)
 

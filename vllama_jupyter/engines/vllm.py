@@ -287,19 +287,54 @@ class Engine(BaseEngine):
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
         s = sampling or Sampling()
-        for name, bad in (("max_thinking", s.max_thinking is not None),
-                          ("a forced tool_choice", s.tool_choice not in (None, "auto", "none"))):
-            if bad:
-                raise VllamaError(f"{name} is not available on the vllm engine yet: use the llamacpp engine, "
-                                  "or leave it out")
         templated = bool(self.chat_template())
         if not templated and not s.stop:
             s = dataclasses.replace(s, stop=PLAIN_STOPS)
         prompt, splitter = self.chat_plan(messages, s, tools)
+        if s.tool_choice not in (None, "auto", "none"):   # a forced call: the call's grammar
+            s = dataclasses.replace(s, grammar=self.forced_call(tools, s, splitter))
+        s = dataclasses.replace(s, think=None, tool_choice=None)
         # a rendered template carries its own BOS
-        st = self.stream(prompt, dataclasses.replace(s, think=None, tool_choice=None), _special=not templated)
+        if s.max_thinking is None:
+            st = self.stream(prompt, s, _special=not templated)
+        else:
+            st = self._think_then_answer(prompt, s, splitter, not templated)
         st.splitter = splitter
         return st
+
+    def _think_then_answer(self, prompt: str, s: Sampling, splitter, special: bool) -> Stream:
+        """max_thinking: generate at most N tokens; if the model is still thinking then, close the
+        thought (as the model would) and go on from there with the rest of max_tokens."""
+        from ..reasoning import CLOSE, Splitter
+
+        ids, s, _ = self._prepare(prompt, s, special)
+        room = min(s.max_tokens, self.max_model_len - len(ids))
+        close = self.tokenizer.encode(CLOSE[splitter.fmt], add_special_tokens=False)
+
+        def deltas():
+            follow = Splitter(splitter.fmt, splitter.state == "reasoning", tools=False)
+            out: list[int] = []
+            last = None
+            for d in self._deltas(ids, self._params(s, min(s.max_thinking, room))):
+                follow.feed(d.text)
+                out.extend(d.token_ids)
+                if d.finish_reason:
+                    last = d
+                    break
+                yield d
+            if last is None or last.finish_reason != "length" or len(out) >= room:
+                if last is not None:
+                    yield last
+                return
+            extra = close if follow.state == "reasoning" else []
+            if len(out) + len(extra) >= room:
+                yield last
+                return
+            yield last._replace(finish_reason=None)
+            if extra:
+                yield Delta(self.tokenizer.decode(extra), tuple(extra), time.perf_counter())
+            yield from self._deltas(ids + out + extra, self._params(s, room - len(out) - len(extra)))
+        return self._new_stream(deltas, len(ids), s, self.max_model_len)
 
     def batch(self, prompts: list, sampling: Sampling | None = None) -> list[Result]:
         """All prompts submitted at once (continuous batching), with a progress bar."""

@@ -128,7 +128,7 @@ class Panel:
                     break
                 now = time.perf_counter()
                 if now - last >= self.throttle:
-                    self.output.value = stream.text
+                    self.output.value = shown(stream)
                     if stream.logprobs:
                         self.tokens.value = tokens_html(stream.logprobs)
                     last = now
@@ -138,7 +138,7 @@ class Panel:
             self._set_status(f"generation failed: {e}", error=True)
         finally:
             res = stream.result
-            self.output.value = res.text
+            self.output.value = shown(res)
             if res.logprobs:
                 self.tokens.value = tokens_html(res.logprobs)
             self.stats.value = f"<i>{html.escape(res.stats_line())}</i>"
@@ -211,6 +211,12 @@ class Panel:
     def _ipython_display_(self) -> None:
         from IPython.display import display
         display(self.widget)
+
+
+def shown(out) -> str:
+    """The output box's text: the thinking first, when there is any, then the answer."""
+    thought = out.reasoning.strip()
+    return f"Thinking: {thought}\n\n{out.text}" if thought else out.text
 
 
 THINK_CHOICES = (("model's default", None), ("on", True), ("off", False), ("low", "low"), ("medium", "medium"),
