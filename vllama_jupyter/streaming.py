@@ -52,7 +52,7 @@ def thinking_bundle(text: str, fmt: str, reasoning: str, final: bool, logprobs) 
     label = "Thinking" if folded else "Thinking…"
     block = (f"<details class='vllama-thinking'{'' if folded else ' open'}><summary>{label}</summary>"
              f"<div style='opacity:0.65;white-space:pre-wrap;border-left:3px solid currentColor;padding-left:8px;"
-             f"margin:4px 0'>{html.escape(reasoning)}</div></details>")
+             f"margin:4px 0'>{html.escape(reasoning.strip())}</div></details>")
     plain = f"Thinking:\n{reasoning.strip()}\n\n{text}" if reasoning.strip() else text
     data = {"text/plain": plain}
     if fmt == "markdown":
