@@ -133,6 +133,20 @@ def grows(read, first_min=50, timeout=120):
     return a, len(read())
 
 
+def theme(page, name: str) -> None:
+    """Switch JupyterLab to its Light or Dark theme from the command palette."""
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type(f"Use Theme: JupyterLab {name}")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.body.dataset.jpThemeLight === '{str(name == 'Light').lower()}'", timeout=30_000)
+    time.sleep(1)
+
+
+def luminance(color: str) -> int:
+    return sum(int(x) for x in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+
+
 def test_panel_generate_streams_and_stop(page):
     SHOTS.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -226,20 +240,12 @@ def test_tokens_view_in_light_and_dark_themes(page):
     spans.nth(3).hover()
     page.screenshot(path=str(SHOTS / "tokens-light.png"))
     light = spans.nth(3).evaluate("e => getComputedStyle(e).color")
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+Shift+C")
-    page.keyboard.type("Use Theme: JupyterLab Dark")
-    page.keyboard.press("Enter")
-    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
-    time.sleep(1)
+    theme(page, "Dark")
     dark = spans.nth(3).evaluate("e => getComputedStyle(e).color")
     page.screenshot(path=str(SHOTS / "tokens-dark.png"))
     # the text takes the theme's colour: dark on light, light on dark
-    lum = lambda c: sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3])  # noqa: E731
-    assert lum(light) < 300 < lum(dark), (light, dark)
-    page.keyboard.press("Control+Shift+C")
-    page.keyboard.type("Use Theme: JupyterLab Light")
-    page.keyboard.press("Enter")
+    assert luminance(light) < 300 < luminance(dark), (light, dark)
+    theme(page, "Light")
 
 
 def test_thinking_block_folds_when_the_answer_starts(page):
@@ -263,18 +269,10 @@ def test_thinking_block_folds_when_the_answer_starts(page):
     thought = block.locator("div")
     assert len(thought.inner_text().split()) > 40
     page.screenshot(path=str(SHOTS / "thinking-light.png"))
-    lum = lambda c: sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3])  # noqa: E731
     light = thought.evaluate("e => getComputedStyle(e).color")
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+Shift+C")
-    page.keyboard.type("Use Theme: JupyterLab Dark")
-    page.keyboard.press("Enter")
-    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
-    time.sleep(1)
+    theme(page, "Dark")
     dark = thought.evaluate("e => getComputedStyle(e).color")
     assert float(thought.evaluate("e => getComputedStyle(e).opacity")) < 1   # dimmed
     page.screenshot(path=str(SHOTS / "thinking-dark.png"))
-    assert lum(light) < 300 < lum(dark), (light, dark)   # the theme's own text colour
-    page.keyboard.press("Control+Shift+C")
-    page.keyboard.type("Use Theme: JupyterLab Light")
-    page.keyboard.press("Enter")
+    assert luminance(light) < 300 < luminance(dark), (light, dark)   # the theme's own text colour
+    theme(page, "Light")
