@@ -2,6 +2,8 @@
 models around Qwen's real tokenizer and real chat templates (Qwen3, Qwen3.5, gpt-oss). Structure
 is forced through the real engine with a grammar; what is checked is what the user sees: the parts
 of the Result, the cell's display and stats line, the history, the record, the tool calls."""
+import os
+
 import pytest
 
 import vllama_jupyter as v
@@ -183,3 +185,46 @@ def test_tool_errors_are_shown_and_sent_back(k):
 def test_bad_think_value_in_the_kernel(k):
     line = failed_line(k.execute("%%vllama --think high\nhi"))
     assert "think='high' cannot be honoured" in line
+
+
+def test_shared_engine_speaks_reasoning_and_tool_calls_to_openai_clients(qwen3, tmp_path, monkeypatch):
+    """A shared engine sends thinking as `reasoning_content` and calls as `tool_calls`: the
+    `openai` client reads them, and so does our openai engine (servers' fields, one Result shape)."""
+    import json
+
+    from openai import OpenAI
+
+    from vllama_jupyter.engines.openai import Engine
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    load(qwen3)
+    info = v.share()
+    try:
+        token = json.loads(open(info["file"]).read())["token"]
+        client = OpenAI(base_url=info["url"], api_key=token)
+        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+            "type": "object", "properties": {"name": {"enum": ["ROMEO", "JULIET"]}}, "required": ["name"]}}}]
+        r = client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "Where is Romeo?"}],
+                                           tools=tools, tool_choice="required", temperature=0, max_tokens=60)
+        call = r.choices[0].message.tool_calls[0]
+        assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "lookup"
+        assert json.loads(call.function.arguments)["name"] in ("ROMEO", "JULIET")
+        chunks = list(client.chat.completions.create(
+            model=info["model"], messages=[{"role": "user", "content": "Who goes there?"}], stream=True,
+            temperature=0, max_tokens=120, extra_body={"grammar": THINK}))
+        thought = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+        answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert thought.strip() and answer[0].isupper() and "<think>" not in thought + answer
+        os.environ["VLLAMA_TEST_SHARE_TOKEN"] = token
+        eng = Engine.connect(url=info["url"], preset="vllama", api_key_env="VLLAMA_TEST_SHARE_TOKEN")
+        try:
+            mine = eng.chat([{"role": "user", "content": "Who goes there?"}],
+                            v.Sampling(temperature=0, max_tokens=120, grammar=THINK)).run()
+            assert (mine.reasoning.strip(), mine.text) == (thought.strip(), answer)
+            called = eng.chat([{"role": "user", "content": "Where is Romeo?"}],
+                              v.Sampling(temperature=0, max_tokens=60, tool_choice="required"), tools).run()
+            assert called.tool_calls[0]["function"]["name"] == "lookup"
+        finally:
+            eng.close()
+    finally:
+        v.stop_sharing()
