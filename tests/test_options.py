@@ -72,3 +72,18 @@ def test_openai_body_round_trips_every_wire_option():
 def test_an_option_a_server_cannot_honour_is_an_error():
     with pytest.raises(Exception, match="takes no grammar"):
         to_openai(Sampling(grammar='root ::= "a"'), PRESETS["openai"], True)
+
+
+def test_config_traits_are_checked_by_the_declaration(capsys):
+    from IPython.testing.globalipapp import start_ipython
+
+    from vllama_jupyter.magics import VllamaMagics
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "vllama_jupyter")
+    magics = next(m for m in ip.configurables if isinstance(m, VllamaMagics))
+    before = magics.temperature
+    ip.run_line_magic("config", "VllamaMagics.temperature = 9")
+    assert magics.temperature == before
+    ip.run_line_magic("config", "VllamaMagics.top_p = 0.5")
+    assert magics.top_p == 0.5

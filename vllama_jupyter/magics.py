@@ -8,7 +8,7 @@ import shlex
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Float, Unicode, validate
+from traitlets import Bool, Float, TraitError, Unicode, validate
 
 from . import options, selection
 from .errors import VllamaError
@@ -116,7 +116,10 @@ class VllamaMagics(Magics):
 
     @validate("max_tokens", "temperature", "top_p")
     def _valid(self, proposal):
-        return options.BY_NAME[proposal["trait"].name].check(proposal["value"])
+        try:
+            return options.BY_NAME[proposal["trait"].name].check(proposal["value"])
+        except VllamaError as e:
+            raise TraitError(str(e)) from None   # traitlets keeps the old value
 
     @magic_arguments()
     @argument("-m", "--model", help="model to use (loads it if another is loaded)")
