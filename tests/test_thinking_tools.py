@@ -2,6 +2,7 @@
 models around Qwen's real tokenizer and real chat templates (Qwen3, Qwen3.5, gpt-oss). Structure
 is forced through the real engine with a grammar; what is checked is what the user sees: the parts
 of the Result, the cell's display and stats line, the history, the record, the tool calls."""
+import json
 import os
 
 import pytest
@@ -228,3 +229,51 @@ def test_shared_engine_speaks_reasoning_and_tool_calls_to_openai_clients(qwen3, 
             eng.close()
     finally:
         v.stop_sharing()
+
+
+LOOKUP = [{"type": "function", "function": {"name": "lookup", "description": "Where a character is.", "parameters": {
+    "type": "object", "properties": {"name": {"type": "string", "enum": ["ROMEO", "JULIET"]}}, "required": ["name"]}}}]
+
+
+@pytest.mark.parametrize("template", ["Qwen-Qwen3-0.6B", "mistralai-Mistral-Nemo-Instruct-2407",
+                                      "Mistral-Small-3.2-24B-Instruct-2506", "meta-llama-Llama-3.1-8B-Instruct",
+                                      "openai-gpt-oss-120b"])
+def test_a_forced_call_in_each_models_own_format_and_its_result_back(template):
+    """Forced in the template's own call format; the call and its result then render through the
+    same real template for the next round."""
+    from typing import Literal
+
+    def lookup(name: Literal["ROMEO", "JULIET"]) -> str:
+        """Where a character is."""
+        return f"{name} is in Verona"
+
+    load(str(chat_model(template)))
+    shown = []
+    r = v.get_session().chat_loop("Where is Romeo?", temperature=0, max_tokens=80, keep=False, tools=[lookup],
+                                  run_tools=True, tool_choice="lookup", show=shown.append)
+    (call,) = r.rounds[0].tool_calls
+    assert call["function"]["name"] == "lookup" and r.rounds[0].text == ""
+    assert shown == [f"→ lookup(name=\"{json.loads(call['function']['arguments'])['name']}\")",
+                     f"← {json.loads(call['function']['arguments'])['name']} is in Verona"]
+    assert len(r.rounds) == 1 and r.finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("template,native", [
+    ("Mistral-Small-3.2-24B-Instruct-2506", '[TOOL_CALLS]lookup[CALL_ID]a1b2c3d4e[ARGS]{"name": "JULIET"}'),
+    ("unsloth-mistral-Devstral-Small-2507", '[TOOL_CALLS]lookup[ARGS]{"name": "JULIET"}'),
+    ("openai-gpt-oss-120b", '<|channel|>commentary to=functions.lookup <|constrain|>json<|message|>{"name": "JULIET"}'),
+    ("Qwen3.5-4B", '\n</think>\n\n<tool_call>\n<function=lookup>\n<parameter=name>\nJULIET\n</parameter>\n</function>\n</tool_call>'),
+    ("meta-llama-Llama-3.2-3B-Instruct", '{"name": "lookup", "parameters": {"name": "JULIET"}}'),
+])
+def test_calls_in_native_forms_are_read(template, native):
+    load(str(chat_model(template)))
+    gbnf = "root ::= " + json.dumps(native)
+    r = v.chat("Where is Juliet?", v.Sampling(temperature=0, max_tokens=80, grammar=gbnf), keep=False,
+               tools=[lookup_schema_only]).run()
+    assert [c["function"]["name"] for c in r.tool_calls] == ["lookup"], (r.text, r.reasoning)
+    assert json.loads(r.tool_calls[0]["function"]["arguments"]) == {"name": "JULIET"} and r.text == ""
+
+
+def lookup_schema_only(name: str) -> str:
+    """Where a character is."""
+    return name

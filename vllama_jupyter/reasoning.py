@@ -1,22 +1,29 @@
 """Splitting a model's streamed text into thinking, answer and tool-call markup as it arrives:
 one table of markers per format, shared by every engine (servers' own reasoning fields bypass it).
 
-  think     <think> … </think> answer, <tool_call>{json}</tool_call> (Qwen3, DeepSeek-R1, Hermes)
-  harmony   gpt-oss: <|channel|>analysis<|message|> … <|end|><|start|>assistant<|channel|>final<|message|> …
+Thinking:   think    <think> … </think> answer (Qwen3, DeepSeek-R1, Granite, …)
+            harmony  gpt-oss: <|channel|>analysis<|message|> … <|end|><|start|>assistant<|channel|>final<|message|> …
+Tool calls: hermes   <tool_call>{json}</tool_call> (Qwen, Hermes; Qwen3.5's <function=…> XML inside)
+            mistral  [TOOL_CALLS][{json}, …] or [TOOL_CALLS]name[ARGS]{json} to the end of the output
+            harmony  <|start|>assistant to=functions.name<|channel|>commentary json<|message|>{json}<|call|>
+            llama3   the whole answer is {"name": …, "parameters": {…}} (no markers: read at the end)
 """
 from __future__ import annotations
 
 TEXT, REASONING, TOOL = "text", "reasoning", "tool"
 
 # state -> {marker: next state}; markers never show in the output
-TABLES = {
-    "think": {TEXT: {"<think>": REASONING, "<tool_call>": TOOL}, REASONING: {"</think>": TEXT},
-              TOOL: {"</tool_call>": TEXT}},
+THINKING = {
+    "think": {TEXT: {"<think>": REASONING}, REASONING: {"</think>": TEXT}},
     "harmony": {TEXT: {"<|channel|>analysis<|message|>": REASONING, "<|channel|>final<|message|>": TEXT,
-                       "<|start|>assistant": TEXT, "<|end|>": TEXT, "<|return|>": TEXT},
+                       "<|channel|>commentary": TEXT, "<|start|>assistant": TEXT, "<|end|>": TEXT,
+                       "<|return|>": TEXT},
                 REASONING: {"<|end|>": TEXT, "<|channel|>final<|message|>": TEXT, "<|return|>": TEXT}},
-    None: {TEXT: {"<tool_call>": TOOL}, TOOL: {"</tool_call>": TEXT}},
+    None: {TEXT: {}},
 }
+# tool-call format -> (marker that opens a call, marker that closes it; None: the end of the output)
+CALLS = {"hermes": ("<tool_call>", "</tool_call>"), "mistral": ("[TOOL_CALLS]", None),
+         "harmony": (" to=functions.", None), "llama3": None, None: None}
 
 # what closes a thought that has gone on too long (max_thinking), per format
 CLOSE = {"think": "\n</think>\n\n", "harmony": "<|end|><|start|>assistant<|channel|>final<|message|>"}
@@ -24,13 +31,16 @@ CLOSE = {"think": "\n</think>\n\n", "harmony": "<|end|><|start|>assistant<|chann
 
 class Splitter:
     """feed(text) -> [(kind, text)] with kind 'text' or 'reasoning', and `calls`: the bodies of
-    finished tool-call blocks. Text that may be the start of a marker is held back until it is not."""
+    finished tool calls. Text that may be the start of a marker is held back until it is not."""
 
-    def __init__(self, fmt: str | None, thinking: bool = False, tools: bool = True):
-        self.fmt = fmt
-        table = TABLES[fmt]
-        if not tools:
-            table = {k: {m: s for m, s in v.items() if s != TOOL} for k, v in table.items() if k != TOOL}
+    def __init__(self, fmt: str | None, thinking: bool = False, tools: str | None = None):
+        self.fmt, self.tools = fmt, tools
+        table = {k: dict(v) for k, v in THINKING[fmt].items()}
+        marks = CALLS[tools]
+        if marks:
+            table[TEXT][marks[0]] = TOOL
+            table[TOOL] = {marks[1]: TEXT} if marks[1] else {marks[0]: TOOL}   # a call after a call
+        self.to_end = bool(marks) and marks[1] is None
         self.table = table
         self.state = REASONING if thinking and REASONING in table else TEXT
         self.pending = ""
@@ -51,23 +61,26 @@ class Splitter:
                 break
             at, mark = hit
             self._emit(out, buf[:at])
-            new = marks[mark]
-            if self.state == TOOL and new != TOOL:
+            if self.state == TOOL:
                 self.calls.append(self.tool_body)
                 self.tool_body = ""
-            self.state = new
-            self.reasoned = self.reasoned or new == REASONING
+            self.state = marks[mark]
+            self.reasoned = self.reasoned or self.state == REASONING
             buf = buf[at + len(mark):]
         self.pending = buf
         return out
 
     def flush(self) -> list[tuple[str, str]]:
-        """The end of the stream: held text comes out; an unclosed tool call comes back as text."""
+        """The end of the stream: held text comes out; a call that runs to the end is finished, an
+        unclosed <tool_call> block comes back as text."""
         out: list[tuple[str, str]] = []
         buf, self.pending = self.pending, ""
         self._emit(out, buf)
         if self.state == TOOL:
-            out.append((TEXT, "<tool_call>" + self.tool_body))
+            if self.to_end:
+                self.calls.append(self.tool_body)
+            else:
+                out.append((TEXT, CALLS[self.tools][0] + self.tool_body))
             self.tool_body, self.state = "", TEXT
         return out
 

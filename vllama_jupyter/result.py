@@ -240,17 +240,32 @@ class Stream:
             self._answer_started = True
         while sp.calls:
             self._take_call(sp.calls.pop(0))
+        if d.finish_reason and sp.tools == "llama3" and not self.tool_calls:
+            text = self._whole_answer_call(text)
         return d._replace(text=text, reasoning=reasoning)
 
     def _take_call(self, body: str) -> None:
         from .errors import notice
-        from .tools import parse_call
+        from .reasoning import CALLS
+        from .tools import parse_calls
 
         try:
-            self.tool_calls.append(parse_call(body))
+            self.tool_calls.extend(parse_calls(body, self.splitter.tools))
         except VllamaError as e:
             notice(f"the model wrote a malformed tool call ({e}): it is shown as text")
-            self.parts.append(f"<tool_call>{body}</tool_call>")
+            opens, closes = CALLS[self.splitter.tools]
+            self.parts.append(f"{opens}{body}{closes or ''}")
+
+    def _whole_answer_call(self, last: str) -> str:
+        """Llama 3.x writes a call as its whole answer: take it out of the text."""
+        from .tools import whole_answer_call
+
+        calls = whole_answer_call("".join(self.parts) + last)
+        if calls:
+            self.tool_calls.extend(calls)
+            self.parts.clear()
+            return ""
+        return last
 
     def _open(self) -> None:
         done = []

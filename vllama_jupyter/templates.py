@@ -137,8 +137,17 @@ def reasoning_format(template: str | None) -> str | None:
 
 
 def tool_format(template: str | None) -> str | None:
-    """How the model writes a tool call: 'hermes' (<tool_call>{json}</tool_call>) or None."""
-    return "hermes" if "<tool_call>" in (template or "") else None
+    """How the model writes a tool call (see reasoning.CALLS): hermes, mistral, harmony, llama3, or None."""
+    t = template or ""
+    if "<tool_call>" in t:
+        return "hermes"
+    if "[TOOL_CALLS]" in t:
+        return "mistral"
+    if "to=functions." in t or "\"functions.\" +" in t:
+        return "harmony"
+    if '"parameters": dictionary of argument name' in t:
+        return "llama3"
+    return None
 
 
 def fit_context(eng, msgs: list[dict], s) -> list[dict]:

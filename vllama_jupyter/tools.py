@@ -91,19 +91,44 @@ def check_choice(choice, tools: dict[str, Tool]) -> None:
 
 
 # -- calls the model wrote ----------------------------------------------------------------------
-def parse_call(body: str) -> dict:
-    """One call body as an OpenAI tool call: Hermes JSON ({"name": ..., "arguments": {...}}) or
-    Qwen3.5/Qwen3-Coder XML (<function=NAME><parameter=P>value</parameter></function>);
-    VllamaError when it is neither."""
-    if body.strip().startswith("<function="):
-        return _call(*_xml_call(body.strip()))
+def parse_calls(body: str, fmt: str | None) -> list[dict]:
+    """The OpenAI tool calls in one call body of format `fmt` (see reasoning.CALLS); VllamaError
+    when it holds none."""
+    body = body.strip()
+    if fmt == "harmony":   # NAME<|channel|>commentary json<|message|>{...}
+        name, sep, args = body.partition("<|message|>")
+        name = name.split("<|", 1)[0].split()[0] if name.strip() else ""
+        if not sep or not name:
+            raise VllamaError("a call without a function name and <|message|>")
+        return [_call(name, _object(args))]
+    if fmt == "mistral" and not body.startswith("["):   # NAME[CALL_ID]id[ARGS]{...} or NAME[ARGS]{...}
+        name, sep, args = body.partition("[ARGS]")
+        name = name.split("[CALL_ID]", 1)[0].strip()
+        if not sep or not name:
+            raise VllamaError("a call without a function name and [ARGS]")
+        return [_call(name, _object(args))]
+    if body.startswith("<function="):
+        return [_call(*_xml_call(body))]
     try:
         data = json.loads(body)
     except ValueError as e:
         raise VllamaError(f"not JSON ({e.msg} at character {e.pos})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+    items = data if isinstance(data, list) and fmt == "mistral" else [data]
+    return [_json_call(x) for x in items] or _none()
+
+
+def _none():
+    raise VllamaError("an empty list of calls")
+
+
+def _json_call(data) -> dict:
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
         raise VllamaError("no function name in it")
     args = data.get("arguments", data.get("parameters", {}))
+    return _call(data["name"], _object(args) if isinstance(args, str) else args)
+
+
+def _object(args) -> dict:
     if isinstance(args, str):
         try:
             args = json.loads(args)
@@ -111,10 +136,26 @@ def parse_call(body: str) -> dict:
             raise VllamaError("its arguments are not JSON") from None
     if not isinstance(args, dict):
         raise VllamaError("its arguments are not an object")
-    return _call(data["name"], args)
+    return args
+
+
+def whole_answer_call(text: str) -> list[dict] | None:
+    """Llama 3.x: an answer that is exactly {"name": ..., "parameters": {...}} is a call."""
+    t = text.strip()
+    if not (t.startswith("{") and t.endswith("}")):
+        return None
+    try:
+        data = json.loads(t)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("name"), str) and isinstance(data.get("parameters"), dict):
+        return [_call(data["name"], data["parameters"])]
+    return None
 
 
 def _call(name: str, args: dict) -> dict:
+    if not isinstance(args, dict):
+        raise VllamaError("its arguments are not an object")
     # nine letters and digits: the id shape Mistral's templates insist on
     return {"id": uuid.uuid4().hex[:9], "type": "function",
             "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}}
@@ -174,18 +215,32 @@ def run_call(call: dict, tools: dict[str, Tool]) -> tuple[str, bool]:
         return str(value), True
 
 
-def call_grammar(tools: list[dict], choice: str, before: str = "") -> str:
-    """GBNF forcing one Hermes-style call of the tool named `choice` or, for 'required', of any of
-    `tools` (OpenAI tool schemas), arguments matching its parameters. `before`: text the output
-    must start with (the end of a thought the prompt opened)."""
+def call_grammar(tools: list[dict], choice: str, fmt: str | None = "hermes", before: str = "") -> str:
+    """GBNF forcing one call, in the model's format `fmt`, of the tool named `choice` or, for
+    'required', of any of `tools` (OpenAI tool schemas), arguments matching its parameters.
+    `before`: text the output must start with (the end of a thought the prompt opened)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     by_name = {t["function"]["name"]: t["function"].get("parameters") or {"type": "object"} for t in tools}
     names = list(by_name) if choice == "required" else [choice]
-    options = [{"type": "object", "properties": {"name": {"const": n}, "arguments": by_name[n]},
-                "required": ["name", "arguments"]} for n in names]
-    schema = options[0] if len(options) == 1 else {"anyOf": options}
-    gbnf = json_schema_to_gbnf(json.dumps(schema))
-    gbnf = "\n".join(("call" + line[4:]) if line.startswith("root ") else line for line in gbnf.splitlines())
     start = f"{json.dumps(before)} " if before else ""
-    return f'root ::= {start}"<tool_call>\\n" call "\\n</tool_call>"\n' + gbnf
+    if fmt == "harmony":   # the name is outside the JSON: one tool at a time
+        if len(names) > 1:
+            raise VllamaError("gpt-oss-style models are forced to call one tool at a time: give tool_choice a "
+                              f"tool's name ({', '.join(names)})")
+        gbnf = _renamed(json_schema_to_gbnf(json.dumps(by_name[names[0]])), "args")
+        return (f'root ::= {start}"<|start|>assistant to=functions.{names[0]}<|channel|>commentary json<|message|>" '
+                f'args\n{gbnf}')
+    key = "parameters" if fmt == "llama3" else "arguments"
+    options = [{"type": "object", "properties": {"name": {"const": n}, key: by_name[n]},
+                "required": ["name", key]} for n in names]
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    gbnf = _renamed(json_schema_to_gbnf(json.dumps(schema)), "call")
+    wrap = {"hermes": '"<tool_call>\\n" call "\\n</tool_call>"', "mistral": '"[TOOL_CALLS][" call "]"',
+            "llama3": "call"}[fmt or "hermes"]
+    return f"root ::= {start}{wrap}\n{gbnf}"
+
+
+def _renamed(gbnf: str, name: str) -> str:
+    """The grammar with its root rule named `name`."""
+    return "\n".join((name + line[4:]) if line.startswith("root ") else line for line in gbnf.splitlines())

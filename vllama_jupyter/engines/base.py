@@ -137,9 +137,10 @@ class BaseEngine:
         if s.tool_choice is not None and not tools:
             raise VllamaError(f"tool_choice={s.tool_choice!r} needs tools: pass tools=[...] (or --tools f,g)")
         offered = tools if s.tool_choice != "none" else None
-        if offered and template and tool_format(template) is None:
-            raise VllamaError("this model's chat template writes tool calls in a format vllama cannot read yet "
-                              "(it reads Hermes/Qwen <tool_call> blocks): leave tools out, or use a server that parses them")
+        calls = tool_format(template) if offered else None
+        if offered and template and calls is None:
+            raise VllamaError("this model's chat template writes tool calls in a format vllama cannot read (it reads "
+                              "Hermes/Qwen, Mistral, gpt-oss and Llama 3 calls): leave tools out, or use a server that parses them")
         prompt = self.chat_prompt(messages, offered, s.think)
         fmt = reasoning_format(template)
         if s.max_thinking is not None and fmt is None:
@@ -149,7 +150,7 @@ class BaseEngine:
         if s.max_thinking is not None and constrained:
             raise VllamaError("max_thinking cannot be combined with a grammar, a JSON schema or a forced tool call "
                               "(the constraint covers the whole output): give one of them")
-        return prompt, Splitter(fmt, thinking=opens_thinking(prompt, fmt), tools=bool(offered))
+        return prompt, Splitter(fmt, thinking=opens_thinking(prompt, fmt), tools=calls)
 
     @staticmethod
     def forced_call(tools: list[dict], s: Sampling, splitter) -> str:
@@ -159,8 +160,8 @@ class BaseEngine:
 
         if s.json_schema or s.grammar:
             raise VllamaError("give one constraint: json_schema, grammar, or a forced tool_choice")
-        before = CLOSE[splitter.fmt] if splitter.state == "reasoning" else ""
-        return call_grammar(tools, s.tool_choice, before)
+        before = ("<|end|>" if splitter.fmt == "harmony" else CLOSE[splitter.fmt]) if splitter.state == "reasoning" else ""
+        return call_grammar(tools, s.tool_choice, splitter.tools, before)
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
         """Answer a conversation (OpenAI message shape); `tools` are OpenAI tool schemas."""

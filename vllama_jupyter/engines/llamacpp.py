@@ -174,7 +174,7 @@ class Engine(BaseEngine):
         limit = None
         if s.max_thinking is not None:   # chat_plan checked that the model marks its thinking
             close = self.llm.tokenize(CLOSE[splitter.fmt].encode("utf-8"), add_bos=False, special=True)
-            limit = (s.max_thinking, Splitter(splitter.fmt, splitter.state == "reasoning", tools=False), close)
+            limit = (s.max_thinking, Splitter(splitter.fmt, splitter.state == "reasoning"), close)
         s = with_seed(s)
         # a conversation's follow-up re-uses the KV cache of its earlier turns (fast); a first
         # turn or a completion is evaluated afresh: a re-used prefix's logits differ in the last bits (another batch

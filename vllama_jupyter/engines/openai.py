@@ -203,7 +203,7 @@ class Engine(Endpoints, BaseEngine):
         if tools:
             body["tools"] = tools
         # a server without a reasoning or tool parser leaves the markup in the text: read it here
-        return self._open("/chat/completions", body, True, s, Splitter("think", tools=bool(tools)))
+        return self._open("/chat/completions", body, True, s, Splitter("think", tools="hermes" if tools else None))
 
     def _open(self, path: str, body: dict, chat: bool, s: Sampling, splitter=None) -> Stream:
         return self._new_stream(lambda: self._sse(path, body, chat, s.logprobs), 0, s, self.max_model_len,

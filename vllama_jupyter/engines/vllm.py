@@ -312,7 +312,7 @@ class Engine(BaseEngine):
         close = self.tokenizer.encode(CLOSE[splitter.fmt], add_special_tokens=False)
 
         def deltas():
-            follow = Splitter(splitter.fmt, splitter.state == "reasoning", tools=False)
+            follow = Splitter(splitter.fmt, splitter.state == "reasoning")
             out: list[int] = []
             last = None
             for d in self._deltas(ids, self._params(s, min(s.max_thinking, room))):
