@@ -40,6 +40,7 @@ STREAMS = {   # mode -> (status, content type, body)
     "html-500": (500, "text/html", b"<html><body>Internal Server Error</body></html>"),
     "echo-key-400": (400, "application/json", None),   # echoes the Authorization header
     "echo-key-503": (503, "application/json", None),
+    "echo-key-long": (400, "application/json", None),   # the key where a 200-character cut falls
 }
 def with_logprobs(t, logprobs, reason=None):
     return {"choices": [{"index": 0, "text": t, "finish_reason": reason, "logprobs": logprobs}]}
@@ -109,7 +110,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, "text/event-stream", CHAT[mode])
         status, ctype, body = STREAMS.get(mode, STREAMS["ok"])
         if body is None:
-            body = json.dumps({"error": {"message": f"bad request; you sent {self.headers.get('Authorization')}"}}).encode()
+            pad = "x" * 160 if mode.endswith("long") else ""
+            body = json.dumps({"error": {"message": f"bad request; {pad}you sent {self.headers.get('Authorization')}"}}).encode()
         self._send(status, ctype, body)
 
 

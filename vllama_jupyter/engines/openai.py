@@ -162,7 +162,7 @@ class Engine(Endpoints, BaseEngine):
     def _check_status(self, status: int, text: str) -> None:
         if status < 400:
             return
-        detail = _error_text(text)
+        detail = _error_text(self._scrub(text))   # the key goes before the cut: a cut key no longer matches
         if status in (401, 403):
             hint = f"check the key in ${self.api_key_env}" if self.api_key_env else "give api_key_env=NAME of the variable holding the key"
             raise self._fail(f"the server at {self.url} refused the API key ({status}): {hint}")
@@ -250,12 +250,12 @@ class Engine(Endpoints, BaseEngine):
         except Malformed as e:
             raise self._bad(str(e)) from None
         except ServerError as e:
-            raise self._fail(f"the server at {self.url} failed mid-stream: {_error_text(str(e))}") from None
+            raise self._fail(f"the server at {self.url} failed mid-stream: {_error_text(self._scrub(str(e)))}") from None
         except NoLogprobs:
             raise self._fail(f"the server at {self.url} ({self.preset.label}) sent no logprobs: it does not "
                              "support them for this model; leave logprobs out, or load the model in-process") from None
         except ValueError:
-            raise self._fail(f"the server at {self.url} sent a malformed stream (not JSON): {data[:80]!r}") from None
+            raise self._fail(f"the server at {self.url} sent a malformed stream (not JSON): {self._scrub(data)[:80]!r}") from None
 
     def _bad(self, what: str) -> VllamaError:
         return self._fail(f"the server at {self.url} sent a malformed stream: {what}")
