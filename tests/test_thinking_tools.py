@@ -216,6 +216,12 @@ def test_shared_engine_speaks_reasoning_and_tool_calls_to_openai_clients(qwen3, 
         thought = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
         answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert thought.strip() and answer[0].isupper() and "<think>" not in thought + answer
+        with pytest.raises(Exception, match="n=2 is not supported by the shared vllama engine"):
+            client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}], n=2)
+        lp = client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=5, temperature=0, logprobs=True, top_logprobs=2)
+        assert len(lp.choices[0].logprobs.content) == lp.usage.completion_tokens
+        assert all(len(t.top_logprobs) == 2 for t in lp.choices[0].logprobs.content)
         os.environ["VLLAMA_TEST_SHARE_TOKEN"] = token
         eng = Engine.connect(url=info["url"], preset="vllama", api_key_env="VLLAMA_TEST_SHARE_TOKEN")
         try:

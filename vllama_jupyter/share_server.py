@@ -126,6 +126,7 @@ class Handler(BaseHTTPRequestHandler):
             return fn(eng)
 
     def _generate(self, body: dict, chat: bool) -> None:
+        refuse_unsupported(body)
         s = sampling_of(body, chat)
         eng = self._engine()
         if chat:
@@ -152,6 +153,8 @@ class Handler(BaseHTTPRequestHandler):
                 choice["finish_reason"] = "tool_calls"
         else:
             choice["text"] = result.text
+        if result.logprobs is not None:
+            choice["logprobs"] = _logprobs(result.logprobs, chat)
         self._json(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": "chat.completion" if chat else "text_completion",
                          "created": int(time.time()), "model": result.model, "choices": [choice],
                          "usage": _usage(result.prompt_tokens, result.output_tokens)})
@@ -213,6 +216,20 @@ class Handler(BaseHTTPRequestHandler):
     def _event(self, data: dict) -> None:
         self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
         self.wfile.flush()
+
+
+# OpenAI request fields this engine cannot honour, with the value that means "off"
+UNSUPPORTED = {"n": 1, "best_of": 1, "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": None,
+               "echo": False, "suffix": None}
+
+
+def refuse_unsupported(body: dict) -> None:
+    """An option we cannot honour is an error, not silently ignored."""
+    for key, off in UNSUPPORTED.items():
+        v = body.get(key)
+        if v is not None and v != off and v != {}:
+            raise VllamaError(f"{key}={v!r} is not supported by the shared vllama engine: leave it out"
+                              + (f" (send {v} requests, each with its own seed)" if key in ("n", "best_of") else ""))
 
 
 def _text(x) -> str:
