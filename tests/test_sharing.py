@@ -172,3 +172,19 @@ def test_hostile_requests_to_a_shared_engine(runtime):
         assert a.execute(GREEDY).status == "ok"
     finally:
         a.stop()
+
+
+def test_a_killed_owner_fails_one_client_cell_then_the_client_loads_its_own(runtime):
+    """The owner is SIGKILLed (and not yet reaped: a zombie): the client's next cell fails with
+    one line, and the cell after loads a model in the client's kernel."""
+    a, b = kernel(runtime), kernel(runtime)
+    try:
+        assert a.execute("%vllama load embedded --engine llamacpp\n%vllama share").status == "ok"
+        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "openai"
+        os.kill(a.value("__import__('os').getpid()"), 9)
+        line = failed_line(b.execute(GREEDY))
+        assert "the shared engine of another notebook" in line and ("has stopped" in line or "stopped answering" in line)
+        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "llamacpp"
+    finally:
+        a.stop()
+        b.stop()

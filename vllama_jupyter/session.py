@@ -218,12 +218,17 @@ class Session:
         eng = self.ensure()
         why = eng.dead()
         if why:
-            if getattr(eng, "shared_by", None):   # another notebook's engine went away: let go of it
-                self._close_engine()
-                self.loaded = None
-                self._notify()
+            self._let_go_if_gone()
             raise VllamaError(why)
         return eng
+
+    def _let_go_if_gone(self) -> None:
+        """Another notebook's shared engine went away: let go of it, so the next request loads here."""
+        eng = self.engine
+        if eng is not None and getattr(eng, "shared_by", None) and eng.dead():
+            self._close_engine()
+            self.loaded = None
+            self._notify()
 
     # -- generating -----------------------------------------------------------------------
     def stream(self, prompt, sampling: Sampling | None = None, **overrides) -> Stream:
@@ -336,6 +341,8 @@ class Session:
                     on_end(st)
             finally:
                 self._release()
+                if st.finish_reason == "error":
+                    self._let_go_if_gone()
         # while shared, a request from another notebook may hold the engine: wait for it
         wait = SHARED_WAIT_S if self.sharing is not None else 0.0
         return stream.on(start=lambda: self._acquire("generating", wait), end=end)

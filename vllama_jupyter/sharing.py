@@ -35,7 +35,12 @@ def enabled() -> bool:
 def _alive(pid) -> bool:
     import psutil
 
-    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
+    if not (isinstance(pid, int) and pid > 0):
+        return False
+    try:   # a killed kernel its parent has not reaped yet is a zombie: gone all the same
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def live_shares() -> list[dict]:
@@ -62,8 +67,8 @@ def live_shares() -> list[dict]:
 def still_shared(info_file: str, pid: int) -> str | None:
     """Why a client can no longer use the shared engine of `pid`, or None while it can."""
     if not _alive(pid) or not Path(info_file).exists():
-        return (f"the shared engine of another notebook (pid {pid}) has stopped: this kernel has let go of it; "
-                "run the cell again to load a model here, or %vllama load one")
+        return (f"the shared engine of another notebook (pid {pid}) has stopped: this kernel lets go of it, and "
+                "its next request loads a model here")
     return None
 
 

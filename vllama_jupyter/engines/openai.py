@@ -46,6 +46,7 @@ class Engine(Endpoints, BaseEngine):
         self.shared_file: str | None = None
         self._lengths: dict[str, int] = {}
         self._tokenizer: tuple | None = None     # the tokenize endpoint that answered
+        self._gone: str | None = None             # why a shared engine stopped answering
 
     @classmethod
     def check(cls, ref: RemoteRef, options: dict) -> RemoteRef:
@@ -110,7 +111,7 @@ class Engine(Endpoints, BaseEngine):
     def dead(self) -> str | None:
         if self.shared_by and self.client is not None:
             from ..sharing import still_shared
-            return still_shared(self.shared_file, self.shared_by)
+            return still_shared(self.shared_file, self.shared_by) or self._gone
         return None
 
     def _scrub(self, text: str) -> str:
@@ -151,6 +152,10 @@ class Engine(Endpoints, BaseEngine):
         gone = self.dead()
         if gone:
             return self._fail(gone)
+        if self.shared_by and isinstance(e, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
+            self._gone = (f"the shared engine of another notebook (pid {self.shared_by}) stopped answering: "
+                          "this kernel lets go of it, and its next request loads a model here")
+            return self._fail(self._gone)
         if isinstance(e, httpx.ConnectError):
             return self._fail(f"nothing is listening at {self.url} (connection refused): start the server or check the url")
         if isinstance(e, httpx.TimeoutException):
