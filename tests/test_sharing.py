@@ -188,3 +188,28 @@ def test_a_killed_owner_fails_one_client_cell_then_the_client_loads_its_own(runt
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_owner_unloads_while_a_client_streams(runtime):
+    """The owner's unload is not refused as busy: the client's request ends at its next token with
+    one line, the owner's engine is freed, and the client's next cell loads its own model."""
+    a, b = kernel(runtime), kernel(runtime)
+    try:
+        assert a.execute("%vllama load embedded --engine llamacpp --n-ctx 8192\n%vllama share").status == "ok"
+        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "openai"
+        done = {}
+        t = threading.Thread(target=lambda: done.setdefault(
+            "b", b.execute("%%vllama -t 0 --max-tokens 8000 --ignore-eos -o long\nROMEO:\n")))
+        t.start()
+        deadline = time.monotonic() + 60
+        while a.value("__import__('vllama_jupyter').status()['state']") != "serving" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        unloaded = a.execute("%vllama unload")
+        assert unloaded.status == "ok" and "unloaded" in stream_text(unloaded)
+        t.join(120)
+        line = failed_line(done["b"])
+        assert "unloaded or reloaded it: this request was stopped" in line, line
+        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "llamacpp"
+    finally:
+        a.stop()
+        b.stop()

@@ -96,7 +96,7 @@ class Session:
             choice = selection.choose(hardware(), override=engine, config=self.config_engine)
         cls = engines.engine_class(choice.engine)
         ref = cls.check(self.resolve(model, choice.engine, options), options)
-        with self.hold("loading"):
+        with self.hold("loading", wait=self._end_sharing()):
             previous = self.loaded
             self.stop_sharing()
             self._close_engine()
@@ -144,6 +144,14 @@ class Session:
         self._notify()
         return {"engine": eng.name, "model": self.loaded.ref.name, **self.sharing.describe()}
 
+    def _end_sharing(self) -> float:
+        """Stop sharing before a load or unload; how long to wait for the other notebooks' requests,
+        which end at their next token."""
+        if self.sharing is None:
+            return 0.0
+        self.stop_sharing()
+        return SHARING_END_S
+
     def stop_sharing(self) -> None:
         """Stop serving other notebooks; they get one clear line at their next request."""
         sharing, self.sharing = self.sharing, None
@@ -174,7 +182,7 @@ class Session:
 
     def unload(self) -> None:
         """Free the engine and its memory, and stop the servers this session started."""
-        with self.hold("loading"):
+        with self.hold("loading", wait=self._end_sharing()):
             self.stop_sharing()
             self._close_engine()
             self.stop_servers()
@@ -431,6 +439,7 @@ def _line(e: BaseException) -> str:
     return " ".join(text.splitlines()[0].split())[:300]
 
 
+SHARING_END_S = 30.0   # how long a load or unload waits for shared requests to end
 SHARED_WAIT_S = 600.0   # how long a request waits while a shared engine serves another one
 
 _SESSION: Session | None = None

@@ -17,6 +17,7 @@ from .sampling import Sampling
 from .session import SHARED_WAIT_S
 
 GROUP_S = 0.005  # the least time between two streamed events
+UNSHARED = "the notebook that shares this engine unloaded or reloaded it: this request was stopped"
 
 
 def make_server(sharing) -> ThreadingHTTPServer:
@@ -142,7 +143,11 @@ class Handler(BaseHTTPRequestHandler):
             stream.on(start=lambda: session.acquire("serving", wait=SHARED_WAIT_S), end=lambda _st: session.release())
         if body.get("stream"):
             return self._sse(stream, chat)
-        result = stream.run()
+        for _ in stream:
+            if self.sharing.stopped:
+                stream.close()
+                raise VllamaError(UNSHARED)
+        result = stream.result
         choice = {"index": 0, "finish_reason": _reason(result.finish_reason), "token_ids": result.token_ids}
         if chat:
             choice["message"] = {"role": "assistant", "content": result.text}
@@ -196,6 +201,8 @@ class Handler(BaseHTTPRequestHandler):
             held.clear()
         try:
             for d in stream:
+                if self.sharing.stopped:
+                    raise VllamaError(UNSHARED)
                 held.append(d)
                 # tokens that come faster than every GROUP_S go out together: on a busy machine
                 # one event per token costs the engine more than the tokens themselves

@@ -133,6 +133,11 @@ class Sharing:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    @property
+    def stopped(self) -> bool:
+        """Set by stop(): requests still streaming end at their next token."""
+        return self._stop.is_set()
+
     def describe(self) -> dict:
         return {"url": self.url, "file": str(self.file), "clients": self.client_count(),
                 "idle_timeout_s": self.idle_timeout}
