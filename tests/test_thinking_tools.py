@@ -243,7 +243,7 @@ LOOKUP = [{"type": "function", "function": {"name": "lookup", "description": "Wh
 
 @pytest.mark.parametrize("template", ["Qwen-Qwen3-0.6B", "mistralai-Mistral-Nemo-Instruct-2407",
                                       "Mistral-Small-3.2-24B-Instruct-2506", "meta-llama-Llama-3.1-8B-Instruct",
-                                      "openai-gpt-oss-120b"])
+                                      "openai-gpt-oss-120b", "deepseek-ai-DeepSeek-V3.1"])
 def test_a_forced_call_in_each_models_own_format_and_its_result_back(template):
     """Forced in the template's own call format; the call and its result then render through the
     same real template for the next round."""
@@ -255,7 +255,7 @@ def test_a_forced_call_in_each_models_own_format_and_its_result_back(template):
 
     load(str(chat_model(template)))
     shown = []
-    r = v.get_session().chat_loop("Where is Romeo?", temperature=0, max_tokens=80, keep=False, tools=[lookup],
+    r = v.get_session().chat_loop("Where is Romeo?", temperature=0, max_tokens=160, keep=False, tools=[lookup],
                                   run_tools=True, tool_choice="lookup", show=shown.append)
     (call,) = r.rounds[0].tool_calls
     assert call["function"]["name"] == "lookup" and r.rounds[0].text == ""
@@ -270,11 +270,13 @@ def test_a_forced_call_in_each_models_own_format_and_its_result_back(template):
     ("openai-gpt-oss-120b", '<|channel|>commentary to=functions.lookup <|constrain|>json<|message|>{"name": "JULIET"}'),
     ("Qwen3.5-4B", '\n</think>\n\n<tool_call>\n<function=lookup>\n<parameter=name>\nJULIET\n</parameter>\n</function>\n</tool_call>'),
     ("meta-llama-Llama-3.2-3B-Instruct", '{"name": "lookup", "parameters": {"name": "JULIET"}}'),
+    ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>lookup\n"
+     '```json\n{"name": "JULIET"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>'),
 ])
 def test_calls_in_native_forms_are_read(template, native):
     load(str(chat_model(template)))
-    gbnf = "root ::= " + json.dumps(native)
-    r = v.chat("Where is Juliet?", v.Sampling(temperature=0, max_tokens=80, grammar=gbnf), keep=False,
+    gbnf = "root ::= " + json.dumps(native, ensure_ascii=False)
+    r = v.chat("Where is Juliet?", v.Sampling(temperature=0, max_tokens=160, grammar=gbnf), keep=False,
                tools=[lookup_schema_only]).run()
     assert [c["function"]["name"] for c in r.tool_calls] == ["lookup"], (r.text, r.reasoning)
     assert json.loads(r.tool_calls[0]["function"]["arguments"]) == {"name": "JULIET"} and r.text == ""

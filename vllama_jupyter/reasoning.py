@@ -6,6 +6,7 @@ Thinking:   think    <think> … </think> answer (Qwen3, DeepSeek-R1, Granite, �
 Tool calls: hermes   <tool_call>{json}</tool_call> (Qwen, Hermes; Qwen3.5's <function=…> XML inside)
             mistral  [TOOL_CALLS][{json}, …] or [TOOL_CALLS]name[ARGS]{json} to the end of the output
             harmony  <|start|>assistant to=functions.name<|channel|>commentary json<|message|>{json}<|call|>
+            deepseek <｜tool▁call▁begin｜>name<｜tool▁sep｜>{json}<｜tool▁call▁end｜> (R1 distills: function<｜tool▁sep｜>name ```json …```)
             llama3   the whole answer is {"name": …, "parameters": {…}} (no markers: read at the end)
 """
 from __future__ import annotations
@@ -23,7 +24,10 @@ THINKING = {
 }
 # tool-call format -> (marker that opens a call, marker that closes it; None: the end of the output)
 CALLS = {"hermes": ("<tool_call>", "</tool_call>"), "mistral": ("[TOOL_CALLS]", None),
-         "harmony": (" to=functions.", None), "llama3": None, None: None}
+         "harmony": (" to=functions.", None), "deepseek": ("<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>"),
+         "llama3": None, None: None}
+# markers around a format's calls that carry nothing and are dropped
+AROUND = {"deepseek": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>")}
 
 # what closes a thought that has gone on too long (max_thinking), per format
 CLOSE = {"think": "\n</think>\n\n", "harmony": "<|end|><|start|>assistant<|channel|>final<|message|>"}
@@ -38,6 +42,7 @@ class Splitter:
         table = {k: dict(v) for k, v in THINKING[fmt].items()}
         marks = CALLS[tools]
         if marks:
+            table[TEXT].update({m: TEXT for m in AROUND.get(tools, ())})
             table[TEXT][marks[0]] = TOOL
             table[TOOL] = {marks[1]: TEXT} if marks[1] else {marks[0]: TOOL}   # a call after a call
         self.to_end = bool(marks) and marks[1] is None

@@ -143,6 +143,8 @@ def tool_format(template: str | None) -> str | None:
         return "hermes"
     if "[TOOL_CALLS]" in t:
         return "mistral"
+    if "<｜tool▁call▁begin｜>" in t:
+        return "deepseek"
     if "to=functions." in t or "\"functions.\" +" in t:
         return "harmony"
     if '"parameters": dictionary of argument name' in t:

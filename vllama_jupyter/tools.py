@@ -101,6 +101,16 @@ def parse_calls(body: str, fmt: str | None) -> list[dict]:
         if not sep or not name:
             raise VllamaError("a call without a function name and <|message|>")
         return [_call(name, _object(args))]
+    if fmt == "deepseek":   # NAME<｜tool▁sep｜>{...}, or function<｜tool▁sep｜>NAME\n```json\n{...}\n```
+        left, sep, right = body.partition("<｜tool▁sep｜>")
+        if "```" in right:
+            name, _, rest = right.partition("\n")
+            args = rest.strip().removeprefix("```json").removesuffix("```")
+        else:
+            name, args = left, right
+        if not sep or not name.strip():
+            raise VllamaError("a call without a function name and <｜tool▁sep｜>")
+        return [_call(name.strip(), _object(args))]
     if fmt == "mistral" and not body.startswith("["):   # NAME[CALL_ID]id[ARGS]{...} or NAME[ARGS]{...}
         name, sep, args = body.partition("[ARGS]")
         name = name.split("[CALL_ID]", 1)[0].strip()
@@ -223,14 +233,14 @@ def call_grammar(tools: list[dict], choice: str, fmt: str | None = "hermes", bef
 
     by_name = {t["function"]["name"]: t["function"].get("parameters") or {"type": "object"} for t in tools}
     names = list(by_name) if choice == "required" else [choice]
-    start = f"{json.dumps(before)} " if before else ""
-    if fmt == "harmony":   # the name is outside the JSON: one tool at a time
+    start = f"{_literal(before)} " if before else ""
+    if fmt in OUTSIDE:   # the name is outside the JSON: one tool at a time
         if len(names) > 1:
-            raise VllamaError("gpt-oss-style models are forced to call one tool at a time: give tool_choice a "
+            raise VllamaError("this model's calls are forced one tool at a time: give tool_choice a "
                               f"tool's name ({', '.join(names)})")
         gbnf = _renamed(json_schema_to_gbnf(json.dumps(by_name[names[0]])), "args")
-        return (f'root ::= {start}"<|start|>assistant to=functions.{names[0]}<|channel|>commentary json<|message|>" '
-                f'args\n{gbnf}')
+        head, tail = OUTSIDE[fmt]
+        return f'root ::= {start}{_literal(head.format(name=names[0]))} args {_literal(tail)}\n{gbnf}'.replace(' ""', "")
     key = "parameters" if fmt == "llama3" else "arguments"
     options = [{"type": "object", "properties": {"name": {"const": n}, key: by_name[n]},
                 "required": ["name", key]} for n in names]
@@ -239,6 +249,17 @@ def call_grammar(tools: list[dict], choice: str, fmt: str | None = "hermes", bef
     wrap = {"hermes": '"<tool_call>\\n" call "\\n</tool_call>"', "mistral": '"[TOOL_CALLS][" call "]"',
             "llama3": "call"}[fmt or "hermes"]
     return f"root ::= {start}{wrap}\n{gbnf}"
+
+
+# formats whose call names the tool outside its JSON: (text before the arguments, text after)
+OUTSIDE = {"harmony": ("<|start|>assistant to=functions.{name}<|channel|>commentary json<|message|>", ""),
+           "deepseek": ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>{name}<｜tool▁sep｜>",
+                        "<｜tool▁call▁end｜><｜tool▁calls▁end｜>")}
+
+
+def _literal(text: str) -> str:
+    """A GBNF string literal (its escapes are JSON's; other characters stay as they are)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _renamed(gbnf: str, name: str) -> str:
