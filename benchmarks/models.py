@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -145,17 +146,30 @@ def chat_model(template: str = "Qwen-Qwen3-0.6B") -> Path:
     """A small random-weight model with Qwen's real byte-level BPE vocabulary (and Qwen3's
     <think>/<tool_call> tokens) and the real chat template `template` (a vendored file's stem);
     end of turn is <|im_end|>."""
-    from gguf import GGUFReader, GGUFValueType
-
-    import gguf
-
     path = CACHE / f"random-qwen3-vocab-{template}-v2.gguf"
     if path.exists():
         return path
-    reader = GGUFReader(str(vocab_file("qwen35")))
     part = path.with_suffix(".part")
     w = _writer(part, SMALL, f"random llama with Qwen3's tokenizer and the {template} template")
-    vocab = 0
+    fields, vocab = _qwen3_tokenizer()
+    for key, value, kind, sub in fields:
+        w.add_key_value(key, value, kind, sub_type=sub)
+    w.add_eos_token_id(IM_END)
+    w.add_chat_template(templates()[template])
+    _weights(w, SMALL, vocab)
+    os.replace(part, path)
+    return path
+
+
+@lru_cache(maxsize=1)
+def _qwen3_tokenizer() -> tuple[list, int]:
+    """The tokenizer fields of the qwen35 vocabulary file with Qwen3's and gpt-oss's added tokens
+    (read once: reading 151,936 tokens and their merges is most of a build)."""
+    import gguf
+    from gguf import GGUFReader, GGUFValueType
+
+    reader = GGUFReader(str(vocab_file("qwen35")))
+    out, vocab = [], 0
     for key, field in reader.fields.items():
         if not key.startswith("tokenizer.") or key in ("tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
             continue
@@ -165,53 +179,8 @@ def chat_model(template: str = "Qwen-Qwen3-0.6B") -> Path:
             value = [QWEN3_ADDED.get(i, HARMONY_ADDED.get(i, t)) for i, t in enumerate(value)]
         if key == "tokenizer.ggml.token_type":
             value = [int(gguf.TokenType.CONTROL) if i in HARMONY_ADDED else t for i, t in enumerate(value)]
-        sub = field.types[1] if field.types[0] == GGUFValueType.ARRAY else None
-        w.add_key_value(key, value, field.types[0], sub_type=sub)
-    w.add_eos_token_id(IM_END)
-    w.add_chat_template(templates()[template])
-    _weights(w, SMALL, vocab)
-    os.replace(part, path)
-    return path
-
-
-def real_tokenizer(name: str = "qwen2") -> Path:
-    """A small random-weight model whose tokenizer and chat template are the real ones of `name`."""
-    from gguf import GGUFReader, GGUFValueType
-
-    path = CACHE / f"random-llama-{name}-vocab.gguf"
-    if path.exists():
-        return path
-    reader = GGUFReader(str(vocab_file(name)))
-    part = path.with_suffix(".part")
-    w = _writer(part, SMALL, f"random llama with the {name} tokenizer")
-    vocab = 0
-    for key, field in reader.fields.items():
-        if not key.startswith("tokenizer."):
-            continue
-        value = field.contents()
-        sub = field.types[1] if field.types[0] == GGUFValueType.ARRAY else None
-        w.add_key_value(key, value, field.types[0], sub_type=sub)
-        if key == "tokenizer.ggml.tokens":
-            vocab = len(value)
-    _weights(w, SMALL, vocab)
-    os.replace(part, path)
-    return path
-
-
-def long_context_hf(ctx: int = 4096) -> Path:
-    """The embedded model's HF form with max_position_embeddings = ctx (same weights), so vLLM
-    takes a context longer than the 1,024 tokens it was trained on."""
-    from vllama_jupyter.models import EMBEDDED_DIR
-
-    path = CACHE / f"tiny-shakespeare-hf-{ctx}"
-    if not path.exists():
-        shutil.copytree(EMBEDDED_DIR / "hf", str(path) + ".part")
-        config = Path(str(path) + ".part") / "config.json"
-        data = json.loads(config.read_text())
-        data["max_position_embeddings"] = ctx
-        config.write_text(json.dumps(data, indent=2))
-        os.replace(str(path) + ".part", path)
-    return path
+        out.append((key, value, field.types[0], field.types[1] if field.types[0] == GGUFValueType.ARRAY else None))
+    return out, vocab
 
 
 def chat_model_hf(template: str = "Qwen-Qwen3-0.6B") -> Path:

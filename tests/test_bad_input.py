@@ -97,6 +97,7 @@ MAGIC_CASES = [
     ("%%vllama --tools number_var\nhi", "a tool must be a function, not int"),
     ("%%vllama --tools some_fn\nhi", "this model has no chat template, so it cannot be offered tools"),
     ("%%vllama --run-tools\nhi", "--run-tools needs --tools f,g"),
+    ("%%vllama --tools some_fn --max-rounds 0\nhi", "max_rounds must be a whole number >= 1"),
     ("%%vllama --tool-choice required\nhi", "tool_choice='required' needs tools"),
     ("%%vllama --tools some_fn --tool-choice other\nhi", "tool_choice 'other' is neither auto, none, required nor one of the tools (some_fn)"),
     ("%%vllama --grammar 'root ::= ('\nhi", "llama.cpp cannot read this grammar (parse: error parsing grammar: expecting ')'"),

@@ -172,11 +172,13 @@ def test_tool_errors_are_shown_and_sent_back(k):
               "BROKEN = 'root ::= \"<tool_call>\\\\nnot json\\\\n</tool_call>\"'")
     _, out, calls = tool_cell(k, "--tool-choice required --run-tools", tools="boom")
     assert "← error: boom raised ValueError: no such scene" in out and calls == []
-    msgs, out, calls = tool_cell(k, "--grammar NOSUCH --run-tools")
+    msgs, out, calls = tool_cell(k, "--grammar NOSUCH --run-tools --max-rounds 2")
     assert msgs.status == "ok" and "← error: there is no tool named 'nosuch'; the tools are lookup" in out and calls == []
-    msgs, out, calls = tool_cell(k, "--grammar BADARGS --run-tools")
+    # the grammar holds for every round: the model keeps calling, and the loop stops where it was told
+    assert out.count("→ nosuch()") == 2 and "stopped after 2 rounds of tool calls" in stream_text(msgs, "stderr")
+    msgs, out, calls = tool_cell(k, "--grammar BADARGS --run-tools --max-rounds 1")
     assert "← error: bad arguments for lookup: name:" in out and calls == []
-    msgs, out, _ = tool_cell(k, "--grammar BROKEN --run-tools")
+    msgs, out, _ = tool_cell(k, "--grammar BROKEN --run-tools --max-rounds 1")
     assert msgs.status == "ok"
     err = stream_text(msgs, "stderr")
     assert "the model wrote a malformed tool call (not JSON" in err and err.count("\n") <= 1 and "Traceback" not in err

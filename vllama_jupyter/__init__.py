@@ -13,6 +13,7 @@ from .errors import BusyError, VllamaError
 from .result import Delta, Result, Stream
 from .sampling import Sampling
 from .session import get_session
+from .tools import MAX_ROUNDS
 
 __version__ = "0.1.0"
 __all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "panel", "bench_widget", "hardware",
@@ -49,17 +50,17 @@ def stream(prompt, sampling: Sampling | None = None, **sampling_options) -> Stre
 
 
 def chat(message, sampling: Sampling | None = None, system: str | None = None, keep: bool = True,
-         tools=None, run_tools: bool = False, **sampling_options):
+         tools=None, run_tools: bool = False, max_rounds: int = MAX_ROUNDS, **sampling_options):
     """Continue the kernel's conversation with `message` (text, or OpenAI-shaped messages whose
     content may be a list of parts); returns a Stream of the reply. keep=False answers it alone.
     Options besides sampling: think, max_thinking, tool_choice. `tools`: Python functions the
     model may call; their calls come back in `result.tool_calls`, and nothing runs unless
     run_tools=True, which runs the tool loop to its end and returns the last round's Result
-    (`.rounds` holds the earlier ones; each call and result is printed)."""
+    (`.rounds` holds the earlier ones; each call and result is printed; at most `max_rounds`)."""
     session = get_session()
     if run_tools:
         return session.chat_loop(message, sampling, system=system, keep=keep, tools=tools, run_tools=True,
-                                 show=print, **sampling_options)
+                                 show=print, max_rounds=max_rounds, **sampling_options)
     return session.chat(message, sampling, system=system, keep=keep, tools=tools, **sampling_options)
 
 

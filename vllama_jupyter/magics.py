@@ -17,6 +17,7 @@ from .interpolate import interpolate
 from .sampling import Sampling
 from .session import get_session
 from .streaming import FORMATS, Renderer
+from .tools import MAX_ROUNDS
 
 CHAT_ONLY = ("think", "max_thinking", "tool_choice")   # options that make a cell a chat turn
 
@@ -129,6 +130,7 @@ class VllamaMagics(Magics):
     @argument("--chat", action="store_true", help="continue the kernel's conversation")
     @argument("--tools", metavar="F,G", help="notebook functions the model may call (names, comma-separated)")
     @argument("--run-tools", action="store_true", help="run the calls the model makes and send it the results")
+    @argument("--max-rounds", type=int, default=MAX_ROUNDS, metavar="N", help="most rounds of tool calls (default 8)")
     @argument("-f", "--format", choices=FORMATS, help="how to show the output")
     @argument("-o", "--out", help="store the Result in this variable")
     @argument("--no-stream", action="store_true", help="show the output only when done")
@@ -189,7 +191,7 @@ class VllamaMagics(Magics):
 
         if args.chat or args.system or tools or any(given[k] is not None for k in CHAT_ONLY):
             result = session.chat_loop(prompt.strip(), s, system=args.system, keep=args.chat, tools=tools,
-                                       run_tools=args.run_tools, render=render, show=print)
+                                       run_tools=args.run_tools, render=render, show=print, max_rounds=args.max_rounds)
         else:
             result = render(session.stream(prompt, s))
         if args.out:

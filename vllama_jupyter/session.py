@@ -263,20 +263,24 @@ class Session:
         return self._guarded(eng.chat(msgs, s, schemas(table)), remember)
 
     def chat_loop(self, message, sampling: Sampling | None = None, system: str | None = None, keep: bool = True,
-                  tools=None, run_tools: bool = False, render=None, show=None, **overrides) -> Result:
+                  tools=None, run_tools: bool = False, render=None, show=None, max_rounds: int = MAX_ROUNDS,
+                  **overrides) -> Result:
         """Chat with tools to the end: each round's calls are shown and, with run_tools=True, run,
-        their results sent back, and the model asked again (at most tools.MAX_ROUNDS rounds).
+        their results sent back, and the model asked again (at most `max_rounds` rounds, 8 by default).
         `render(stream) -> Result` shows a round (default: none), `show(line)` a call or result.
         Returns the last round's Result; `.rounds` holds the ones before it."""
         s = Sampling.make(sampling, **overrides)
         table = make_tools(tools)
         check_choice(s.tool_choice, table)
+        if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
+            raise VllamaError(f"max_rounds must be a whole number >= 1 (got {max_rounds!r}): how many times the model "
+                              "may be asked again after its tool calls")
         render = render or (lambda st: st.run())
         show = show or (lambda line: None)
         eng = self._engine()
         msgs = fit_context(eng, self._conversation(message, system, keep), s)
         rounds: list[Result] = []
-        for _ in range(MAX_ROUNDS):
+        for _ in range(max_rounds):
             result = render(self._guarded(self._engine().chat(msgs, s, schemas(table))))
             rounds.append(result)
             if result.finish_reason == "error":
@@ -297,7 +301,8 @@ class Session:
                 s = replace(s, tool_choice="auto")   # a forced call is forced once; then the model answers
         else:
             from .errors import notice
-            notice(f"stopped after {MAX_ROUNDS} rounds of tool calls: the model kept calling tools")
+            notice(f"stopped after {max_rounds} round{'s' if max_rounds > 1 else ''} of tool calls: the model kept "
+                   "calling tools (raise max_rounds, --max-rounds, to let it go on)")
         if keep:
             self.history[:] = msgs
         final = rounds[-1]
