@@ -215,9 +215,15 @@ def test_shared_engine_speaks_reasoning_and_tool_calls_to_openai_clients(qwen3, 
         chunks = list(client.chat.completions.create(
             model=info["model"], messages=[{"role": "user", "content": "Who goes there?"}], stream=True,
             temperature=0, max_tokens=120, extra_body={"grammar": THINK}))
+        assert chunks[0].choices[0].delta.role == "assistant"
         thought = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
         answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert thought.strip() and answer[0].isupper() and "<think>" not in thought + answer
+        with pytest.raises(Exception, match="max_tokens must be a whole number >= 1"):
+            client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}], max_tokens=0)
+        short = client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}],
+                                               max_completion_tokens=3, temperature=0)
+        assert short.usage.completion_tokens == 3 and short.choices[0].finish_reason == "length"
         with pytest.raises(Exception, match="n=2 is not supported by the shared vllama engine"):
             client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}], n=2)
         lp = client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}],
