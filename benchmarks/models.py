@@ -183,6 +183,46 @@ def _qwen3_tokenizer() -> tuple[list, int]:
     return out, vocab
 
 
+def real_tokenizer(name: str = "qwen2") -> Path:
+    """A small random-weight model whose tokenizer and chat template are the real ones of `name`."""
+    from gguf import GGUFReader, GGUFValueType
+
+    path = CACHE / f"random-llama-{name}-vocab.gguf"
+    if path.exists():
+        return path
+    reader = GGUFReader(str(vocab_file(name)))
+    part = path.with_suffix(".part")
+    w = _writer(part, SMALL, f"random llama with the {name} tokenizer")
+    vocab = 0
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        value = field.contents()
+        sub = field.types[1] if field.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(key, value, field.types[0], sub_type=sub)
+        if key == "tokenizer.ggml.tokens":
+            vocab = len(value)
+    _weights(w, SMALL, vocab)
+    os.replace(part, path)
+    return path
+
+
+def long_context_hf(ctx: int = 4096) -> Path:
+    """The embedded model's HF form with max_position_embeddings = ctx (same weights), so vLLM
+    takes a context longer than the 1,024 tokens it was trained on."""
+    from vllama_jupyter.models import EMBEDDED_DIR
+
+    path = CACHE / f"tiny-shakespeare-hf-{ctx}"
+    if not path.exists():
+        shutil.copytree(EMBEDDED_DIR / "hf", str(path) + ".part")
+        config = Path(str(path) + ".part") / "config.json"
+        data = json.loads(config.read_text())
+        data["max_position_embeddings"] = ctx
+        config.write_text(json.dumps(data, indent=2))
+        os.replace(str(path) + ".part", path)
+    return path
+
+
 def chat_model_hf(template: str = "Qwen-Qwen3-0.6B") -> Path:
     """The same tokenizer and template as chat_model(), as a Hugging Face folder for vLLM: the
     tokenizer converted from that GGUF by transformers, a small random-weight Llama beside it."""
