@@ -5,6 +5,10 @@
                      vocabulary (151,936 tokens) and chat template, taken from the vocabulary-only
                      GGUF in llama-cpp-python's source distribution (from PyPI)
   long_context_hf()  the embedded model's HF folder, allowed a 4,096-token context (vLLM)
+  templates()        the real chat templates llama.cpp vendors, by name
+  chat_model(t)      a random-weight model with Qwen's real vocabulary (and Qwen3's and gpt-oss's
+                     added tokens) and the real template t, for thinking and tool tests
+  chat_model_hf(t)   the same tokenizer and template as a Hugging Face folder (vLLM)
 
 Built once into $VLLAMA_BENCH_CACHE (default ~/.cache/vllama-jupyter).
 """
