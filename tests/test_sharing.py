@@ -181,7 +181,16 @@ def test_a_killed_owner_fails_one_client_cell_then_the_client_loads_its_own(runt
     try:
         assert a.execute("%vllama load embedded --engine llamacpp\n%vllama share").status == "ok"
         assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "openai"
-        os.kill(a.value("__import__('os').getpid()"), 9)
+        pid = a.value("__import__('os').getpid()")
+        os.kill(pid, 9)
+        deadline = time.monotonic() + 30   # until the kill has landed (a zombie: its parent has not reaped it)
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.05)
         line = failed_line(b.execute(GREEDY))
         assert "the shared engine of another notebook" in line and ("has stopped" in line or "stopped answering" in line)
         assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "llamacpp"

@@ -42,6 +42,7 @@ class Session:
     sharing: object | None = None      # share.Sharing while this kernel shares its engine
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _refs: dict = field(default_factory=dict)      # (text, engine) -> resolved reference
+    _abandoned: set = field(default_factory=set)   # pids of shared engines this kernel let go of
 
     @property
     def choice(self) -> selection.Choice | None:
@@ -119,7 +120,7 @@ class Session:
         if (model is not None or engine is not None or options or self.config_engine or self.sharing
                 or os.environ.get("VLLAMA_ENGINE") or not share.enabled()):
             return None
-        found = share.live_shares()
+        found = [f for f in share.live_shares() if f["pid"] not in self._abandoned]
         if not found:
             return None
         info = found[0]
@@ -234,6 +235,7 @@ class Session:
         """Another notebook's shared engine went away: let go of it, so the next request loads here."""
         eng = self.engine
         if eng is not None and getattr(eng, "shared_by", None) and eng.dead():
+            self._abandoned.add(eng.shared_by)   # a dying kernel may still look alive for a moment
             self._close_engine()
             self.loaded = None
             self._notify()

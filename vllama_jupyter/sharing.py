@@ -38,7 +38,7 @@ def _alive(pid) -> bool:
     if not (isinstance(pid, int) and pid > 0):
         return False
     try:   # a killed kernel its parent has not reaped yet is a zombie: gone all the same
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
     except psutil.Error:
         return False
 
