@@ -31,6 +31,8 @@ AROUND = {"deepseek": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end�
 
 # what closes a thought that has gone on too long (max_thinking), per format
 CLOSE = {"think": "\n</think>\n\n", "harmony": "<|end|><|start|>assistant<|channel|>final<|message|>"}
+# what closes a thought before a forced tool call (gpt-oss's call starts its own message)
+CLOSE_FOR_CALL = {**CLOSE, "harmony": "<|end|>"}
 
 
 class Splitter:

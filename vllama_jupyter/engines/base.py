@@ -155,12 +155,12 @@ class BaseEngine:
     @staticmethod
     def forced_call(tools: list[dict], s: Sampling, splitter) -> str:
         """The grammar of a forced tool call; a thought the prompt opened is closed first."""
-        from ..reasoning import CLOSE
+        from ..reasoning import CLOSE_FOR_CALL
         from ..tools import call_grammar
 
         if s.json_schema or s.grammar:
             raise VllamaError("give one constraint: json_schema, grammar, or a forced tool_choice")
-        before = ("<|end|>" if splitter.fmt == "harmony" else CLOSE[splitter.fmt]) if splitter.state == "reasoning" else ""
+        before = CLOSE_FOR_CALL[splitter.fmt] if splitter.state == "reasoning" else ""
         return call_grammar(tools, s.tool_choice, splitter.tools, before)
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
