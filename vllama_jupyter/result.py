@@ -216,6 +216,9 @@ class Stream:
                     self.first_text_time = d.t
                 d = self._split(d)
             self._record(d)
+        except KeyboardInterrupt:   # an interrupt can land between two tokens too
+            self._end("interrupted")
+            raise
         except BaseException:
             self._end("error")
             raise
