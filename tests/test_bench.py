@@ -7,6 +7,8 @@ from vllama_jupyter import bench
 from vllama_jupyter.bench.metrics import Record, describe, summarize
 from vllama_jupyter.errors import VllamaError
 
+from .helpers import needs_vllm
+
 
 def test_metrics_match_hand_computation():
     # request A: start 0, deltas at 0.10 (first text), 0.15, 0.25 -> 3 tokens
@@ -73,8 +75,8 @@ def test_bad_bench_arguments(session):
 
 @pytest.mark.slow
 @pytest.mark.vllm
+@needs_vllm
 def test_real_vllm_run_runs_requests_together(session):
-    pytest.importorskip("vllm")
     try:
         res = bench.run(engine="vllm", num_requests=8, concurrency=[1, 4], max_tokens=16, warmup=1)
     finally:

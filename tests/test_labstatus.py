@@ -6,7 +6,8 @@ from vllama_jupyter.bench.kernel import Kernel, open_comm
 
 
 def comm_messages(k: Kernel, comm_id: str, seconds: float = 3.0, until=None) -> list[dict]:
-    """iopub messages of this comm (any parent) for a while, or until `until(data)` is true."""
+    """iopub messages of this comm (any parent) for a while, or until `until(data)` is true (a
+    failure when no message meets it in time)."""
     out = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -17,7 +18,8 @@ def comm_messages(k: Kernel, comm_id: str, seconds: float = 3.0, until=None) -> 
         if msg["content"].get("comm_id") == comm_id:
             out.append(msg)
             if until and msg["msg_type"] == "comm_msg" and until(msg["content"]["data"]):
-                break
+                return out
+    assert until is None, f"no message of the comm met the condition in {seconds} s: {out}"
     return out
 
 

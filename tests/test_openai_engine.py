@@ -12,6 +12,7 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.engines.openai import Engine
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.servers import free_port, make
+from .helpers import needs_vllm
 from .insight import check_embed, check_fit_context, check_logprobs, check_record_and_replay
 
 KEY_ENV = "VLLAMA_TEST_API_KEY"
@@ -187,10 +188,8 @@ def test_api_key_in_no_output_and_no_saved_notebook(llama_server, tmp_path):
     assert KEY not in text and "another-secret-value" not in text
 
 
-vllm = pytest.importorskip("vllm", reason="vLLM is not installed")
-
-
 @pytest.mark.slow
+@needs_vllm
 def test_vllm_serve_stream_batch_cancel(engine):
     server = make("vllm").start(timeout=600)
     try:

@@ -7,7 +7,7 @@ from vllama_jupyter import provenance
 
 
 def test_sha256_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLLAMA_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "m.gguf"
     model.write_bytes(b"weights" * 1000)
     want = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -22,7 +22,7 @@ def test_sha256_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
 
 
 def test_a_cached_digest_is_reused_without_reading_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLLAMA_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "m.gguf"
     model.write_bytes(b"abc")
     st = model.stat()
@@ -41,7 +41,7 @@ def test_hub_models_are_identified_by_revision(tmp_path):
 
 
 def test_a_model_folder_has_one_digest_over_its_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLLAMA_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "hf"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
@@ -49,3 +49,11 @@ def test_a_model_folder_has_one_digest_over_its_files(tmp_path, monkeypatch):
     first = provenance.identity(folder)["model_sha256"]
     (folder / "model.safetensors").write_bytes(b"v" * 100)
     assert provenance.identity(folder)["model_sha256"] != first
+
+
+def test_the_cache_lives_in_vllama_cache_else_under_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLAMA_CACHE", str(tmp_path / "mine"))
+    assert provenance.cache_file() == tmp_path / "mine" / "sha256.json"
+    monkeypatch.delenv("VLLAMA_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert provenance.cache_file() == tmp_path / "xdg" / "vllama-jupyter" / "sha256.json"

@@ -1,8 +1,8 @@
 """vLLM's Ray executor against a real one-node Ray cluster started on 127.0.0.1 by this test.
-On a GPU host the embedded model loads through it, streams and unloads. vLLM's CPU build cannot
-run the Ray executor ("current platform cpu does not support ray"): there the test proves the
-cluster runs and is reachable at the address given, that the load is refused with that reason
-in one line before anything is freed (the loaded engine stays), and that no process is left."""
+The cluster runs and is reachable at the address given. Where vLLM's platform runs the Ray
+executor (a GPU host) the embedded model loads through it, streams and unloads; vLLM's CPU build
+cannot ("current platform cpu does not support ray"): there the load is refused with that reason
+in one line before anything is freed (the loaded engine stays). No Ray process is left."""
 import json
 import os
 import shutil
@@ -21,6 +21,9 @@ from vllama_jupyter.servers import free_port
 pytest.importorskip("vllm", reason="vLLM is not installed")
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'vllama-jupyter[ray]')")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+from vllm.platforms import current_platform  # noqa: E402
+
+RAY_RUNS = bool(current_platform.ray_device_key)
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -36,7 +39,8 @@ def ray_processes() -> list:
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster():
+    """A one-node Ray cluster on 127.0.0.1 with 2 CPUs, checked reachable from a fresh process."""
     port = free_port()
     temp = Path("/tmp") / f"ray-{port}"   # Ray's socket paths must stay short
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
@@ -44,30 +48,34 @@ def cluster(tmp_path):
                               "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
                               f"--temp-dir={temp}"], env=env, capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-    yield f"127.0.0.1:{port}"
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-    shutil.rmtree(temp, ignore_errors=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import ray, json; ray.init(address=%r, log_to_driver=False); "
+                                "print(json.dumps(ray.cluster_resources()))" % address],
+                               capture_output=True, text=True, timeout=180, env=env)
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        assert json.loads(probe.stdout.strip().splitlines()[-1])["CPU"] == 2.0
+        yield address
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_vllm_through_a_ray_cluster(cluster, session):
-    from vllm.platforms import current_platform
+@pytest.mark.skipif(RAY_RUNS, reason="this vLLM platform runs the Ray executor")
+def test_vllm_cpu_refuses_the_ray_executor_in_one_line(cluster, session):
+    before = session.engine
+    with pytest.raises(VllamaError) as e:
+        session.load(None, "vllm", distributed_executor_backend="ray", ray_address=cluster)
+    line = str(e.value)
+    assert "cannot run the Ray executor (vLLM: 'current platform cpu does not support ray')" in line, line
+    assert "\n" not in line and session.engine is before   # refused before anything was freed
 
+
+@pytest.mark.skipif(not RAY_RUNS, reason=f"vLLM's {current_platform.device_name} platform cannot run the Ray "
+                                         "executor (a GPU host can)")
+def test_vllm_through_a_ray_cluster(cluster):
     from vllama_jupyter.engines.vllm import Engine
 
-    # the cluster is up on 127.0.0.1, with the CPUs it was given
-    probe = subprocess.run([sys.executable, "-c", "import ray, json; ray.init(address=%r, log_to_driver=False); "
-                            "print(json.dumps(ray.cluster_resources()))" % cluster],
-                           capture_output=True, text=True, timeout=180, env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"))
-    assert probe.returncode == 0, probe.stderr[-2000:]
-    assert json.loads(probe.stdout.strip().splitlines()[-1])["CPU"] == 2.0
-    if not current_platform.ray_device_key:   # vLLM's CPU build
-        before = session.engine
-        with pytest.raises(VllamaError) as e:
-            session.load(None, "vllm", distributed_executor_backend="ray", ray_address=cluster)
-        line = str(e.value)
-        assert "cannot run the Ray executor (vLLM: 'current platform cpu does not support ray')" in line, line
-        assert "\n" not in line and session.engine is before   # refused before anything was freed
-        return
     eng = Engine()
     try:
         eng.load(resolve(None, "vllm"), distributed_executor_backend="ray", ray_address=cluster)

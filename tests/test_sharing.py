@@ -29,7 +29,7 @@ def runtime(tmp_path, monkeypatch):
 
 
 def kernel(runtime, **env) -> Kernel:
-    k = Kernel(extra_env={"JUPYTER_RUNTIME_DIR": str(runtime), **env})
+    k = Kernel(extra_env={"JUPYTER_RUNTIME_DIR": str(runtime), "VLLAMA_SHARED": "1", **env})
     k.execute("%load_ext vllama_jupyter")
     return k
 

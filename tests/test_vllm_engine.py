@@ -194,7 +194,7 @@ def shared_vllm_streams_at_once(a, tmp_path):
     runtime = tmp_path / "runtime"
     runtime.mkdir()
     a.execute(f"import os; os.environ['JUPYTER_RUNTIME_DIR'] = {str(runtime)!r}\n%vllama share")
-    b = Kernel(extra_env={"JUPYTER_RUNTIME_DIR": str(runtime)})
+    b = Kernel(extra_env={"JUPYTER_RUNTIME_DIR": str(runtime), "VLLAMA_SHARED": "1"})
     try:
         b.execute("%load_ext vllama_jupyter")
         for k in (a, b):

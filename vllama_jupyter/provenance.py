@@ -15,8 +15,9 @@ _memo: dict[tuple, str] = {}
 
 
 def cache_file() -> Path:
+    """$VLLAMA_CACHE/sha256.json; by default under $XDG_CACHE_HOME (~/.cache)/vllama-jupyter."""
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "vllama-jupyter" / "sha256.json"
+    return Path(os.environ.get("VLLAMA_CACHE") or os.path.join(root, "vllama-jupyter")) / "sha256.json"
 
 
 def _key(path: Path) -> tuple:

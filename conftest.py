@@ -1,0 +1,21 @@
+"""The test run's own world, for tests/ and notebooks/ alike: a private Jupyter runtime, config
+and data dir, IPython dir and vllama cache, no shared engine found (VLLAMA_SHARED=0: the sharing
+tests turn it on for the kernels that need it) and none of the user's VLLAMA_* settings. Kernels,
+servers and JupyterLab started by the tests inherit it, so a user's open notebooks and the suite
+do not see each other. Test models stay cached in $VLLAMA_BENCH_CACHE (benchmarks/models.py)."""
+import atexit
+import os
+import shutil
+import tempfile
+
+KEEP = {"VLLAMA_BENCH_CACHE", "VLLAMA_SETUP_VLLM"}   # how the suite is set up, not the user's settings
+
+_home = tempfile.mkdtemp(prefix="vllama-tests-")
+atexit.register(shutil.rmtree, _home, ignore_errors=True)
+for _name in [n for n in os.environ if n.startswith("VLLAMA_") and n not in KEEP]:
+    del os.environ[_name]
+for _name, _dir in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_CONFIG_DIR", "config"),
+                    ("JUPYTER_DATA_DIR", "data"), ("IPYTHONDIR", "ipython"), ("VLLAMA_CACHE", "cache")):
+    os.environ[_name] = os.path.join(_home, _dir)
+    os.makedirs(os.environ[_name])
+os.environ["VLLAMA_SHARED"] = "0"
