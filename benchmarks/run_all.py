@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 
 from paired import Ratio, show  # noqa: E402
 
-PARTS = ("bench_magic", "bench_decode", "bench_tokenizer", "bench_chat", "bench_remote", "bench_shared", "bench_vllm")
+PARTS = ("bench_magic", "bench_decode", "bench_tokenizer", "bench_chat", "bench_remote", "bench_shared", "bench_first_cell", "bench_vllm")
 QUICK_PARTS = PARTS[:-1]   # all but vLLM
 
 

@@ -25,6 +25,7 @@ def test_quick_harness_writes_every_ratio_with_its_pairs(tmp_path):
     assert any("Qwen2 byte-level BPE" in n for n in names)
     assert any("chat follow-up" in n for n in names)
     assert any("in-process / server" in n for n in names) and any("shared / in-process" in n for n in names)
+    assert any("first cell, hash in background" in n for n in names)
     assert data["failed"] == []
     for x in data["ratios"]:
         assert x["pairs"] >= 3 and len(x["every_pair"]) == x["pairs"]

@@ -57,3 +57,25 @@ def test_the_cache_lives_in_vllama_cache_else_under_xdg_cache_home(tmp_path, mon
     monkeypatch.delenv("VLLAMA_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert provenance.cache_file() == tmp_path / "xdg" / "vllama-jupyter" / "sha256.json"
+
+
+def test_a_large_model_still_being_hashed_is_pending_and_the_cell_does_not_wait(tmp_path, monkeypatch):
+    """A FIFO keeps the background hash running until the test writes to it."""
+    monkeypatch.setenv("VLLAMA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(provenance, "WAIT_BYTES", -1)   # every model counts as large
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    provenance.prefetch(fifo)
+    assert provenance.identity(fifo, wait=False) == {"model_sha256": "pending"}
+    with open(fifo, "wb") as w:
+        w.write(b"weights")
+    provenance._jobs[str(fifo)].join(10)
+    assert not provenance._jobs[str(fifo)].is_alive()
+
+
+def test_loading_a_model_starts_its_hash(session):
+    session.load(None, "llamacpp")
+    assert str(session.engine.ref.path) in provenance._jobs
+    from vllama_jupyter import Sampling
+
+    assert len(session.engine.provenance(Sampling())["model_sha256"]) == 64   # small: hashed on the spot

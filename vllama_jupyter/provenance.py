@@ -93,21 +93,47 @@ def _identity(path: Path) -> dict:
     return {"model_sha256": digest}
 
 
+PENDING = "pending"        # the record's model_sha256 while a large model is still being hashed
+WAIT_BYTES = 64 * 2**20   # a model this small is hashed on the spot (milliseconds); a larger one never holds a cell
+
+
+def _low_priority() -> None:
+    try:   # Linux: the priority of this thread only
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
+def _background(path: Path) -> None:
+    _low_priority()
+    _identity(path)
+
+
 def prefetch(path: Path) -> None:
-    """Start hashing `path` in the background (a model just loaded), so its record is ready soon."""
+    """Start hashing `path` in a low-priority background thread (a model just loaded)."""
     key = str(path)
     with _lock:
         if key in _jobs and _jobs[key].is_alive():
             return
-        t = _jobs[key] = threading.Thread(target=_identity, args=(path,), name="vllama-sha256", daemon=True)
+        t = _jobs[key] = threading.Thread(target=_background, args=(path,), name="vllama-sha256", daemon=True)
     t.start()
 
 
-def identity(path: Path) -> dict:
-    """{'model_revision': commit} for hub models, else {'model_sha256': hex}; waits for the
-    background hash of the same path when one is running (the result is cached)."""
+def _size(path: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    except OSError:
+        return 0
+
+
+def identity(path: Path, wait: bool = True) -> dict:
+    """{'model_revision': commit} for hub models, else {'model_sha256': hex}. A background hash of
+    the same path still running is waited for, except with wait=False for a model over
+    WAIT_BYTES: then {'model_sha256': 'pending'} (the hash is cached for the next record)."""
     job = _jobs.get(str(path))
-    if job is not None:
+    if job is not None and job.is_alive():
+        if not wait and hub_revision(path) is None and _size(path) > WAIT_BYTES:
+            return {"model_sha256": PENDING}
         job.join()
     return _identity(path)
 

@@ -168,6 +168,7 @@ class Session:
             new.close()
             raise
         self.engine, self.loaded = new, spec
+        new.prefetch_identity()   # the record's model hash, computed in the background
 
     def _restore(self, previous: Loaded | None) -> str:
         """Load `previous` back after a failed load; the words that tell the user how it went."""

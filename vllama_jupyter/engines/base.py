@@ -11,6 +11,7 @@ from dataclasses import replace
 from ..errors import VllamaError
 from ..result import Result, Stream
 from ..messages import check_messages
+from ..provenance import PENDING
 from ..reasoning import Splitter, opens_thinking
 from ..sampling import Sampling, settings
 from ..templates import plain_prompt, reasoning_format, render_template, think_kwargs, tool_format
@@ -63,9 +64,17 @@ class BaseEngine:
         raise NotImplementedError
 
     def identity(self) -> dict:
-        """What identifies the loaded model: {'model_sha256': ...} or {'model_revision': ...}."""
+        """What identifies the loaded model: {'model_sha256': ...} or {'model_revision': ...};
+        a large model's hash may still be 'pending' (it runs in the background from the load)."""
         from ..provenance import identity
-        return identity(self.ref.path)
+        return identity(self.ref.path, wait=False)
+
+    def prefetch_identity(self) -> None:
+        """Start what `identity` needs in the background (called once the model is loaded)."""
+        from ..provenance import prefetch
+        ref = getattr(self, "ref", None)
+        if ref is not None and ref.path.exists():
+            prefetch(ref.path)
 
     def settings(self) -> dict:
         """The options the engine runs with (for the record)."""
@@ -88,10 +97,13 @@ class BaseEngine:
                 ctx = self.context_length()
             except VllamaError:
                 ctx = None
-            self._about = {"engine": self.name, "engine_version": self.version(), "model": self.model_name,
-                           **self.identity(), "context_length": ctx,
-                           "engine_options": json.loads(json.dumps(self.settings(), default=str)),
-                           "hardware": hardware_line(), "vllama_jupyter": __version__}
+            about = {"engine": self.name, "engine_version": self.version(), "model": self.model_name,
+                     **self.identity(), "context_length": ctx,
+                     "engine_options": json.loads(json.dumps(self.settings(), default=str)),
+                     "hardware": hardware_line(), "vllama_jupyter": __version__}
+            if about.get("model_sha256") == PENDING:   # the next record has it
+                return {**about, "sampling": settings(s)}
+            self._about = about
         return {**self._about, "sampling": settings(s)}
 
     def count_tokens(self, text: str) -> int:

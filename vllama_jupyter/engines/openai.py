@@ -295,6 +295,9 @@ class Engine(Endpoints, BaseEngine):
     def identity(self) -> dict:
         return {"server": self.url}
 
+    def prefetch_identity(self) -> None:
+        pass
+
     def settings(self) -> dict:
         return {"preset": self.preset_name, "context_length": self.max_model_len}
 

@@ -74,7 +74,7 @@ class Worker:
                     items.put(_END)
         self._tasks.put(task)
         finished = False
-        last = time.perf_counter()
+        last = float("-inf")   # the first item is waited for at once
         try:
             while True:
                 if items.empty() and time.perf_counter() - last < BURST_S:
