@@ -248,9 +248,11 @@ EMBEDDINGS = [
 
 
 def write(name: str, cells: list, folder: Path) -> None:
-    nb = new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"}})
+    metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                "language_info": {"name": "python"}}
+    if name in NEEDS_VLLM:   # the tests skip it, with this reason, where vLLM is not installed
+        metadata["vllama"] = {"needs": "vllm"}
+    nb = new_notebook(cells=cells, metadata=metadata)
     for i, cell in enumerate(nb.cells):
         cell.id = f"{Path(name).stem[:2]}-{i:02d}"   # stable ids: regenerating changes nothing
     nbformat.write(nb, folder / name)
@@ -260,6 +262,7 @@ NOTEBOOKS = {"01_quickstart.ipynb": QUICKSTART, "02_benchmark_engines.ipynb": BE
              "03_batch_inference.ipynb": BATCH, "04_in_process_vs_server.ipynb": SERVER,
              "05_panel.ipynb": PANEL, "06_benchmark_reference.ipynb": REFERENCE,
              "07_embeddings.ipynb": EMBEDDINGS}
+NEEDS_VLLM = {"02_benchmark_engines.ipynb", "03_batch_inference.ipynb"}   # they compare it with llama.cpp
 
 if __name__ == "__main__":
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "notebooks"
