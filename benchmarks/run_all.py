@@ -1,7 +1,7 @@
 """Every performance ratio of vllama-jupyter, measured in one run on this machine, as one table.
 
     .venv/bin/python benchmarks/run_all.py               # about 6-9 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/run_all.py --quick       # a smoke run: every part but vLLM, fewer and shorter pairs
+    .venv/bin/python benchmarks/run_all.py --quick       # a smoke run: no vLLM, no llama.cpp tools build; fewer, shorter pairs
     .venv/bin/python benchmarks/run_all.py --reference   # also keep this run as benchmarks/results/reference
 
 Every ratio compares two things measured alternately in the same run (see paired.py) and is shown
@@ -28,8 +28,9 @@ sys.path.insert(0, str(HERE))
 
 from paired import Ratio, show  # noqa: E402
 
-PARTS = ("bench_magic", "bench_decode", "bench_tokenizer", "bench_chat", "bench_remote", "bench_shared", "bench_first_cell", "bench_vllm")
-QUICK_PARTS = PARTS[:-1]   # all but vLLM
+PARTS = ("bench_magic", "bench_decode", "bench_tokenizer", "bench_chat", "bench_remote", "bench_shared", "bench_first_cell", "bench_native",
+         "bench_vllm")
+QUICK_PARTS = tuple(p for p in PARTS if p not in ("bench_native", "bench_vllm"))   # no builds, no vLLM
 
 
 def facts() -> dict:
@@ -92,7 +93,7 @@ def plot(ratios: list[Ratio], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a smoke run: every part but vLLM, fewer and shorter pairs")
+    p.add_argument("--quick", action="store_true", help="a smoke run: no vLLM, no llama.cpp tools build; fewer, shorter pairs")
     p.add_argument("--reference", action="store_true", help="keep this run as benchmarks/results/reference")
     p.add_argument("--out", default=str(HERE / "results"), help="where each run's folder goes")
     a = p.parse_args(argv)

@@ -20,7 +20,7 @@ from ..result import Delta, Stream, TokenLogprob
 from ..sampling import Sampling, StopMatcher, with_seed
 from .base import BaseEngine, as_matrix, check_texts
 from .worker import Worker, shared as shared_worker
-from .gguf import check_options, check_gguf, check_memory, last_error, logs, probe, route_logs, trained_context
+from .gguf import check_options, check_gguf, check_memory, last_error, lib, logs, probe, route_logs, trained_context
 
 
 class Detokenizer:
@@ -69,7 +69,7 @@ class Engine(BaseEngine):
         return ref
 
     def load(self, ref: ModelRef, **options) -> None:
-        import llama_cpp
+        llama_cpp = lib()
         import psutil
 
         route_logs()
@@ -105,7 +105,7 @@ class Engine(BaseEngine):
     def _is_eog(self, tok: int) -> bool:
         eog = self._eog.get(tok)
         if eog is None:
-            import llama_cpp
+            llama_cpp = lib()
 
             eog = self._eog[tok] = tok == self._eos or bool(llama_cpp.llama_vocab_is_eog(self._vocab, tok))
         return eog
@@ -118,7 +118,7 @@ class Engine(BaseEngine):
         return self.llm.n_vocab()
 
     def version(self) -> str:
-        import llama_cpp
+        llama_cpp = lib()
         return llama_cpp.__version__
 
     def settings(self) -> dict:
@@ -198,7 +198,7 @@ class Engine(BaseEngine):
     def _gbnf(self, text: str):
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        import llama_cpp
+        llama_cpp = lib()
 
         # parse it here, so a bad grammar fails before anything runs; the parser writes its
         # complaint to the C stderr, which is caught for the message
@@ -288,22 +288,36 @@ class Engine(BaseEngine):
             tokens.close()
 
     def _scorer(self, n: int):
-        """token id -> TokenLogprob from the logits the token was just sampled from."""
-        import llama_cpp
+        """token id -> TokenLogprob from the logits the token was just sampled from. Per token:
+        one float32 pass for the log-sum-exp, and the top n from a few hundred candidates, not
+        from a sort of the whole vocabulary."""
         import numpy as np
 
+        llama_cpp = lib()
         ctx, vocab = self.llm._ctx.ctx, self.llm.n_vocab()
         text = self._piece_text
+        work = np.empty(vocab, np.float32)
+        n = min(n, vocab)
 
         def score(tok: int) -> TokenLogprob:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(vocab,)).astype(np.float64)
-            peak = logits.max()
-            logp = logits - (peak + np.log(np.exp(logits - peak).sum()))
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(vocab,))
+            peak = float(logits.max())
+            np.subtract(logits, peak, out=work)
+            lse = peak + float(np.log(np.exp(work, out=work).sum()))
             top = ()
             if n:
-                best = np.argpartition(-logp, n - 1)[:n]
-                top = tuple((text(int(i)), float(logp[i])) for i in best[np.argsort(-logp[best])])
-            return TokenLogprob(text(tok), float(logp[tok]), top, tok)
+                # the n-th largest of every 64th logit is at most the n-th largest of all: the
+                # logits at or above it hold the top n (about 64 n of them)
+                sample = logits[::64] if vocab >= 64 * n else logits
+                cut = np.partition(sample, len(sample) - n)[len(sample) - n]
+                cand = np.flatnonzero(logits >= cut)
+                vals = logits[cand]
+                if len(cand) > n:
+                    keep = np.argpartition(vals, len(cand) - n)[len(cand) - n:]
+                    cand, vals = cand[keep], vals[keep]
+                order = cand[np.argsort(-vals, kind="stable")]
+                top = tuple((text(int(i)), float(logits[i]) - lse) for i in order)
+            return TokenLogprob(text(tok), float(logits[tok]) - lse, top, tok)
         return score
 
     def _piece_text(self, tok: int) -> str:
@@ -328,7 +342,7 @@ class Engine(BaseEngine):
 
     def _embedder(self):
         if self._embedding is None:
-            import llama_cpp
+            llama_cpp = lib()
 
             meta = check_gguf(self.ref.path)
             n_ctx = self.llm.n_ctx()
@@ -349,7 +363,7 @@ class Engine(BaseEngine):
             raise VllamaError("no model is loaded: call load() first")
 
     def info(self) -> dict:
-        import llama_cpp
+        llama_cpp = lib()
         import psutil
 
         self._require()
