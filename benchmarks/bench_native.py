@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 
 from models import qwen_shaped
@@ -88,6 +89,10 @@ def main(quick: bool = False) -> list[Ratio]:
                           lambda: bench_ts(tools["llama-bench"], big, threads, 512, 0), pairs=n, unit="tokens/s"))
     finally:
         local.close()
+    for r in out:   # the medians behind each ratio
+        a, b = (statistics.median(p[i] for p in r.pairs) for i in (0, 1))
+        scale, unit = (1000, "ms") if r.unit == "s" else (1, r.unit)
+        r.note = f"{a * scale:.1f} vs {b * scale:.1f} {unit}"
     return out
 
 

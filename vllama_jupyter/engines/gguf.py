@@ -6,31 +6,10 @@ from __future__ import annotations
 import ctypes
 import inspect
 import logging
-import os
-import sys
 from collections import deque
 from pathlib import Path
 
 from ..errors import VllamaError
-
-
-# How long libgomp's threads spin after work before they sleep (in its spin units; about 2.5 s
-# here). llama.cpp's threads sleeping between cells cost a short request ~4 ms to wake; the spin
-# costs at most that long of one core after each request. GOMP_SPINCOUNT set by the user wins.
-SPIN = "100000000"
-
-
-def lib():
-    """llama-cpp-python; imported first with GOMP_SPINCOUNT=SPIN for libgomp, which reads it once
-    when it loads (taken out of the environment again, so child processes do not inherit it)."""
-    if "llama_cpp" not in sys.modules and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = SPIN
-        try:
-            import llama_cpp
-        finally:
-            del os.environ["GOMP_SPINCOUNT"]
-    import llama_cpp
-    return llama_cpp
 
 
 def check_gguf(path: Path) -> dict:
@@ -75,7 +54,7 @@ _SHAPE_KEYS = (".context_length", ".pooling_type", ".block_count", ".embedding_l
 
 
 def check_options(options: dict) -> None:
-    llama_cpp = lib()
+    import llama_cpp
 
     allowed = set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
     allowed.add("prompt_cache")   # ours: reuse the KV cache of a shared prompt prefix
@@ -126,7 +105,7 @@ def check_memory(path: Path, meta: dict, n_ctx: int) -> None:
 def probe(path: Path) -> None:
     """Read the model's architecture, hyper-parameters and vocabulary (no weights): a model this
     llama.cpp cannot run is refused here, before anything loaded is given up."""
-    llama_cpp = lib()
+    import llama_cpp
 
     route_logs()
     params = llama_cpp.llama_model_default_params()
@@ -151,7 +130,7 @@ def route_logs() -> None:
     global _callback
     if _callback is not None:
         return
-    llama_cpp = lib()
+    import llama_cpp
 
     last = [logging.DEBUG]
 

@@ -20,7 +20,7 @@ from ..result import Delta, Stream, TokenLogprob
 from ..sampling import Sampling, StopMatcher, with_seed
 from .base import BaseEngine, as_matrix, check_texts
 from .worker import Worker, shared as shared_worker
-from .gguf import check_options, check_gguf, check_memory, last_error, lib, logs, probe, route_logs, trained_context
+from .gguf import check_options, check_gguf, check_memory, last_error, logs, probe, route_logs, trained_context
 
 
 class Detokenizer:
@@ -69,7 +69,7 @@ class Engine(BaseEngine):
         return ref
 
     def load(self, ref: ModelRef, **options) -> None:
-        llama_cpp = lib()
+        import llama_cpp
         import psutil
 
         route_logs()
@@ -105,7 +105,7 @@ class Engine(BaseEngine):
     def _is_eog(self, tok: int) -> bool:
         eog = self._eog.get(tok)
         if eog is None:
-            llama_cpp = lib()
+            import llama_cpp
 
             eog = self._eog[tok] = tok == self._eos or bool(llama_cpp.llama_vocab_is_eog(self._vocab, tok))
         return eog
@@ -118,7 +118,7 @@ class Engine(BaseEngine):
         return self.llm.n_vocab()
 
     def version(self) -> str:
-        llama_cpp = lib()
+        import llama_cpp
         return llama_cpp.__version__
 
     def settings(self) -> dict:
@@ -198,7 +198,7 @@ class Engine(BaseEngine):
     def _gbnf(self, text: str):
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        llama_cpp = lib()
+        import llama_cpp
 
         # parse it here, so a bad grammar fails before anything runs; the parser writes its
         # complaint to the C stderr, which is caught for the message
@@ -293,7 +293,7 @@ class Engine(BaseEngine):
         from a sort of the whole vocabulary."""
         import numpy as np
 
-        llama_cpp = lib()
+        import llama_cpp
         ctx, vocab = self.llm._ctx.ctx, self.llm.n_vocab()
         text = self._piece_text
         work = np.empty(vocab, np.float32)
@@ -342,7 +342,7 @@ class Engine(BaseEngine):
 
     def _embedder(self):
         if self._embedding is None:
-            llama_cpp = lib()
+            import llama_cpp
 
             meta = check_gguf(self.ref.path)
             n_ctx = self.llm.n_ctx()
@@ -363,7 +363,7 @@ class Engine(BaseEngine):
             raise VllamaError("no model is loaded: call load() first")
 
     def info(self) -> dict:
-        llama_cpp = lib()
+        import llama_cpp
         import psutil
 
         self._require()
