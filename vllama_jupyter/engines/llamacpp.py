@@ -291,9 +291,9 @@ class Engine(BaseEngine):
         """token id -> TokenLogprob from the logits the token was just sampled from. Per token:
         one float32 pass for the log-sum-exp, and the top n from a few hundred candidates, not
         from a sort of the whole vocabulary."""
+        import llama_cpp
         import numpy as np
 
-        import llama_cpp
         ctx, vocab = self.llm._ctx.ctx, self.llm.n_vocab()
         text = self._piece_text
         work = np.empty(vocab, np.float32)
