@@ -16,7 +16,7 @@ from .session import get_session
 from .tools import MAX_ROUNDS
 
 __version__ = "0.1.0"
-__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "panel", "bench_widget", "hardware",
+__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -81,13 +81,22 @@ def embed(texts, normalize: bool = True):
     return get_session().embed(texts, normalize)
 
 
-def share(idle_timeout: float = 1800.0) -> dict:
-    """Serve this kernel's loaded engine to your other notebooks: an OpenAI-compatible server on
-    127.0.0.1 with a random token, described in a runtime file (mode 0600) in Jupyter's runtime
-    directory. Kernels that load with no model named use it instead of loading their own copy.
-    It stops with this kernel, on unload() or stop_sharing(), or after `idle_timeout` seconds
-    without requests. Returns its url, runtime file and client count."""
-    return get_session().share(idle_timeout)
+def share(idle_timeout: float = 1800.0, port: int | None = None) -> dict:
+    """Serve this kernel's loaded engine to your other notebooks and to any OpenAI client on the
+    machine: the OpenAI API on 127.0.0.1 (`port`, default a free one) with a random token,
+    described in a runtime file (mode 0600) in Jupyter's runtime directory. Kernels that load with
+    no model named use it instead of loading their own copy. It stops with this kernel, on
+    unload() or stop_sharing(), or after `idle_timeout` seconds without requests. Returns its url,
+    runtime file, client count and copy-paste lines for scripts (see client())."""
+    return get_session().share(idle_timeout, port)
+
+
+def client(**kwargs):
+    """An `openai.OpenAI` client on a shared engine: this kernel's when it shares one, else the
+    newest of your other notebooks' (keyword arguments go to openai.OpenAI)."""
+    from . import sharing
+
+    return sharing.client(get_session().sharing, **kwargs)
 
 
 def stop_sharing() -> None:

@@ -60,6 +60,7 @@ def _subcommands() -> dict[str, Parser]:
     p = P["share"] = Parser("share", "serve this kernel's engine to your other notebooks (they use it when they name no model)")
     p.add_argument("--stop", action="store_true", help="stop sharing")
     p.add_argument("--idle-timeout", type=float, default=1800.0, metavar="S")
+    p.add_argument("--port", type=int, metavar="PORT", help="a fixed port on 127.0.0.1 (default: a free one)")
     P["unload"] = Parser("unload", "free the engine and its memory")
     p = P["models"] = Parser("models", "models this kernel can load (embedded, $VLLAMA_MODELS or the folders given, HF cache)")
     p.add_argument("folders", nargs="*")
@@ -338,10 +339,10 @@ class VllamaMagics(Magics):
             session.stop_sharing()
             print("not shared any more")
             return
-        info = session.share(a.idle_timeout)
+        info = session.share(a.idle_timeout, a.port)
         print(f"sharing {info['engine']} · {info['model']} at {info['url']} (token in {info['file']}, readable by you only)\n"
               "notebooks of this user that name no model now use it; it stops with this kernel, on unload, "
-              f"or after {info['idle_timeout_s']:.0f} s without requests")
+              f"or after {info['idle_timeout_s']:.0f} s without requests\n{info['how_to_use']}")
 
     def _cmd_unload(self, a):
         get_session().unload()

@@ -167,6 +167,26 @@ def trait(name: str):
 # -- OpenAI request bodies ---------------------------------------------------------------
 # Fields other names OpenAI clients send for the same option (the first one given wins).
 ALIASES = {"max_tokens": ("max_completion_tokens",)}
+# Request fields read besides the options' own (by from_openai below and the share server).
+READ_FIELDS = ("model", "prompt", "messages", "stream", "stream_options", "n", "tools", "tool_choice", "logprobs",
+               "top_logprobs", "response_format", "structured_outputs", "grammar", "json_schema", "reasoning_effort",
+               "chat_template_kwargs")
+# Fields OpenAI clients send routinely that change nothing in the tokens: accepted, not used.
+ROUTINE_FIELDS = ("user", "metadata", "store", "service_tier")
+# Fields that change the output and cannot be honoured, with the value that means "off" (accepted).
+NEUTRAL = {"best_of": 1, "frequency_penalty": 0, "presence_penalty": 0, "repetition_penalty": 1, "min_p": 0,
+           "logit_bias": {}, "echo": False, "suffix": None, "parallel_tool_calls": True, "min_tokens": 0}
+
+
+def check_fields(body: dict) -> None:
+    """One line for a field that would change the output and that we cannot honour."""
+    known = {o.wire for o in OPTIONS if o.wire} | {a for names in ALIASES.values() for a in names}
+    for key, v in body.items():
+        if key in NEUTRAL:
+            if v is not None and v != NEUTRAL[key] and not (key == "best_of" and v == body.get("n")):
+                raise VllamaError(f"{key}={v!r} is not supported by the shared vllama engine: leave it out")
+        elif key not in known and key not in READ_FIELDS and key not in ROUTINE_FIELDS:
+            raise VllamaError(f"unknown request field {key!r}: the shared vllama engine cannot honour it, leave it out")
 
 
 def from_openai(body: dict, chat: bool) -> dict:
@@ -185,13 +205,16 @@ def from_openai(body: dict, chat: bool) -> dict:
     elif body.get("logprobs") is not None:
         out["logprobs"] = body["logprobs"]
     structured = body.get("structured_outputs") if isinstance(body.get("structured_outputs"), dict) else {}
+    if set(structured) - {"json", "grammar"}:
+        raise VllamaError(f"structured_outputs {sorted(set(structured) - {'json', 'grammar'})[0]!r} is not supported "
+                          "by the shared vllama engine: use 'json' (a JSON schema) or 'grammar' (GBNF)")
     for key, field, kind in (("grammar", "grammar", str), ("json_schema", "json_schema", dict)):
         for v in (body.get(field), structured.get("json" if key == "json_schema" else key)):
             if isinstance(v, kind):
                 out[key] = v
     fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        out["json_schema"] = (fmt.get("json_schema") or {}).get("schema")
+    if fmt is not None and _response_format(fmt) is not None:
+        out["json_schema"] = _response_format(fmt)
     if body.get("reasoning_effort") is not None:
         out["think"] = body["reasoning_effort"]
     kwargs = body.get("chat_template_kwargs")
@@ -201,6 +224,19 @@ def from_openai(body: dict, chat: bool) -> dict:
     if tc is not None:
         out["tool_choice"] = tc["function"]["name"] if isinstance(tc, dict) and isinstance(tc.get("function"), dict) else tc
     return out
+
+
+def _response_format(fmt):
+    """response_format -> the JSON schema to constrain to (None: text)."""
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema" and isinstance(fmt.get("json_schema"), dict) and isinstance(fmt["json_schema"].get("schema"), dict):
+        return fmt["json_schema"]["schema"]
+    raise VllamaError("response_format must be {'type': 'text'}, {'type': 'json_object'} or "
+                      "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}")
 
 
 def to_openai(s, preset, chat: bool) -> dict:

@@ -15,6 +15,7 @@ from .errors import BusyError, VllamaError
 from .hardware import hardware
 from .result import Result, Stream
 from .sampling import Sampling
+from .sharing import SHARED_WAIT_S, SHARING_END_S, UNSHARED, Lease
 from .messages import check_messages
 from .templates import fit_context
 from .tools import MAX_ROUNDS, check_choice, make_tools, run_call, schemas, shown
@@ -43,6 +44,8 @@ class Session:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _refs: dict = field(default_factory=dict)      # (text, engine) -> resolved reference
     _abandoned: set = field(default_factory=set)   # pids of shared engines this kernel let go of
+    _served: threading.Condition = field(default_factory=threading.Condition)   # guards sharing and _in_flight
+    _in_flight: int = 0   # shared requests running on a concurrent engine (vLLM)
 
     @property
     def choice(self) -> selection.Choice | None:
@@ -129,36 +132,71 @@ class Session:
                   f"(pid {info['pid']}); name a model, or set VLLAMA_SHARED=0, to load one in this kernel")
         return selection.Choice("openai", reason), share.connect_options(info)
 
-    def share(self, idle_timeout: float = 1800.0) -> dict:
-        """Serve this kernel's engine to the user's other notebooks (see vllama_jupyter.sharing)."""
+    def share(self, idle_timeout: float = 1800.0, port: int | None = None) -> dict:
+        """Serve this kernel's engine to the user's other notebooks and to any OpenAI client on the
+        machine (see vllama_jupyter.sharing); `port` fixes the port (default: a free one)."""
         from . import sharing as share
 
         idle_timeout = share.check_idle_timeout(idle_timeout)
+        port = share.check_port(port)
         eng = self._engine()
         if self.loaded.choice.engine == "openai":
             raise VllamaError("this kernel uses a server, not an engine of its own: share the engine in the "
                               "notebook that has it loaded, or load a model here first")
+        if self.sharing is not None and port not in (0, self.sharing.server.port):
+            raise VllamaError(f"the engine is already shared at {self.sharing.url}: stop it first "
+                              "(%vllama share --stop) to share it on another port")
         if self.sharing is None:
-            self.sharing = share.Sharing(self, idle_timeout).start()
+            sharing = share.Sharing(ShareSeam(self), idle_timeout, port)
+            with self._served:
+                self.sharing = sharing
+            sharing.start()
         else:
             self.sharing.idle_timeout = idle_timeout
         self._notify()
-        return {"engine": eng.name, "model": self.loaded.ref.name, **self.sharing.describe()}
+        return {"engine": eng.name, "model": self.loaded.ref.name, **self.sharing.describe(),
+                "how_to_use": self.sharing.how_to_use()}
 
     def _end_sharing(self) -> float:
-        """Stop sharing before a load or unload; how long to wait for the other notebooks' requests,
-        which end at their next token."""
+        """Stop sharing before a load or unload: the other notebooks' requests end at their next
+        token; wait (a bounded time) for those running at once on a concurrent engine. Returns how
+        long to wait for the one holding the engine's lock."""
         if self.sharing is None:
             return 0.0
         self.stop_sharing()
+        with self._served:
+            self._served.wait_for(lambda: self._in_flight == 0, SHARING_END_S)
         return SHARING_END_S
 
     def stop_sharing(self) -> None:
         """Stop serving other notebooks; they get one clear line at their next request."""
-        sharing, self.sharing = self.sharing, None
+        with self._served:
+            sharing, self.sharing = self.sharing, None
         if sharing is not None:
             sharing.stop()
             self._notify()
+
+    def lease(self, wait: float) -> Lease:
+        """The engine for one request from another notebook, under the rule a cell follows: an
+        engine that runs one request at a time is held (waiting up to `wait` s for it); a
+        concurrent one (vLLM) is counted, so a load or unload waits for the request to end."""
+        eng = self.engine
+        if eng is not None and eng.concurrent:
+            with self._served:
+                if self.sharing is None or self.engine is not eng:
+                    raise VllamaError(UNSHARED)
+                self._in_flight += 1
+            return Lease(eng, self._leave)
+        self._acquire("serving", wait)
+        if self.sharing is None or self.engine is None:
+            self._release()
+            raise VllamaError(UNSHARED)
+        return Lease(self.engine, self._release)
+
+    def _leave(self) -> None:
+        with self._served:
+            self._in_flight -= 1
+            self._served.notify_all()
 
     def _start(self, spec: Loaded) -> None:
         new = engines.engine_class(spec.choice.engine)()
@@ -371,13 +409,6 @@ class Session:
         self.state = state
         self._notify()
 
-    def acquire(self, state: str, wait: float = 0.0) -> None:
-        """Take the engine for `state` (waiting up to `wait` seconds); BusyError when it stays busy."""
-        self._acquire(state, wait)
-
-    def release(self) -> None:
-        self._release()
-
     def _release(self) -> None:
         self.state = "idle"
         self._lock.release()
@@ -447,8 +478,37 @@ def _line(e: BaseException) -> str:
     return " ".join(text.splitlines()[0].split())[:300]
 
 
-SHARING_END_S = 30.0   # how long a load or unload waits for shared requests to end
-SHARED_WAIT_S = 600.0   # how long a request waits while a shared engine serves another one
+class ShareSeam:
+    """The session as a shared engine's server sees it (sharing.Seam): nothing more."""
+
+    def __init__(self, session: Session):
+        self._session = session
+
+    @property
+    def engine_name(self) -> str:
+        return self._session.loaded.choice.engine
+
+    @property
+    def model(self) -> str:
+        loaded = self._session.loaded
+        return loaded.ref.name if loaded else ""
+
+    @property
+    def busy(self) -> bool:
+        return self._session.busy
+
+    def engine(self):
+        return self._session.engine
+
+    def lease(self, wait: float) -> Lease:
+        return self._session.lease(wait)
+
+    def changed(self) -> None:
+        self._session._notify()
+
+    def stop(self) -> None:
+        self._session.stop_sharing()
+
 
 _SESSION: Session | None = None
 _SESSION_LOCK = threading.Lock()

@@ -1,252 +1,466 @@
-"""The HTTP side of a shared engine: an OpenAI-compatible API (models, completions, chat
-completions with SSE streaming, tokenize, embeddings) over the session's engine, on 127.0.0.1,
-answering only requests that carry the bearer token. Requests on an engine that runs one at a
-time wait for it (the session's lock); vLLM takes them concurrently."""
+"""The HTTP side of a shared engine: the OpenAI API (models, completions, chat completions with
+SSE streaming, embeddings, tokenize, health) over the session's engine, on 127.0.0.1, answering
+only requests that carry the bearer token. Built on tornado (every kernel has it): its event loop
+runs in a thread of its own, and the engine's blocking calls run in a thread pool beside it, so
+idle connections cost no thread. A request takes the engine through the session's seam
+(sharing.Seam.lease): in turn on llama.cpp, at once on vLLM."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
-import socket
+import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import base64
+from concurrent.futures import ThreadPoolExecutor
 
-from .errors import VllamaError
-from .options import from_openai
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from .errors import BusyError, VllamaError
+from .options import check_fields, from_openai
 from .sampling import Sampling
-from .session import SHARED_WAIT_S
+from .sharing import CLIENT_HEADER, SHARED_WAIT_S, UNSHARED
 
-GROUP_S = 0.005  # the least time between two streamed events
-UNSHARED = "the notebook that shares this engine unloaded or reloaded it: this request was stopped"
-
-
-def make_server(sharing) -> ThreadingHTTPServer:
-    handler = type("ShareHandler", (Handler,), {"sharing": sharing})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    return httpd
+GROUP_S = 0.005   # the least time between two streamed events of one choice
+WORKERS = 64      # requests that may be in the engine (or waiting for it) at once
+MAX_N = 64
+EMBEDDING_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+         503: "service_unavailable", 500: "server_error"}
 
 
-def sampling_of(body: dict, chat: bool) -> Sampling:
-    """OpenAI request fields -> Sampling (one clear error for bad values), by options.from_openai."""
-    return Sampling.make(**from_openai(body, chat))
+class Gone(Exception):
+    """The client closed its connection."""
 
 
-class Handler(BaseHTTPRequestHandler):
-    sharing = None   # set by make_server
-    server_version = "vllama-shared"
-    protocol_version = "HTTP/1.1"   # keep-alive: a client's requests reuse one connection
+class ShareServer:
+    """tornado on 127.0.0.1:`port` (0: a free one) in a thread of its own."""
 
-    def setup(self) -> None:
-        super().setup()
-        # one small write per token: send each at once, not after the last one is acknowledged
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, *args) -> None:
-        pass
-
-    # -- plumbing -------------------------------------------------------------------------
-    def _json(self, status: int, data) -> None:
-        body = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": {"message": message, "code": status}})
-
-    def _authorized(self) -> bool:
-        given = self.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {self.sharing.token}".encode()):
-            self.sharing.seen(self.headers.get("X-Vllama-Client"))
-            return True
-        self._error(401, "a bearer token is required: it is in the shared engine's runtime file")
-        return False
-
-    def _body(self) -> dict | None:
+    def __init__(self, sharing, port: int = 0):
+        self.sharing = sharing
         try:
-            data = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            self.sockets = tornado.netutil.bind_sockets(port, "127.0.0.1")
+        except OSError as e:
+            raise VllamaError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}): choose another port, "
+                              "or leave it out for a free one") from None
+        self.port = self.sockets[0].getsockname()[1]
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="vllama-share")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vllama-share", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(30)
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        args = {"server": self}
+        app = tornado.web.Application([
+            (r"/health/?", Health, args), (r"/v1/models/?", Models, args), (r"/v1/models/(.+)", Models, args),
+            (r"/v1/completions/?", Completions, args), (r"/v1/chat/completions/?", ChatCompletions, args),
+            (r"/v1/embeddings/?", Embeddings, args), (r"/(?:v1/)?tokenize/?", Tokenize, args),
+            (r".*", NotFound, args)], log_function=lambda handler: None)
+        self.http = tornado.httpserver.HTTPServer(app, idle_connection_timeout=3600, body_timeout=60)
+        self.http.add_sockets(self.sockets)
+        self._ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def stop(self) -> None:
+        """Close the socket and every connection; requests still running end at their next token."""
+        if self.loop is None or self.loop.is_closed():
+            return
+
+        async def down() -> None:
+            self.http.stop()
+            await asyncio.wait_for(self.http.close_all_connections(), 5)
+
+        try:
+            asyncio.run_coroutine_threadsafe(down(), self.loop).result(10)
+        except Exception:
+            pass   # connections that would not close die with the loop
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Base(tornado.web.RequestHandler):
+    needs_token = True
+
+    def initialize(self, server: ShareServer) -> None:
+        self.server = server
+        self.sharing = server.sharing
+        self.gone = False
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+
+    def prepare(self) -> None:
+        if not self.needs_token:
+            return
+        given = self.request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.sharing.token}".encode()):
+            self.fail(401, "a bearer token is required: it is in the shared engine's runtime file")
+            return
+        self.sharing.seen(self.request.headers.get(CLIENT_HEADER))
+
+    def on_connection_close(self) -> None:
+        self.gone = True
+
+    def fail(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.finish({"error": {"message": message, "type": TYPES.get(status, "error"), "code": status}})
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.finish({"error": {"message": self._reason, "type": TYPES.get(status_code, "error"),
+                               "code": status_code}})
+
+    def body(self) -> dict:
+        try:
+            data = json.loads(self.request.body or b"{}")
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            self._error(400, "the request body must be a JSON object")
-            return None
+            raise VllamaError("the request body must be a JSON object")
         return data
 
-    # -- routes ---------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        if not self._authorized():
-            return
-        if self.path.rstrip("/") == "/v1/models":
-            session = self.sharing.session
-            model = {"id": session.loaded.ref.name, "object": "model", "owned_by": "vllama-jupyter"}
-            try:
-                model["max_model_len"] = session.engine.context_length()
-            except (VllamaError, AttributeError):
-                pass
-            return self._json(200, {"object": "list", "data": [model]})
-        self._error(404, f"no such endpoint: {self.path}")
+    async def blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.server.pool, fn, *args)
 
-    def do_POST(self) -> None:
-        if not self._authorized():
-            return
-        body = self._body()
-        if body is None:
-            return
-        path = self.path.rstrip("/")
+    async def answer(self, work) -> None:
+        """Run `work()` (a coroutine), turning our errors into one-line OpenAI error bodies."""
         try:
-            if path in ("/v1/completions", "/v1/chat/completions"):
-                return self._generate(body, chat=path.endswith("chat/completions"))
-            if path == "/tokenize":
-                ids = self._engine().tokenize(_text(body.get("prompt")))
-                return self._json(200, {"tokens": ids, "count": len(ids)})
-            if path == "/v1/embeddings":
-                texts = body.get("input")
-                m = self._run(lambda eng: eng.embed(texts))
-                return self._json(200, {"object": "list", "data": [
-                    {"object": "embedding", "index": i, "embedding": row.tolist()} for i, row in enumerate(m)]})
+            await work()
+        except BusyError as e:
+            self.fail(503, str(e))
         except VllamaError as e:
-            return self._error(400, str(e))
-        self._error(404, f"no such endpoint: {self.path}")
+            self.fail(400, str(e))
+        except Gone:
+            pass
 
-    # -- engine ---------------------------------------------------------------------------
-    def _engine(self):
-        eng = self.sharing.session.engine
-        if eng is None:
-            raise VllamaError("the shared engine has been unloaded")
-        return eng
+    def stopped(self) -> bool:
+        if self.gone:
+            raise Gone
+        return self.sharing.stopped
 
-    def _run(self, fn):
-        """Run fn(engine) holding the session's lock when the engine takes one request at a time."""
-        eng = self._engine()
-        if eng.concurrent:
-            return fn(eng)
-        with self.sharing.session.hold("serving", wait=SHARED_WAIT_S):
-            return fn(eng)
 
-    def _generate(self, body: dict, chat: bool) -> None:
-        refuse_unsupported(body)
-        s = sampling_of(body, chat)
-        eng = self._engine()
-        if chat:
-            messages, tools = body.get("messages"), body.get("tools")
-            if tools is not None and (not isinstance(tools, list) or not all(
-                    isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") for t in tools)):
-                raise VllamaError("tools must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': ...}}")
-            stream = eng.chat(messages if isinstance(messages, list) else [], s, tools or None)
-        else:
-            stream = eng.stream(body.get("prompt") if isinstance(body.get("prompt"), list) else _text(body.get("prompt")), s)
-        session = self.sharing.session
-        if not eng.concurrent:
-            stream.on(start=lambda: session.acquire("serving", wait=SHARED_WAIT_S), end=lambda _st: session.release())
-        if body.get("stream"):
-            return self._sse(stream, chat)
-        for _ in stream:
+def _engine(sharing):
+    eng = sharing.seam.engine()
+    if eng is None or sharing.stopped:
+        raise VllamaError(UNSHARED)
+    return eng
+
+
+class Health(Base):
+    needs_token = False   # as vLLM's: says only whether the engine is there
+
+    def get(self) -> None:
+        eng = self.sharing.seam.engine()
+        if eng is None or self.sharing.stopped:
+            return self.fail(503, "the shared engine is not loaded")
+        self.finish({"status": "ok"})
+
+
+class Models(Base):
+    def get(self, name: str | None = None) -> None:
+        eng, model = self.sharing.seam.engine(), self.sharing.seam.model
+        if eng is None or self.sharing.stopped:
+            return self.fail(503, UNSHARED)
+        if name is not None and name != model:
+            return self.fail(404, f"no model {name!r} here: this engine serves {model!r}")
+        card = {"id": model, "object": "model", "created": 0, "owned_by": "vllama-jupyter"}
+        try:
+            card["max_model_len"] = eng.context_length()
+        except (VllamaError, AttributeError):
+            pass
+        self.finish(card if name is not None else {"object": "list", "data": [card]})
+
+
+class NotFound(Base):
+    def get(self) -> None:
+        self.fail(404, f"no such endpoint: {self.request.path}")
+
+    post = get
+
+
+class Tokenize(Base):
+    async def post(self) -> None:
+        async def work():
+            text = self.body().get("prompt")
+            if not isinstance(text, str):
+                raise VllamaError(f"the prompt must be text, not {type(text).__name__}")
+            ids = await self.blocking(_engine(self.sharing).tokenize, text)
+            self.finish({"tokens": ids, "count": len(ids)})
+        await self.answer(work)
+
+
+class Embeddings(Base):
+    async def post(self) -> None:
+        async def work():
+            body = self.body()
+            extra = sorted(set(body) - EMBEDDING_FIELDS)
+            if extra:
+                raise VllamaError(f"unknown request field {extra[0]!r}: the shared vllama engine cannot honour it, "
+                                  "leave it out")
+            fmt = body.get("encoding_format") or "float"
+            if fmt not in ("float", "base64"):
+                raise VllamaError(f"encoding_format must be 'float' or 'base64' (got {fmt!r})")
+            m = await self.blocking(self._embed, body.get("input"))
+            dims = body.get("dimensions")
+            if dims is not None and dims != m.shape[1]:
+                raise VllamaError(f"dimensions={dims!r} cannot be honoured: this model's embeddings have "
+                                  f"{m.shape[1]}; leave it out")
+            rows = [base64.b64encode(row.astype("<f4").tobytes()).decode() if fmt == "base64" else row.tolist()
+                    for row in m]
+            self.finish({"object": "list", "model": self.sharing.seam.model, "data": [
+                {"object": "embedding", "index": i, "embedding": r} for i, r in enumerate(rows)],
+                "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+        await self.answer(work)
+
+    def _embed(self, texts):
+        lease = self.sharing.seam.lease(SHARED_WAIT_S)
+        try:
+            return lease.engine.embed(texts)
+        finally:
+            lease.release()
+
+
+class Generate(Base):
+    chat = False
+
+    async def post(self) -> None:
+        await self.answer(self._generate)
+
+    async def _generate(self) -> None:
+        body = self.body()
+        plan = Plan(body, self.chat)
+        lease = await self.blocking(self.sharing.seam.lease, SHARED_WAIT_S)
+        try:
             if self.sharing.stopped:
-                stream.close()
                 raise VllamaError(UNSHARED)
-        result = stream.result
-        choice = {"index": 0, "finish_reason": _reason(result.finish_reason), "token_ids": result.token_ids}
+            if body.get("stream"):
+                await self._sse(plan, lease.engine)
+            else:
+                await self._whole(plan, lease.engine)
+        finally:
+            lease.release()
+
+    async def _choices(self, plan: "Plan", eng, each) -> None:
+        """Run each(index, stream) for every choice: at once on a concurrent engine, else in turn."""
+        async def one(i: int) -> None:
+            stream = await self.blocking(plan.open, eng, i)
+            try:
+                await each(i, stream)
+            finally:
+                await self.blocking(stream.close)
+        if eng.concurrent:   # every choice at once: the engine batches them
+            ends = await asyncio.gather(*(one(i) for i in range(plan.count)), return_exceptions=True)
+            failed = next((e for e in ends if isinstance(e, BaseException)), None)
+            if failed is not None:
+                raise failed
+        else:
+            for i in range(plan.count):
+                await one(i)
+
+    async def _whole(self, plan: "Plan", eng) -> None:
+        results: dict = {}
+
+        async def each(i, stream):
+            await self.blocking(_drain, stream, self.stopped)
+            results[i] = stream.result
+        await self._choices(plan, eng, each)
+        done = [results[i] for i in range(plan.count)]
+        self.finish({"id": plan.id, "object": plan.kind, "created": plan.created, "model": self.sharing.seam.model,
+                     "choices": [plan.whole_choice(i, r) for i, r in enumerate(done)],
+                     "usage": _usage(done[0].prompt_tokens if done else 0, sum(r.output_tokens for r in done))})
+
+    async def _sse(self, plan: "Plan", eng) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        stream_of = getattr(self.request.connection, "stream", None)
+        if stream_of is not None:
+            stream_of.set_nodelay(True)   # one small write per token: send each at once
+        outputs: dict = {}
+
+        async def each(i, stream):
+            first = True
+            while True:
+                held, done = await self.blocking(_batch, stream, self.stopped)
+                if held or done:
+                    await self._event(plan.chunk(i, stream, held, done, first))
+                    first = False
+                if done:
+                    outputs[i] = stream
+                    return
+        try:
+            await self._choices(plan, eng, each)
+            if plan.include_usage:
+                got = [outputs[i] for i in range(plan.count)]
+                await self._event({"id": plan.id, "object": plan.kind, "created": plan.created,
+                                   "model": self.sharing.seam.model, "choices": [],
+                                   "usage": _usage(got[0].prompt_tokens, sum(s.output_tokens for s in got))})
+            self.write(b"data: [DONE]\n\n")
+            self.finish()
+        except VllamaError as e:
+            if self._headers_written:
+                await self._event({"error": {"message": str(e), "type": "server_error", "code": 500}})
+                self.finish()
+            else:
+                raise
+        except StreamClosedError:
+            pass   # the client went away: its streams were closed, which frees the engine
+
+    async def _event(self, data: dict) -> None:
+        self.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        await self.flush()
+
+
+class Completions(Generate):
+    chat = False
+
+
+class ChatCompletions(Generate):
+    chat = True
+
+
+
+
+class Plan:
+    """One generation request read and checked: its prompts or messages, n, sampling per choice."""
+
+    def __init__(self, body: dict, chat: bool):
+        check_fields(body)
+        self.chat = chat
+        n = body.get("n", 1)
+        if n is None:
+            n = 1
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+            raise VllamaError(f"n must be a whole number from 1 to {MAX_N} (got {n!r})")
+        self.sampling = Sampling.make(**from_openai(body, chat))
+        opts = body.get("stream_options")
+        if opts is not None and (not body.get("stream") or not isinstance(opts, dict)):
+            raise VllamaError("stream_options goes with stream=true, as {'include_usage': true}")
+        self.include_usage = bool((opts or {}).get("include_usage"))
         if chat:
-            choice["message"] = {"role": "assistant", "content": result.text}
+            from .messages import check_messages
+
+            self.messages = check_messages(body.get("messages"))
+            self.tools = _tools(body.get("tools"))
+            self.prompts = [None]
+        else:
+            self.prompts = _prompts(body.get("prompt"))
+        self.n = n
+        self.count = n * len(self.prompts)
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self.kind = "chat.completion" if chat else "text_completion"
+        self.created = int(time.time())
+
+    def sampling_of(self, i: int) -> Sampling:
+        """Choice i's sampling: with a seed, choice j of a prompt uses seed + j (repeatable, and
+        the choices differ)."""
+        j = i % self.n
+        if self.sampling.seed is None or j == 0:
+            return self.sampling
+        return Sampling.make(self.sampling, seed=(self.sampling.seed + j) % 2**32)
+
+    def open(self, eng, i: int):
+        s = self.sampling_of(i)
+        if self.chat:
+            return eng.chat(self.messages, s, self.tools)
+        return eng.stream(self.prompts[i // self.n], s)
+
+    def whole_choice(self, i: int, result) -> dict:
+        choice = {"index": i, "finish_reason": _reason(result.finish_reason), "token_ids": result.token_ids,
+                  "logprobs": _logprobs(result.logprobs, self.chat) if result.logprobs is not None else None}
+        if self.chat:
+            msg = {"role": "assistant", "content": result.text}
             if result.reasoning:
-                choice["message"]["reasoning_content"] = result.reasoning
+                msg["reasoning_content"] = result.reasoning
             if result.tool_calls:
-                choice["message"]["tool_calls"] = result.tool_calls
+                msg["tool_calls"] = result.tool_calls
                 choice["finish_reason"] = "tool_calls"
+            choice["message"] = msg
         else:
             choice["text"] = result.text
-        if result.logprobs is not None:
-            choice["logprobs"] = _logprobs(result.logprobs, chat)
-        self._json(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": "chat.completion" if chat else "text_completion",
-                         "created": int(time.time()), "model": result.model, "choices": [choice],
-                         "usage": _usage(result.prompt_tokens, result.output_tokens)})
+        return choice
 
-    def _sse(self, stream, chat: bool) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")   # the stream ends when the connection does
-        self.close_connection = True
-        self.end_headers()
-        rid, kind = f"cmpl-{uuid.uuid4().hex}", "chat.completion.chunk" if chat else "text_completion"
-        held: list = []   # deltas not sent yet
-        sent = 0.0
-        first = [True]
-
-        def send(reason=None) -> None:
-            if reason and chat and stream.tool_calls:
+    def chunk(self, i: int, stream, held: list, done: bool, first: bool) -> dict:
+        reason = next((d.finish_reason for d in held if d.finish_reason), None) if done else None
+        if done and reason is None:
+            reason = stream.finish_reason
+        choice: dict = {"index": i, "finish_reason": None, "token_ids": [t for d in held for t in d.token_ids]}
+        text = "".join(d.text for d in held)
+        if self.chat:
+            delta: dict = {"role": "assistant"} if first else {}
+            delta["content"] = text
+            thought = "".join(d.reasoning for d in held)
+            if thought:
+                delta["reasoning_content"] = thought
+            if done and stream.tool_calls:
+                delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(stream.tool_calls)]
                 reason = "tool_calls"
-            choice = {"index": 0, "finish_reason": _reason(reason) if reason else None,
-                      "token_ids": [t for d in held for t in d.token_ids]}
-            text = "".join(d.text for d in held)
-            if chat:
-                delta = {"content": text}
-                thought = "".join(d.reasoning for d in held)
-                if thought:
-                    delta["reasoning_content"] = thought
-                if first[0]:
-                    delta["role"] = "assistant"
-                    first[0] = False
-                if reason and stream.tool_calls:
-                    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(stream.tool_calls)]
-                choice["delta"] = delta
-            else:
-                choice["text"] = text
-            if held and held[0].logprobs is not None:
-                choice["logprobs"] = _logprobs([t for d in held for t in d.logprobs or ()], chat)
-            self._event({"id": rid, "object": kind, "model": stream.model, "choices": [choice]})
-            held.clear()
-        try:
-            for d in stream:
-                if self.sharing.stopped:
-                    raise VllamaError(UNSHARED)
-                held.append(d)
-                # tokens that come faster than every GROUP_S go out together: on a busy machine
-                # one event per token costs the engine more than the tokens themselves
-                now = time.perf_counter()
-                if d.finish_reason or now - sent >= GROUP_S:
-                    send(d.finish_reason)
-                    sent = now
-            self._event({"id": rid, "object": kind, "model": stream.model, "choices": [],
-                         "usage": _usage(stream.prompt_tokens, stream.output_tokens)})
-            self.wfile.write(b"data: [DONE]\n\n")
-        except VllamaError as e:
-            self._event({"error": {"message": str(e)}})
-        except (BrokenPipeError, ConnectionResetError):
-            pass   # the client went away: closing the stream below frees the engine
-        finally:
-            stream.close()
-
-    def _event(self, data: dict) -> None:
-        self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
-        self.wfile.flush()
+            choice["delta"] = delta
+        else:
+            choice["text"] = text
+        if done:
+            choice["finish_reason"] = _reason(reason)
+        if held and held[0].logprobs is not None:
+            choice["logprobs"] = _logprobs([t for d in held for t in d.logprobs or ()], self.chat)
+        return {"id": self.id, "object": f"{self.kind}.chunk" if self.chat else self.kind, "created": self.created,
+                "model": stream.model, "choices": [choice]}
 
 
-# OpenAI request fields this engine cannot honour, with the value that means "off"
-UNSUPPORTED = {"n": 1, "best_of": 1, "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": None,
-               "echo": False, "suffix": None}
+def _batch(stream, stopped) -> tuple[list, bool]:
+    """The next deltas of `stream`: at least one, and more while they come within GROUP_S (on a
+    busy machine one event per token costs the engine more than the tokens); done at its end."""
+    held, since = [], time.perf_counter()
+    for d in stream:
+        if stopped():
+            raise VllamaError(UNSHARED)
+        held.append(d)
+        if d.finish_reason:
+            return held, True
+        if time.perf_counter() - since >= GROUP_S:
+            return held, False
+    return held, True
 
 
-def refuse_unsupported(body: dict) -> None:
-    """An option we cannot honour is an error, not silently ignored."""
-    for key, off in UNSUPPORTED.items():
-        v = body.get(key)
-        if v is not None and v != off and v != {}:
-            raise VllamaError(f"{key}={v!r} is not supported by the shared vllama engine: leave it out"
-                              + (f" (send {v} requests, each with its own seed)" if key in ("n", "best_of") else ""))
+def _drain(stream, stopped) -> None:
+    for _ in stream:
+        if stopped():
+            raise VllamaError(UNSHARED)
 
 
-def _text(x) -> str:
-    if not isinstance(x, str):
-        raise VllamaError(f"the prompt must be text, not {type(x).__name__}")
-    return x
+def _prompts(p) -> list:
+    """A completion's prompts: text, a list of token ids, or a list of texts (one choice set each)."""
+    if isinstance(p, str):
+        return [p]
+    if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+        return [p]
+    if isinstance(p, list) and p and all(isinstance(t, str) for t in p):
+        return list(p)
+    raise VllamaError(f"the prompt must be text, a list of texts or a list of token ids (got {type(p).__name__})")
+
+
+def _tools(tools):
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") for t in tools):
+        raise VllamaError("tools must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': ...}}")
+    return tools or None
 
 
 def _reason(r: str | None) -> str | None:
-    return {"cancelled": "abort", "interrupted": "abort"}.get(r, r)
+    return {"cancelled": "abort", "interrupted": "abort", None: "stop"}.get(r, r)
 
 
 def _usage(prompt: int, output: int) -> dict:
@@ -255,7 +469,13 @@ def _usage(prompt: int, output: int) -> dict:
 
 def _logprobs(items, chat: bool) -> dict:
     if chat:
-        return {"content": [{"token": t.token, "logprob": t.logprob,
-                             "top_logprobs": [{"token": a, "logprob": lp} for a, lp in t.top]} for t in items]}
+        return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()),
+                             "top_logprobs": [{"token": a, "logprob": lp, "bytes": list(a.encode())}
+                                              for a, lp in t.top]} for t in items]}
+    offsets, at = [], 0
+    for t in items:
+        offsets.append(at)
+        at += len(t.token)
     return {"tokens": [t.token for t in items], "token_logprobs": [t.logprob for t in items],
-            "top_logprobs": [dict(t.top) for t in items]}
+            "top_logprobs": [dict(t.top) for t in items], "text_offset": offsets}
+

@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 from .errors import VllamaError
 
@@ -72,31 +73,66 @@ def still_shared(info_file: str, pid: int) -> str | None:
     return None
 
 
+UNSHARED = "the notebook that shares this engine unloaded or reloaded it: this request was stopped"
+SHARED_WAIT_S = 600.0   # how long a shared request waits while the engine serves another one
+SHARING_END_S = 30.0    # how long a load or unload waits for shared requests to end
+
+
+class Seam(Protocol):
+    """All a shared engine's server may do with the kernel's session."""
+
+    engine_name: str   # llamacpp, vllm
+    model: str         # the loaded model's name
+    busy: bool         # a cell, widget or shared request holds the engine
+
+    def engine(self):   # the loaded engine, None when there is none (for models and token counts)
+        ...
+
+    def lease(self, wait: float) -> "Lease":   # the engine for one request, under the rule a cell follows
+        ...
+
+    def changed(self) -> None:   # the client count changed: refresh the panel and status bar
+        ...
+
+    def stop(self) -> None:   # stop sharing (idle timeout)
+        ...
+
+
+class Lease:
+    """One shared request's hold on the engine; release() once it is done (idempotent)."""
+
+    def __init__(self, engine, release):
+        self.engine, self._release = engine, release
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
 class Sharing:
     """The owner's side: the HTTP server over the session's engine and its runtime file."""
 
-    def __init__(self, session, idle_timeout: float = 1800.0):
-        from .share_server import make_server
+    def __init__(self, seam: Seam, idle_timeout: float = 1800.0, port: int = 0):
+        from .share_server import ShareServer
 
-        self.session = session
+        self.seam = seam
         self.token = secrets.token_urlsafe(24)
         self.idle_timeout = idle_timeout
         self.clients: dict[int, float] = {}   # pid -> last request time
         self.last_request = time.monotonic()
-        self.httpd = make_server(self)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.server = ShareServer(self, port)
+        self.url = f"http://127.0.0.1:{self.server.port}/v1"
         self.file = runtime_dir() / f"{PREFIX}{os.getpid()}.json"
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._watcher: threading.Thread | None = None
 
     def start(self) -> "Sharing":
-        loaded = self.session.loaded
-        self._write({"url": self.url, "token": self.token, "engine": loaded.choice.engine, "model": loaded.ref.name,
+        self._write({"url": self.url, "token": self.token, "engine": self.seam.engine_name, "model": self.seam.model,
                      "pid": os.getpid(), "started": time.time()})
-        for target, name in ((self.httpd.serve_forever, "vllama-share"), (self._watch, "vllama-share-idle")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.server.start()
+        self._watcher = threading.Thread(target=self._watch, name="vllama-share-idle", daemon=True)
+        self._watcher.start()
         return self
 
     def _write(self, info: dict) -> None:
@@ -112,7 +148,7 @@ class Sharing:
             new = int(client) not in self.clients
             self.clients[int(client)] = time.time()
             if new:
-                self.session._notify()   # the panel and status bar show the count
+                self.seam.changed()   # the panel and status bar show the count
 
     def client_count(self) -> int:
         """Other kernels that used the engine and are still running."""
@@ -120,18 +156,17 @@ class Sharing:
 
     def _watch(self) -> None:
         while not self._stop.wait(1.0):
-            if time.monotonic() - self.last_request > self.idle_timeout and not self.session.busy:
+            if time.monotonic() - self.last_request > self.idle_timeout and not self.seam.busy:
                 from .errors import notice
 
                 notice(f"stopped sharing the engine: no request for {self.idle_timeout:.0f} s")
-                self.session.stop_sharing()
+                self.seam.stop()
                 return
 
     def stop(self) -> None:
         self._stop.set()
         self.file.unlink(missing_ok=True)
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
     @property
     def stopped(self) -> bool:
@@ -141,6 +176,14 @@ class Sharing:
     def describe(self) -> dict:
         return {"url": self.url, "file": str(self.file), "clients": self.client_count(),
                 "idle_timeout_s": self.idle_timeout}
+
+    def how_to_use(self) -> str:
+        """Copy-paste lines for a script or tool on this machine (the token itself stays in the file)."""
+        read = f"json.load(open({str(self.file)!r}))['token']"
+        return (f"from a script:  import json, openai; client = openai.OpenAI(base_url={self.url!r}, "
+                f"api_key={read})\n"
+                f"other tools:    export OPENAI_BASE_URL={self.url} "
+                f"OPENAI_API_KEY=$(python -c \"import json; print({read})\")")
 
 
 def connect_options(info: dict) -> dict:
@@ -154,3 +197,30 @@ def check_idle_timeout(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise VllamaError(f"idle_timeout must be a positive number of seconds (got {value!r})")
     return float(value)
+
+
+def check_port(value) -> int:
+    """0 (a free port) for None; else a port number a user may bind."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= 65535:
+        raise VllamaError(f"port must be a whole number from 1024 to 65535 (got {value!r}), or left out for a free one")
+    return value
+
+
+def client(own: Sharing | None = None, **kwargs):
+    """An `openai.OpenAI` client pointed at a live shared engine: `own` (this kernel's), else the
+    newest one of the user's other kernels."""
+    try:
+        import openai
+    except ImportError:
+        raise VllamaError("the openai package is not installed: pip install openai "
+                          "(or vllama-jupyter[openai])") from None
+    if own is not None:
+        url, token = own.url, own.token
+    else:
+        found = live_shares() if enabled() else []
+        if not found:
+            raise VllamaError("no shared engine is running: %vllama share in the notebook that has the model loaded")
+        url, token = found[0]["url"], found[0]["token"]
+    return openai.OpenAI(base_url=url, api_key=token, **kwargs)

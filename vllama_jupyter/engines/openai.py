@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import VllamaError
+from ..redact import redact
 from ..models import RemoteRef
 from ..result import Delta, Result, Stream, finished
 from ..sampling import Sampling, with_seed
@@ -116,8 +117,7 @@ class Engine(Endpoints, BaseEngine):
 
     def _scrub(self, text: str) -> str:
         """`text` without the API key's value, wherever the server echoed it."""
-        key = self._key()
-        return text.replace(key, "***") if len(key) >= 4 else text
+        return redact(text, self._key())
 
     def _fail(self, message: str) -> VllamaError:
         return VllamaError(self._scrub(message))
