@@ -108,6 +108,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, "application/json", b'{"error": {"message": "Not Found"}}')
         if mode in CHAT:
             return self._send(200, "text/event-stream", CHAT[mode])
+        if mode.startswith("echo-cut-"):   # the echo cut at a given length, as a server's own truncation would
+            echo = f"you sent {self.headers.get('Authorization')} with it".encode()
+            return self._send(400, "text/plain", echo[:int(mode.removeprefix("echo-cut-"))])
         status, ctype, body = STREAMS.get(mode, STREAMS["ok"])
         if body is None:
             pad = "x" * 160 if mode.endswith("long") else ""

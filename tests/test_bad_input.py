@@ -306,3 +306,24 @@ def test_bad_input_fails_the_cell_with_one_line(k, files, hostile, kind, case, w
         k.execute(f"hostile = Engine.connect(url={hostile.url(case)!r})")
         cell = "hostile.chat([{'role': 'user', 'content': 'hi'}]).run()"
     check_case(k, cell, words, before)
+
+
+def test_no_piece_of_the_key_survives_an_echo_cut_at_any_length(hostile, monkeypatch):
+    """A server echoes the Authorization header and cuts its body; at every cut length the error
+    line holds no piece of the key of 6 characters or more."""
+    from vllama_jupyter import Sampling
+    from vllama_jupyter.engines.openai import Engine
+    from vllama_jupyter.errors import VllamaError
+
+    monkeypatch.setenv("VLLAMA_CUT_KEY", KEY)
+    echo = len(f"you sent Bearer {KEY} with it")
+    pieces = {KEY[i:i + 6] for i in range(len(KEY) - 5)}
+    for cut in range(echo + 1):
+        eng = Engine.connect(url=hostile.url(f"echo-cut-{cut}"), api_key_env="VLLAMA_CUT_KEY")
+        try:
+            with pytest.raises(VllamaError) as e:
+                eng.generate("ROMEO:", Sampling(max_tokens=2))
+        finally:
+            eng.close()
+        line = str(e.value)
+        assert "refused the request (HTTP 400)" in line and not any(p in line for p in pieces), (cut, line)

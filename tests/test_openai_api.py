@@ -248,3 +248,28 @@ def test_vllm_serving_benchmark_client_against_the_share(shared, tmp_path, monke
     print(out["line"])
     assert out["completed"] == 12 and out["failed"] == 0
     assert out["median_ttft_ms"] > 0 and out["median_tpot_ms"] > 0
+
+
+def test_the_owner_unloads_while_a_client_streams(shared):
+    """Last in the module: it ends the share. The owner's unload goes through; the client's stream
+    ends with our one line as an openai error."""
+    client, info, _ = shared
+    s = get_session()
+    got: dict = {}
+
+    def run():
+        try:
+            for _ in client.completions.create(model=info["model"], prompt="ROMEO:", max_tokens=900, stream=True,
+                                               extra_body={"ignore_eos": True}):
+                got.setdefault("first", time.monotonic())
+        except openai.APIError as e:
+            got["error"] = e.message
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 60
+    while "first" not in got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    s.unload()
+    t.join(60)
+    assert "unloaded or reloaded it: this request was stopped" in got.get("error", ""), got
+    assert s.engine is None and s.sharing is None and not s.busy and s._in_flight == 0

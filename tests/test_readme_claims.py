@@ -182,3 +182,31 @@ def test_sharing_stops_when_its_kernel_shuts_down_cleanly(tmp_path):
     assert not share.exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/models", timeout=5)
+
+
+def test_the_printed_lines_let_a_shell_use_the_share_on_a_fixed_port(k, tmp_path):
+    """`%vllama share --port P` prints an export line; pasted into a shell, the README's `openai`
+    one-liner works. A taken port is one line."""
+    import re
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert k.execute("%vllama load embedded").status == "ok"
+    shared = k.execute(f"%vllama share --port {port}")
+    out = stream_text(shared)
+    assert shared.status == "ok" and f"at http://127.0.0.1:{port}/v1" in out
+    export = next(line for line in out.splitlines() if "export OPENAI_BASE_URL=" in line)
+    readme = (ROOT / "README.md").read_text()
+    one_liner = re.search(r"^python -c \"import openai; .*\"$", readme, re.M).group(0)
+    script = export.split("other tools:", 1)[1].strip() + "\n" + one_liner.replace("python ", f"{sys.executable} ", 1)
+    env = {k_: v_ for k_, v_ in __import__("os").environ.items() if not k_.startswith("OPENAI_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    taken = k.execute(f"import vllama_jupyter as v; v.stop_sharing(); import socket; busy = socket.socket(); "
+                      f"busy.bind(('127.0.0.1', {port})); busy.listen(); v.share(port={port})")
+    from .helpers import failed_line
+    assert f"cannot listen on 127.0.0.1:{port}" in failed_line(taken)
+    k.execute("busy.close()")

@@ -199,9 +199,11 @@ def test_a_killed_owner_fails_one_client_cell_then_the_client_loads_its_own(runt
         b.stop()
 
 
-def test_the_owner_unloads_while_a_client_streams(runtime):
-    """The owner's unload is not refused as busy: the client's request ends at its next token with
-    one line, the owner's engine is freed, and the client's next cell loads its own model."""
+@pytest.mark.parametrize("action, said", [("%vllama unload", "unloaded"),
+                                          ("%vllama load embedded --engine llamacpp --n-ctx 2048", "llamacpp")])
+def test_the_owner_unloads_or_reloads_while_a_client_streams(runtime, action, said):
+    """The owner's unload or reload is not refused as busy: the client's request ends at its next
+    token with one line, the owner's action goes through, and the client's next cell loads its own model."""
     a, b = kernel(runtime), kernel(runtime)
     try:
         assert a.execute("%vllama load embedded --engine llamacpp --n-ctx 8192\n%vllama share").status == "ok"
@@ -213,11 +215,37 @@ def test_the_owner_unloads_while_a_client_streams(runtime):
         deadline = time.monotonic() + 60
         while a.value("__import__('vllama_jupyter').status()['state']") != "serving" and time.monotonic() < deadline:
             time.sleep(0.05)
-        unloaded = a.execute("%vllama unload")
-        assert unloaded.status == "ok" and "unloaded" in stream_text(unloaded)
+        done_by_owner = a.execute(action)
+        assert done_by_owner.status == "ok" and said in stream_text(done_by_owner)
         t.join(120)
         line = failed_line(done["b"])
         assert "unloaded or reloaded it: this request was stopped" in line, line
+        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "llamacpp"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_the_owner_is_killed_while_a_client_streams(runtime):
+    """SIGKILL of the owner mid-stream: the client's cell fails within seconds with one line, and
+    its next cell loads a model of its own."""
+    a, b = kernel(runtime), kernel(runtime)
+    try:
+        assert a.execute("%vllama load embedded --engine llamacpp --n-ctx 8192\n%vllama share").status == "ok"
+        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "openai"
+        done = {}
+        t = threading.Thread(target=lambda: done.setdefault(
+            "b", b.execute("%%vllama -t 0 --max-tokens 8000 --ignore-eos -o long\nROMEO:\n")))
+        t.start()
+        deadline = time.monotonic() + 60
+        while a.value("__import__('vllama_jupyter').status()['state']") != "serving" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(a.value("__import__('os').getpid()"), 9)
+        killed = time.monotonic()
+        t.join(60)
+        assert time.monotonic() - killed < 15
+        line = failed_line(done["b"])
+        assert "the connection to" in line or "the shared engine of another notebook" in line, line
         assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "llamacpp"
     finally:
         a.stop()

@@ -15,7 +15,7 @@ from .errors import BusyError, VllamaError
 from .hardware import hardware
 from .result import Result, Stream
 from .sampling import Sampling
-from .sharing import SHARED_WAIT_S, SHARING_END_S, UNSHARED, Lease
+from .seam import SHARED_WAIT_S, SHARING_END_S, UNSHARED, Lease
 from .messages import check_messages
 from .templates import fit_context
 from .tools import MAX_ROUNDS, check_choice, make_tools, run_call, schemas, shown

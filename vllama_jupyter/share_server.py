@@ -23,7 +23,7 @@ from tornado.iostream import StreamClosedError
 from .errors import BusyError, VllamaError
 from .options import check_fields, from_openai
 from .sampling import Sampling
-from .sharing import CLIENT_HEADER, SHARED_WAIT_S, UNSHARED
+from .seam import CLIENT_HEADER, SHARED_WAIT_S, SHARING_END_S, UNSHARED
 
 GROUP_S = 0.005   # the least time between two streamed events of one choice
 WORKERS = 64      # requests that may be in the engine (or waiting for it) at once
@@ -50,6 +50,7 @@ class ShareServer:
         self.port = self.sockets[0].getsockname()[1]
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="vllama-share")
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.active = 0   # requests being answered (read and written in the loop's thread)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vllama-share", daemon=True)
 
@@ -80,11 +81,14 @@ class ShareServer:
             return
 
         async def down() -> None:
-            self.http.stop()
+            self.http.stop()   # no new connections; requests running end at their next token
+            deadline = time.monotonic() + SHARING_END_S
+            while self.active and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             await asyncio.wait_for(self.http.close_all_connections(), 5)
 
         try:
-            asyncio.run_coroutine_threadsafe(down(), self.loop).result(10)
+            asyncio.run_coroutine_threadsafe(down(), self.loop).result(SHARING_END_S + 10)
         except Exception:
             pass   # connections that would not close die with the loop
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -137,6 +141,7 @@ class Base(tornado.web.RequestHandler):
 
     async def answer(self, work) -> None:
         """Run `work()` (a coroutine), turning our errors into one-line OpenAI error bodies."""
+        self.server.active += 1
         try:
             await work()
         except BusyError as e:
@@ -145,6 +150,8 @@ class Base(tornado.web.RequestHandler):
             self.fail(400, str(e))
         except Gone:
             pass
+        finally:
+            self.server.active -= 1
 
     def stopped(self) -> bool:
         if self.gone:

@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
 
 from .errors import VllamaError
+from .seam import Seam
 
 PREFIX = "vllama-shared-"
 TOKEN_ENV = "VLLAMA_SHARED_TOKEN"   # where a client kernel keeps the token of the engine it uses
-CLIENT_HEADER = "X-Vllama-Client"   # the client kernel's pid, to count the kernels using a share
 
 
 def runtime_dir() -> Path:
@@ -71,43 +72,6 @@ def still_shared(info_file: str, pid: int) -> str | None:
         return (f"the shared engine of another notebook (pid {pid}) has stopped: this kernel lets go of it, and "
                 "its next request loads a model here")
     return None
-
-
-UNSHARED = "the notebook that shares this engine unloaded or reloaded it: this request was stopped"
-SHARED_WAIT_S = 600.0   # how long a shared request waits while the engine serves another one
-SHARING_END_S = 30.0    # how long a load or unload waits for shared requests to end
-
-
-class Seam(Protocol):
-    """All a shared engine's server may do with the kernel's session."""
-
-    engine_name: str   # llamacpp, vllm
-    model: str         # the loaded model's name
-    busy: bool         # a cell, widget or shared request holds the engine
-
-    def engine(self):   # the loaded engine, None when there is none (for models and token counts)
-        ...
-
-    def lease(self, wait: float) -> "Lease":   # the engine for one request, under the rule a cell follows
-        ...
-
-    def changed(self) -> None:   # the client count changed: refresh the panel and status bar
-        ...
-
-    def stop(self) -> None:   # stop sharing (idle timeout)
-        ...
-
-
-class Lease:
-    """One shared request's hold on the engine; release() once it is done (idempotent)."""
-
-    def __init__(self, engine, release):
-        self.engine, self._release = engine, release
-
-    def release(self) -> None:
-        release, self._release = self._release, None
-        if release is not None:
-            release()
 
 
 class Sharing:
@@ -183,7 +147,7 @@ class Sharing:
         return (f"from a script:  import json, openai; client = openai.OpenAI(base_url={self.url!r}, "
                 f"api_key={read})\n"
                 f"other tools:    export OPENAI_BASE_URL={self.url} "
-                f"OPENAI_API_KEY=$(python -c \"import json; print({read})\")")
+                f"OPENAI_API_KEY=$({shlex.quote(sys.executable)} -c \"import json; print({read})\")")
 
 
 def connect_options(info: dict) -> dict:

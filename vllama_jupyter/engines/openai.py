@@ -105,7 +105,7 @@ class Engine(Endpoints, BaseEngine):
     def _headers(self) -> dict:
         headers = {"Authorization": f"Bearer {self._key()}"} if self.api_key_env else {}
         if self.shared_by:
-            from ..sharing import CLIENT_HEADER
+            from ..seam import CLIENT_HEADER
             headers[CLIENT_HEADER] = str(os.getpid())
         return headers
 
