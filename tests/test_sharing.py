@@ -77,6 +77,9 @@ def test_two_kernels_share_one_engine(runtime):
         assert "with 1 other kernel" in stream_text(a.execute("%vllama status"))
         bar = "__import__('vllama_jupyter.labstatus').labstatus.status_message(__import__('vllama_jupyter').get_session())"
         assert a.value(bar)["shared"] == "shared with 1 kernel" and b.value(bar)["shared"] == "shared by another notebook"
+        # a script-style client in B: vllama_jupyter.client() is an openai.OpenAI on A's share
+        assert b.value("__import__('vllama_jupyter').client().completions.create(model='tiny-shakespeare', "
+                       "prompt='ROMEO:', max_tokens=3).usage.completion_tokens") == 3
 
         # both at once: llama.cpp takes one request at a time, so each waits its turn, neither fails
         cell = "%%vllama -t 0 --max-tokens 200 --ignore-eos -o both\nROMEO:\n"
@@ -146,6 +149,9 @@ def test_share_refuses_what_it_cannot_share(runtime):
         assert "--idle-timeout: invalid float value" in failed_line(a.execute("%vllama share --idle-timeout soon"))
         line = failed_line(a.execute("import vllama_jupyter as v; v.share(idle_timeout=-1)"))
         assert "idle_timeout must be a positive number of seconds" in line
+        assert "no shared engine is running" in failed_line(a.execute("v.client()"))
+        assert "port must be a whole number from 1024 to 65535" in failed_line(a.execute("%vllama share --port 80"))
+        assert "--port: invalid int value" in failed_line(a.execute("%vllama share --port http"))
         a.execute("%vllama serve llamacpp")
         assert "share the engine in the notebook that has it loaded" in failed_line(a.execute("%vllama share"))
     finally:

@@ -224,8 +224,9 @@ def test_shared_engine_speaks_reasoning_and_tool_calls_to_openai_clients(qwen3, 
         short = client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}],
                                                max_completion_tokens=3, temperature=0)
         assert short.usage.completion_tokens == 3 and short.choices[0].finish_reason == "length"
-        with pytest.raises(Exception, match="n=2 is not supported by the shared vllama engine"):
-            client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}], n=2)
+        two = client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "Where is Romeo?"}],
+                                             tools=tools, tool_choice="required", n=2, max_tokens=60)
+        assert [c.finish_reason for c in two.choices] == ["tool_calls", "tool_calls"]
         lp = client.chat.completions.create(model=info["model"], messages=[{"role": "user", "content": "hi"}],
                                             max_tokens=5, temperature=0, logprobs=True, top_logprobs=2)
         assert len(lp.choices[0].logprobs.content) == lp.usage.completion_tokens

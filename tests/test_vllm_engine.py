@@ -205,19 +205,20 @@ def shared_vllm_streams_at_once(a, tmp_path):
 
         def run(name, k):
             status[name] = k.execute(cell, timeout=600).status
-        threads = [threading.Thread(target=run, args=(n, k)) for n, k in (("a", a), ("b", b))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(600)
-        assert status == {"a": "ok", "b": "ok"}, status
-        assert b.value("both.engine") == "openai" and a.value("both.engine") == "vllm"
-        assert a.value("both.text") == b.value("both.text") and b.value("both.output_tokens") == 900
-        # when each kernel received its first and last tokens (CLOCK_MONOTONIC: one clock for all
-        # processes on Linux): the two streams overlapped
-        span = "(both.first_text_time, both.delta_times[-1])"
-        (a_first, a_last), (b_first, b_last) = a.value(span), b.value(span)
-        assert b_first < a_last and a_first < b_last, (a_first, a_last, b_first, b_last)
+        for attempt in range(3):   # batched together every time
+            threads = [threading.Thread(target=run, args=(n, k)) for n, k in (("a", a), ("b", b))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(600)
+            assert status == {"a": "ok", "b": "ok"}, status
+            assert b.value("both.engine") == "openai" and a.value("both.engine") == "vllm"
+            assert a.value("both.text") == b.value("both.text") and b.value("both.output_tokens") == 900
+            # when each kernel received its first and last tokens (CLOCK_MONOTONIC: one clock for
+            # all processes on Linux): the two streams overlapped
+            span = "(both.first_text_time, both.delta_times[-1])"
+            (a_first, a_last), (b_first, b_last) = a.value(span), b.value(span)
+            assert b_first < a_last and a_first < b_last, (attempt, a_first, a_last, b_first, b_last)
         assert not of_type(b.execute("%vllama status"), "error")
     finally:
         b.stop()
