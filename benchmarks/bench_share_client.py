@@ -2,7 +2,11 @@
 a notebook's shared vLLM engine and against `vllm serve` of the same model, alternately, in pairs:
 
   share TTFT / vllm serve TTFT     median time to first token of the client's requests   goal <= 1
-  share TPOT / vllm serve TPOT     median time per output token                          goal <= 1.05
+  share TPOT / vllm serve TPOT     median time per output token after the first          goal <= 1.05
+  share / vllm serve output tok/s  the client's output throughput                        goal >= 0.95
+
+Each request asks for OUT tokens (ignore_eos). A server that falls behind sends several tokens in
+one event, which lowers its TPOT and raises its TTFT: read the three together.
 
 Every run must complete all of its requests; the medians behind each ratio are in the results.
 """
@@ -13,6 +17,8 @@ import tempfile
 
 from paired import Ratio, paired
 from vllm_client import run_vllm_client
+
+OUT = 128
 
 
 def main(quick: bool = False) -> list[Ratio]:
@@ -31,7 +37,7 @@ def main(quick: bool = False) -> list[Ratio]:
     def run(which: str) -> dict:
         url, model = (info["url"], info["model"]) if which == "share" else (server.url, server.model)
         os.environ["OPENAI_API_KEY"] = token if which == "share" else "none"
-        r = run_vllm_client(url, model, str(session.ref.path), out, prompts=prompts)
+        r = run_vllm_client(url, model, str(session.ref.path), out, prompts=prompts, output_len=OUT)
         assert r["completed"] == prompts and r["failed"] == 0, r
         runs[which].append(r)
         print(r["line"], flush=True)
@@ -41,7 +47,10 @@ def main(quick: bool = False) -> list[Ratio]:
                       lambda: run("serve")["median_ttft_ms"], pairs=3 if quick else 5, warmup=1, unit="ms")
         tpot = paired("vllm bench serve TPOT: share / vllm serve", "<= 1.05", lambda: run("share")["median_tpot_ms"],
                       lambda: run("serve")["median_tpot_ms"], pairs=3 if quick else 5, unit="ms")
-        return [ttft, tpot]
+        speed = paired("vllm bench serve output tok/s: share / vllm serve", ">= 0.95",
+                       lambda: run("share")["output_throughput"], lambda: run("serve")["output_throughput"],
+                       pairs=3 if quick else 5, unit="tokens/s")
+        return [ttft, tpot, speed]
     finally:
         os.environ.pop("OPENAI_API_KEY", None)
         server.stop()
