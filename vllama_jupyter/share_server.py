@@ -1,18 +1,18 @@
 """The HTTP side of a shared engine: the OpenAI API (models, completions, chat completions with
 SSE streaming, embeddings, tokenize, health) over the session's engine, on 127.0.0.1, answering
-only requests that carry the bearer token. Built on tornado (every kernel has it): its event loop
-runs in a thread of its own, and the engine's blocking calls run in a thread pool beside it, so
-idle connections cost no thread. A request takes the engine through the session's seam
-(sharing.Seam.lease): in turn on llama.cpp, at once on vLLM."""
+only requests that carry the bearer token; the bodies are read and written by share_wire. Built
+on tornado (every kernel has it): its event loop runs in a thread of its own, and the engine's
+blocking calls run in a thread pool beside it, so idle connections cost no thread. A request
+takes the engine through the session's seam (seam.Seam.lease): in turn on llama.cpp, at once on
+vLLM."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import threading
 import time
-import uuid
-import base64
 from concurrent.futures import ThreadPoolExecutor
 
 import tornado.httpserver
@@ -21,13 +21,11 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from .errors import BusyError, VllamaError
-from .options import check_fields, from_openai
-from .sampling import Sampling
 from .seam import CLIENT_HEADER, SHARED_WAIT_S, SHARING_END_S, UNSHARED
+from .share_wire import Plan, usage
 
 GROUP_S = 0.005   # the least time between two streamed events of one choice
 WORKERS = 64      # requests that may be in the engine (or waiting for it) at once
-MAX_N = 64
 EMBEDDING_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
          503: "service_unavailable", 500: "server_error"}
@@ -260,7 +258,7 @@ class Generate(Base):
         finally:
             lease.release()
 
-    async def _choices(self, plan: "Plan", eng, each) -> None:
+    async def _choices(self, plan: Plan, eng, each) -> None:
         """Run each(index, stream) for every choice: at once on a concurrent engine, else in turn."""
         async def one(i: int) -> None:
             stream = await self.blocking(plan.open, eng, i)
@@ -277,7 +275,7 @@ class Generate(Base):
             for i in range(plan.count):
                 await one(i)
 
-    async def _whole(self, plan: "Plan", eng) -> None:
+    async def _whole(self, plan: Plan, eng) -> None:
         results: dict = {}
 
         async def each(i, stream):
@@ -287,9 +285,9 @@ class Generate(Base):
         done = [results[i] for i in range(plan.count)]
         self.finish({"id": plan.id, "object": plan.kind, "created": plan.created, "model": self.sharing.seam.model,
                      "choices": [plan.whole_choice(i, r) for i, r in enumerate(done)],
-                     "usage": _usage(done[0].prompt_tokens if done else 0, sum(r.output_tokens for r in done))})
+                     "usage": usage(done[0].prompt_tokens if done else 0, sum(r.output_tokens for r in done))})
 
-    async def _sse(self, plan: "Plan", eng) -> None:
+    async def _sse(self, plan: Plan, eng) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         stream_of = getattr(self.request.connection, "stream", None)
@@ -313,7 +311,7 @@ class Generate(Base):
                 got = [outputs[i] for i in range(plan.count)]
                 await self._event({"id": plan.id, "object": plan.kind, "created": plan.created,
                                    "model": self.sharing.seam.model, "choices": [],
-                                   "usage": _usage(got[0].prompt_tokens, sum(s.output_tokens for s in got))})
+                                   "usage": usage(got[0].prompt_tokens, sum(s.output_tokens for s in got))})
             self.write(b"data: [DONE]\n\n")
             self.finish()
         except VllamaError as e:
@@ -340,91 +338,6 @@ class ChatCompletions(Generate):
 
 
 
-class Plan:
-    """One generation request read and checked: its prompts or messages, n, sampling per choice."""
-
-    def __init__(self, body: dict, chat: bool):
-        check_fields(body)
-        self.chat = chat
-        n = body.get("n", 1)
-        if n is None:
-            n = 1
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-            raise VllamaError(f"n must be a whole number from 1 to {MAX_N} (got {n!r})")
-        self.sampling = Sampling.make(**from_openai(body, chat))
-        opts = body.get("stream_options")
-        if opts is not None and (not body.get("stream") or not isinstance(opts, dict)):
-            raise VllamaError("stream_options goes with stream=true, as {'include_usage': true}")
-        self.include_usage = bool((opts or {}).get("include_usage"))
-        if chat:
-            from .messages import check_messages
-
-            self.messages = check_messages(body.get("messages"))
-            self.tools = _tools(body.get("tools"))
-            self.prompts = [None]
-        else:
-            self.prompts = _prompts(body.get("prompt"))
-        self.n = n
-        self.count = n * len(self.prompts)
-        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-        self.kind = "chat.completion" if chat else "text_completion"
-        self.created = int(time.time())
-
-    def sampling_of(self, i: int) -> Sampling:
-        """Choice i's sampling: with a seed, choice j of a prompt uses seed + j (repeatable, and
-        the choices differ)."""
-        j = i % self.n
-        if self.sampling.seed is None or j == 0:
-            return self.sampling
-        return Sampling.make(self.sampling, seed=(self.sampling.seed + j) % 2**32)
-
-    def open(self, eng, i: int):
-        s = self.sampling_of(i)
-        if self.chat:
-            return eng.chat(self.messages, s, self.tools)
-        return eng.stream(self.prompts[i // self.n], s)
-
-    def whole_choice(self, i: int, result) -> dict:
-        choice = {"index": i, "finish_reason": _reason(result.finish_reason), "token_ids": result.token_ids,
-                  "logprobs": _logprobs(result.logprobs, self.chat) if result.logprobs is not None else None}
-        if self.chat:
-            msg = {"role": "assistant", "content": result.text}
-            if result.reasoning:
-                msg["reasoning_content"] = result.reasoning
-            if result.tool_calls:
-                msg["tool_calls"] = result.tool_calls
-                choice["finish_reason"] = "tool_calls"
-            choice["message"] = msg
-        else:
-            choice["text"] = result.text
-        return choice
-
-    def chunk(self, i: int, stream, held: list, done: bool, first: bool) -> dict:
-        reason = next((d.finish_reason for d in held if d.finish_reason), None) if done else None
-        if done and reason is None:
-            reason = stream.finish_reason
-        choice: dict = {"index": i, "finish_reason": None, "token_ids": [t for d in held for t in d.token_ids]}
-        text = "".join(d.text for d in held)
-        if self.chat:
-            delta: dict = {"role": "assistant"} if first else {}
-            delta["content"] = text
-            thought = "".join(d.reasoning for d in held)
-            if thought:
-                delta["reasoning_content"] = thought
-            if done and stream.tool_calls:
-                delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(stream.tool_calls)]
-                reason = "tool_calls"
-            choice["delta"] = delta
-        else:
-            choice["text"] = text
-        if done:
-            choice["finish_reason"] = _reason(reason)
-        if held and held[0].logprobs is not None:
-            choice["logprobs"] = _logprobs([t for d in held for t in d.logprobs or ()], self.chat)
-        return {"id": self.id, "object": f"{self.kind}.chunk" if self.chat else self.kind, "created": self.created,
-                "model": stream.model, "choices": [choice]}
-
-
 def _batch(stream, stopped) -> tuple[list, bool]:
     """The next deltas of `stream`: at least one, and more while they come within GROUP_S (on a
     busy machine one event per token costs the engine more than the tokens); done at its end."""
@@ -444,45 +357,3 @@ def _drain(stream, stopped) -> None:
     for _ in stream:
         if stopped():
             raise VllamaError(UNSHARED)
-
-
-def _prompts(p) -> list:
-    """A completion's prompts: text, a list of token ids, or a list of texts (one choice set each)."""
-    if isinstance(p, str):
-        return [p]
-    if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
-        return [p]
-    if isinstance(p, list) and p and all(isinstance(t, str) for t in p):
-        return list(p)
-    raise VllamaError(f"the prompt must be text, a list of texts or a list of token ids (got {type(p).__name__})")
-
-
-def _tools(tools):
-    if tools is None:
-        return None
-    if not isinstance(tools, list) or not all(
-            isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") for t in tools):
-        raise VllamaError("tools must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': ...}}")
-    return tools or None
-
-
-def _reason(r: str | None) -> str | None:
-    return {"cancelled": "abort", "interrupted": "abort", None: "stop"}.get(r, r)
-
-
-def _usage(prompt: int, output: int) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
-
-
-def _logprobs(items, chat: bool) -> dict:
-    if chat:
-        return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()),
-                             "top_logprobs": [{"token": a, "logprob": lp, "bytes": list(a.encode())}
-                                              for a, lp in t.top]} for t in items]}
-    offsets, at = [], 0
-    for t in items:
-        offsets.append(at)
-        at += len(t.token)
-    return {"tokens": [t.token for t in items], "token_logprobs": [t.logprob for t in items],
-            "top_logprobs": [dict(t.top) for t in items], "text_offset": offsets}
-
