@@ -205,6 +205,21 @@ def test_a_killed_owner_fails_one_client_cell_then_the_client_loads_its_own(runt
         b.stop()
 
 
+def client_streams_from_owner(a: Kernel, b: Kernel) -> tuple[threading.Thread, dict]:
+    """A shares llama.cpp; B starts a long stream from it (in a thread). Returns once A serves it;
+    done["b"] is B's cell when it ends."""
+    assert a.execute("%vllama load embedded --engine llamacpp --n-ctx 8192\n%vllama share").status == "ok"
+    assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "openai"
+    done: dict = {}
+    t = threading.Thread(target=lambda: done.setdefault(
+        "b", b.execute("%%vllama -t 0 --max-tokens 8000 --ignore-eos -o long\nROMEO:\n")))
+    t.start()
+    deadline = time.monotonic() + 60
+    while a.value("__import__('vllama_jupyter').status()['state']") != "serving" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return t, done
+
+
 @pytest.mark.parametrize("action, said", [("%vllama unload", "unloaded"),
                                           ("%vllama load embedded --engine llamacpp --n-ctx 2048", "llamacpp")])
 def test_the_owner_unloads_or_reloads_while_a_client_streams(runtime, action, said):
@@ -212,15 +227,7 @@ def test_the_owner_unloads_or_reloads_while_a_client_streams(runtime, action, sa
     token with one line, the owner's action goes through, and the client's next cell loads its own model."""
     a, b = kernel(runtime), kernel(runtime)
     try:
-        assert a.execute("%vllama load embedded --engine llamacpp --n-ctx 8192\n%vllama share").status == "ok"
-        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "openai"
-        done = {}
-        t = threading.Thread(target=lambda: done.setdefault(
-            "b", b.execute("%%vllama -t 0 --max-tokens 8000 --ignore-eos -o long\nROMEO:\n")))
-        t.start()
-        deadline = time.monotonic() + 60
-        while a.value("__import__('vllama_jupyter').status()['state']") != "serving" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        t, done = client_streams_from_owner(a, b)
         done_by_owner = a.execute(action)
         assert done_by_owner.status == "ok" and said in stream_text(done_by_owner)
         t.join(120)
@@ -237,15 +244,7 @@ def test_the_owner_is_killed_while_a_client_streams(runtime):
     its next cell loads a model of its own."""
     a, b = kernel(runtime), kernel(runtime)
     try:
-        assert a.execute("%vllama load embedded --engine llamacpp --n-ctx 8192\n%vllama share").status == "ok"
-        assert b.execute(GREEDY).status == "ok" and b.value("r.engine") == "openai"
-        done = {}
-        t = threading.Thread(target=lambda: done.setdefault(
-            "b", b.execute("%%vllama -t 0 --max-tokens 8000 --ignore-eos -o long\nROMEO:\n")))
-        t.start()
-        deadline = time.monotonic() + 60
-        while a.value("__import__('vllama_jupyter').status()['state']") != "serving" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        t, done = client_streams_from_owner(a, b)
         os.kill(a.value("__import__('os').getpid()"), 9)
         killed = time.monotonic()
         t.join(60)
