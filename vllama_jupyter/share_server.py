@@ -157,27 +157,25 @@ class Base(tornado.web.RequestHandler):
         return self.sharing.stopped
 
 
-def _engine(sharing):
+def _live(sharing):
+    """The shared engine, or None once it is unloaded or no longer shared."""
     eng = sharing.seam.engine()
-    if eng is None or sharing.stopped:
-        raise VllamaError(UNSHARED)
-    return eng
+    return None if sharing.stopped else eng
 
 
 class Health(Base):
     needs_token = False   # as vLLM's: says only whether the engine is there
 
     def get(self) -> None:
-        eng = self.sharing.seam.engine()
-        if eng is None or self.sharing.stopped:
+        if _live(self.sharing) is None:
             return self.fail(503, "the shared engine is not loaded")
         self.finish({"status": "ok"})
 
 
 class Models(Base):
     def get(self, name: str | None = None) -> None:
-        eng, model = self.sharing.seam.engine(), self.sharing.seam.model
-        if eng is None or self.sharing.stopped:
+        eng, model = _live(self.sharing), self.sharing.seam.model
+        if eng is None:
             return self.fail(503, UNSHARED)
         if name is not None and name != model:
             return self.fail(404, f"no model {name!r} here: this engine serves {model!r}")
@@ -202,7 +200,10 @@ class Tokenize(Base):
             text = self.body().get("prompt")
             if not isinstance(text, str):
                 raise VllamaError(f"the prompt must be text, not {type(text).__name__}")
-            ids = await self.blocking(_engine(self.sharing).tokenize, text)
+            eng = _live(self.sharing)
+            if eng is None:
+                raise VllamaError(UNSHARED)
+            ids = await self.blocking(eng.tokenize, text)
             self.finish({"tokens": ids, "count": len(ids)})
         await self.answer(work)
 
