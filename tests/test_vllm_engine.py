@@ -186,7 +186,9 @@ def test_vllm_cell_in_a_real_kernel(tmp_path):
 
 def shared_vllm_streams_at_once(a, tmp_path):
     """Kernel A shares its vLLM engine; A and B generate at the same time and vLLM batches them:
-    B's first tokens arrive while A is still streaming."""
+    B's first tokens arrive while A is still streaming. Requests served in turn can never overlap;
+    on a loaded 2-core host a kernel's cell or a TCP connect now and then starts seconds late
+    (longer than A's whole 5 s stream), so up to five tries, each checked in full, must show one."""
     import threading
 
     from vllama_jupyter.bench.kernel import Kernel, of_type
@@ -205,7 +207,8 @@ def shared_vllm_streams_at_once(a, tmp_path):
 
         def run(name, k):
             status[name] = k.execute(cell, timeout=600).status
-        for attempt in range(3):   # batched together every time
+        overlaps = []
+        for attempt in range(5):
             threads = [threading.Thread(target=run, args=(n, k)) for n, k in (("a", a), ("b", b))]
             for t in threads:
                 t.start()
@@ -218,7 +221,11 @@ def shared_vllm_streams_at_once(a, tmp_path):
             # all processes on Linux): the two streams overlapped
             span = "(both.first_text_time, both.delta_times[-1])"
             (a_first, a_last), (b_first, b_last) = a.value(span), b.value(span)
-            assert b_first < a_last and a_first < b_last, (attempt, a_first, a_last, b_first, b_last)
+            overlaps.append((a_first, a_last, b_first, b_last))
+            if b_first < a_last and a_first < b_last:
+                break
+        else:
+            raise AssertionError(f"the two kernels' streams never overlapped: {overlaps}")
         assert not of_type(b.execute("%vllama status"), "error")
     finally:
         b.stop()
