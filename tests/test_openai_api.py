@@ -228,7 +228,7 @@ def test_two_clients_are_batched_together_on_vllm(shared):
     # requests answered in turn never overlap; on a loaded 2-core host a TCP connect now and then
     # takes a second or more (longer than the streams), so one of up to five pairs must overlap
     pairs = []
-    for attempt in range(5):
+    for _ in range(5):
         spans.clear()
         ts = [threading.Thread(target=run, args=(n,)) for n in "AB"]
         for t in ts:

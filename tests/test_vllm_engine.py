@@ -208,7 +208,7 @@ def shared_vllm_streams_at_once(a, tmp_path):
         def run(name, k):
             status[name] = k.execute(cell, timeout=600).status
         overlaps = []
-        for attempt in range(5):
+        for _ in range(5):
             threads = [threading.Thread(target=run, args=(n, k)) for n, k in (("a", a), ("b", b))]
             for t in threads:
                 t.start()
