@@ -252,3 +252,79 @@ def chat_model_hf(template: str = "Qwen-Qwen3-0.6B") -> Path:
     tok.save_pretrained(part)
     os.replace(part, path)
     return path
+
+
+# a LLaVA-1.5-shaped vision tower (CLIP ViT, class token, pre-norm) and MLP projector, tiny:
+# 32×32 images in 8×8 patches, so each image is 16 tokens to the language model
+VISION = dict(hidden=64, layers=2, heads=4, ffn=96, image=32, patch=8)
+
+
+def vision_model(template: str = "Qwen-Qwen3-0.6B") -> Path:
+    """A vision-language pair llama.cpp's mtmd runs: chat_model(template) as the language model and,
+    beside it in one folder, a random-weight LLaVA projector (projector type "mlp", written with
+    gguf-py) that maps the image into that model's 128-wide embeddings. Returns the model's path;
+    the projector is mmproj-*.gguf next to it."""
+    folder = CACHE / f"vision-{template}-v1"
+    model = folder / "random-vl.gguf"
+    if model.exists():
+        return model
+    part = Path(str(folder) + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    shutil.copyfile(chat_model(template), part / model.name)
+    _write_projector(part / "mmproj-random-vl.gguf", SMALL["hidden"])
+    os.replace(part, folder)
+    return model
+
+
+def _write_projector(path: Path, text_hidden: int, seed: int = 1) -> None:
+    import gguf
+
+    v = VISION
+    h, f = v["hidden"], v["ffn"]
+    n_pos = (v["image"] // v["patch"]) ** 2 + 1
+    rng = np.random.default_rng(seed)
+
+    def rand(*dims, scale=0.05):
+        return (rng.standard_normal(dims, dtype=np.float32) * scale).astype(np.float32)
+
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_name("random LLaVA-shaped projector")
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_string("clip.projector_type", "mlp")
+    w.add_uint32("clip.vision.image_size", v["image"])
+    w.add_uint32("clip.vision.patch_size", v["patch"])
+    w.add_uint32("clip.vision.embedding_length", h)
+    w.add_uint32("clip.vision.feed_forward_length", f)
+    w.add_uint32("clip.vision.projection_dim", text_hidden)
+    w.add_uint32("clip.vision.block_count", v["layers"])
+    w.add_uint32("clip.vision.attention.head_count", v["heads"])
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    w.add_array("clip.vision.image_mean", [0.48145466, 0.4578275, 0.40821073])
+    w.add_array("clip.vision.image_std", [0.26862954, 0.26130258, 0.27577711])
+    w.add_bool("clip.use_gelu", True)
+    w.add_tensor("v.class_embd", rand(h))
+    w.add_tensor("v.patch_embd.weight", rand(h, 3, v["patch"], v["patch"], scale=0.2))
+    w.add_tensor("v.position_embd.weight", rand(n_pos, h))
+    w.add_tensor("v.pre_ln.weight", np.ones(h, np.float32))
+    w.add_tensor("v.pre_ln.bias", np.zeros(h, np.float32))
+    for i in range(v["layers"]):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            w.add_tensor(f"v.blk.{i}.{name}.weight", rand(h, h))
+            w.add_tensor(f"v.blk.{i}.{name}.bias", np.zeros(h, np.float32))
+        for name in ("ln1", "ln2"):
+            w.add_tensor(f"v.blk.{i}.{name}.weight", np.ones(h, np.float32))
+            w.add_tensor(f"v.blk.{i}.{name}.bias", np.zeros(h, np.float32))
+        w.add_tensor(f"v.blk.{i}.ffn_up.weight", rand(f, h))
+        w.add_tensor(f"v.blk.{i}.ffn_up.bias", np.zeros(f, np.float32))
+        w.add_tensor(f"v.blk.{i}.ffn_down.weight", rand(h, f))
+        w.add_tensor(f"v.blk.{i}.ffn_down.bias", np.zeros(h, np.float32))
+    # strong enough that the image's 16 tokens move a random language model's next-token choice
+    w.add_tensor("mm.0.weight", rand(text_hidden, h, scale=0.5))
+    w.add_tensor("mm.0.bias", np.zeros(text_hidden, np.float32))
+    w.add_tensor("mm.2.weight", rand(text_hidden, text_hidden, scale=0.5))
+    w.add_tensor("mm.2.bias", np.zeros(text_hidden, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

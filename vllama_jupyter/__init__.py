@@ -36,32 +36,34 @@ def status() -> dict:
     return get_session().status()
 
 
-def generate(prompt, sampling: Sampling | None = None, **sampling_options) -> Result:
-    """Complete `prompt` (text or token ids) and return the Result.
+def generate(prompt, sampling: Sampling | None = None, images=None, **sampling_options) -> Result:
+    """Complete `prompt` (text or token ids) and return the Result. With `images` (matplotlib
+    figures, PIL images, numpy arrays, PNG/JPEG bytes or paths) a vision model is asked about them
+    in one chat turn; the record keeps each image's SHA-256, size and mode.
     Sampling options: max_tokens, temperature, top_p, top_k, seed, stop, ignore_eos, json_schema,
     logprobs (0-20: each token's log-probability and that many alternatives, in Result.logprobs).
     Result.record tells how it was made (engine, model SHA-256, every setting with the seed used)."""
-    return get_session().generate(prompt, sampling, **sampling_options)
+    return get_session().generate(prompt, sampling, images=images, **sampling_options)
 
 
-def stream(prompt, sampling: Sampling | None = None, **sampling_options) -> Stream:
+def stream(prompt, sampling: Sampling | None = None, images=None, **sampling_options) -> Stream:
     """Like generate(), but returns a Stream of Deltas; `.result` once it ends. Close it to stop."""
-    return get_session().stream(prompt, sampling, **sampling_options)
+    return get_session().stream(prompt, sampling, images=images, **sampling_options)
 
 
 def chat(message, sampling: Sampling | None = None, system: str | None = None, keep: bool = True,
-         tools=None, run_tools: bool = False, max_rounds: int = MAX_ROUNDS, **sampling_options):
+         tools=None, run_tools: bool = False, max_rounds: int = MAX_ROUNDS, images=None, **sampling_options):
     """Continue the kernel's conversation with `message` (text, or OpenAI-shaped messages whose
     content may be a list of parts); returns a Stream of the reply. keep=False answers it alone.
     Options besides sampling: think, max_thinking, tool_choice. `tools`: Python functions the
-    model may call; their calls come back in `result.tool_calls`, and nothing runs unless
+    model may call; `images` go with a text message (as in generate()); tool calls come back in `result.tool_calls`, and nothing runs unless
     run_tools=True, which runs the tool loop to its end and returns the last round's Result
     (`.rounds` holds the earlier ones; each call and result is printed; at most `max_rounds`)."""
     session = get_session()
     if run_tools:
         return session.chat_loop(message, sampling, system=system, keep=keep, tools=tools, run_tools=True,
-                                 show=print, max_rounds=max_rounds, **sampling_options)
-    return session.chat(message, sampling, system=system, keep=keep, tools=tools, **sampling_options)
+                                 show=print, max_rounds=max_rounds, images=images, **sampling_options)
+    return session.chat(message, sampling, system=system, keep=keep, tools=tools, images=images, **sampling_options)
 
 
 def batch(prompts: list, sampling: Sampling | None = None, **sampling_options) -> list[Result]:

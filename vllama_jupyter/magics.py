@@ -129,6 +129,8 @@ class VllamaMagics(Magics):
     @options.decorate
     @argument("-s", "--system", help="system prompt (formats the prompt as a chat)")
     @argument("--chat", action="store_true", help="continue the kernel's conversation")
+    @argument("--image", action="append", metavar="IMG", help="show the model an image: a variable (figure, PIL image, "
+              "array, bytes), Out[n], or a file path (repeatable)")
     @argument("--tools", metavar="F,G", help="notebook functions the model may call (names, comma-separated)")
     @argument("--run-tools", action="store_true", help="run the calls the model makes and send it the results")
     @argument("--max-rounds", type=int, default=MAX_ROUNDS, metavar="N", help="most rounds of tool calls (default 8)")
@@ -172,6 +174,7 @@ class VllamaMagics(Magics):
             given["grammar"] = ns[args.grammar]
         s = Sampling.make(**given)
         tools = self._tools(args.tools, ns) if args.tools else None
+        images = [self._image(x, ns) for x in args.image] if args.image else None
         if args.run_tools and not tools:
             raise VllamaError("--run-tools needs --tools f,g: the notebook functions the model may call")
         session = get_session()
@@ -190,9 +193,10 @@ class VllamaMagics(Magics):
             renderer.handle = None   # the next round gets its own display
             return result
 
-        if args.chat or args.system or tools or any(given[k] is not None for k in CHAT_ONLY):
+        if args.chat or args.system or tools or images or any(given[k] is not None for k in CHAT_ONLY):
             result = session.chat_loop(prompt.strip(), s, system=args.system, keep=args.chat, tools=tools,
-                                       run_tools=args.run_tools, render=render, show=print, max_rounds=args.max_rounds)
+                                       run_tools=args.run_tools, render=render, show=print, max_rounds=args.max_rounds,
+                                       images=images)
         else:
             result = render(session.stream(prompt, s))
         if args.out:
@@ -206,6 +210,28 @@ class VllamaMagics(Magics):
                 raise VllamaError(f"--tools names notebook functions: {name!r} is not a variable here")
             funcs.append(ns[name])
         return funcs
+
+    @staticmethod
+    def _image(spec: str, ns: dict):
+        """--image's object: a variable, Out[n] (or _n), or a file path."""
+        import os
+
+        m = re.fullmatch(r"Out\[(\d+)\]|_(\d+)", spec)
+        if m:
+            n = int(m.group(1) or m.group(2))
+            out = ns.get("Out", {})
+            if n not in out:
+                raise VllamaError(f"--image {spec}: cell {n} has no output (Out holds {sorted(out)[-5:] or 'nothing'})")
+            return out[n]
+        if spec.isidentifier():
+            if spec in ns:
+                return ns[spec]
+            if not os.path.exists(spec):
+                raise VllamaError(f"--image {spec!r} names no variable here and no file: make the figure or image "
+                                  "first, or give a file path")
+        from .images import as_image
+
+        return as_image(spec, f"--image {spec}")
 
     @staticmethod
     def _schema(spec: str, ns: dict) -> dict:
@@ -249,6 +275,8 @@ class VllamaMagics(Magics):
             facts.append(f"process memory {st['rss_bytes'] / 2**20:.0f} MB")
         if "api_key" in st:
             facts.append(f"API key {st['api_key']}")
+        if "images" in st:
+            facts.append(f"images through {st['images']}")
         if "shared" in st:
             n = st["shared"]["clients"]
             facts.append(f"shared at {st['shared']['url']} with {n} other kernel{'s' if n != 1 else ''}")

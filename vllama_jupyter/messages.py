@@ -133,6 +133,11 @@ def text_of(content) -> str:
     return "".join(p["text"] for p in content if p.get("type") == "text")
 
 
+def image_urls(messages: list[dict]) -> list[str]:
+    """The URLs of the image parts of checked messages, in order."""
+    return [p["image_url"]["url"] for m in messages if isinstance(m.get("content"), list)
+            for p in m["content"] if p.get("type") == "image_url"]
+
+
 def has_images(messages: list[dict]) -> bool:
-    return any(isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
-               for m in messages)
+    return bool(image_urls(messages))

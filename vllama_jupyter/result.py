@@ -116,6 +116,10 @@ class Result(Timings):
             count += f" ({self.reasoning_tokens} thinking, {self.output_tokens - self.reasoning_tokens} answer)"
         if self.tool_calls:
             extra += f" · {len(self.tool_calls)} tool call{'s' if len(self.tool_calls) > 1 else ''}"
+        images = self.record.get("images")
+        if images:
+            n = self.record.get("image_tokens")
+            extra += f" · {len(images)} image{'s' if len(images) > 1 else ''}" + (f" ({sum(n)} tokens)" if n else "")
         return (f"{count} · TTFT {ttft} · {tps} tokens/s · "
                 f"{self.engine} · {self.model}{extra}")
 

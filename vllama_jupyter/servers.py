@@ -149,6 +149,11 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
         n_ctx = n_ctx or (1024 if ref.source == "embedded" else 4096)
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ref.path), "--model_alias", ref.name,
                "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False", "--n_ctx", str(n_ctx)]
+        from .engines.vision import find_projector
+
+        mmproj = find_projector(ref.path, None)
+        if mmproj is not None:   # the server's multimodal handler, with the model's projector
+            cmd += ["--chat_format", "mtmd", "--clip_model_path", str(mmproj)]
         if key:
             env["API_KEY"] = key  # read by the server's settings; kept off the command line
     else:

@@ -280,23 +280,27 @@ class Session:
             self._notify()
 
     # -- generating -----------------------------------------------------------------------
-    def stream(self, prompt, sampling: Sampling | None = None, **overrides) -> Stream:
+    def stream(self, prompt, sampling: Sampling | None = None, images=None, **overrides) -> Stream:
         """Stream a completion of `prompt`. The session is busy from the first delta asked for
-        until the stream ends, is closed or raises."""
+        until the stream ends, is closed or raises. With `images` the prompt is asked as one chat
+        turn (the model's template places the images); the conversation is left as it was."""
+        if images is not None:
+            return self.chat(prompt, sampling, keep=False, images=images, **overrides)
         s = Sampling.make(sampling, **overrides)
         return self._guarded(self._engine().stream(prompt, s))
 
     def chat(self, message, sampling: Sampling | None = None, system: str | None = None,
-             keep: bool = True, tools=None, **overrides) -> Stream:
+             keep: bool = True, tools=None, images=None, **overrides) -> Stream:
         """Continue the conversation with `message` (text, or a list of OpenAI-shaped messages); the
         reply joins the history when it ends. With keep=False the message is answered on its own
         and the history is left as it was. `tools`: Python functions the model may call (the
-        calls come back in `result.tool_calls`; chat_loop() runs them)."""
+        calls come back in `result.tool_calls`; chat_loop() runs them). `images`: figures, PIL
+        images, arrays, bytes or paths the model is shown with a text message."""
         s = Sampling.make(sampling, **overrides)
         table = make_tools(tools)
         check_choice(s.tool_choice, table)
         eng = self._engine()
-        msgs = fit_context(eng, self._conversation(message, system, keep), s)
+        msgs = fit_context(eng, self._conversation(message, system, keep, images), s)
 
         def remember(stream: Stream) -> None:
             if keep and stream.finish_reason != "error":
@@ -305,7 +309,7 @@ class Session:
 
     def chat_loop(self, message, sampling: Sampling | None = None, system: str | None = None, keep: bool = True,
                   tools=None, run_tools: bool = False, render=None, show=None, max_rounds: int = MAX_ROUNDS,
-                  **overrides) -> Result:
+                  images=None, **overrides) -> Result:
         """Chat with tools to the end: each round's calls are shown and, with run_tools=True, run,
         their results sent back, and the model asked again (at most `max_rounds` rounds, 8 by default).
         `render(stream) -> Result` shows a round (default: none), `show(line)` a call or result.
@@ -319,7 +323,7 @@ class Session:
         render = render or (lambda st: st.run())
         show = show or (lambda line: None)
         eng = self._engine()
-        msgs = fit_context(eng, self._conversation(message, system, keep), s)
+        msgs = fit_context(eng, self._conversation(message, system, keep, images), s)
         rounds: list[Result] = []
         for _ in range(max_rounds):
             result = render(self._guarded(self._engine().chat(msgs, s, schemas(table))))
@@ -350,12 +354,22 @@ class Session:
         final.rounds = rounds[:-1]
         return final
 
-    def _conversation(self, message, system: str | None, keep: bool) -> list[dict]:
+    def _conversation(self, message, system: str | None, keep: bool, images=None) -> list[dict]:
         """The history (when kept), the system prompt, and the new message(s), checked."""
+        if images is not None and not isinstance(message, str):
+            raise VllamaError("images= goes with a text message; in a list of messages put them in the content "
+                              "as {'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,...'}} parts")
         if message is None or isinstance(message, str):
             if not (message or "").strip():
                 raise VllamaError("the message is empty: write something to say")
             new = [{"role": "user", "content": message}]
+            if images is not None:
+                from .images import as_images
+
+                parts = [p.part() for p in as_images(images)]
+                if not parts:
+                    raise VllamaError("images= is empty: give one or more images, or leave it out")
+                new = [{"role": "user", "content": parts + [{"type": "text", "text": message}]}]
         elif isinstance(message, list):
             new = check_messages(message)
         else:
@@ -365,8 +379,8 @@ class Session:
             msgs.insert(0, {"role": "system", "content": system})
         return check_messages(msgs + new)
 
-    def generate(self, prompt, sampling: Sampling | None = None, **overrides) -> Result:
-        return self.stream(prompt, sampling, **overrides).run()
+    def generate(self, prompt, sampling: Sampling | None = None, images=None, **overrides) -> Result:
+        return self.stream(prompt, sampling, images=images, **overrides).run()
 
     def batch(self, prompts, sampling: Sampling | None = None, **overrides) -> list[Result]:
         s = Sampling.make(sampling, **overrides)

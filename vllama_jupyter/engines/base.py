@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from ..errors import VllamaError
 from ..result import Result, Stream
-from ..messages import check_messages
+from ..messages import check_messages, has_images
 from ..provenance import PENDING
 from ..reasoning import Splitter, opens_thinking
 from ..sampling import Sampling, settings
@@ -126,10 +126,20 @@ class BaseEngine:
         """The model's Jinja chat template, None when it has none (engines with templates override this)."""
         return None
 
+    def image_marker(self) -> str | None:
+        """The text that stands for an image in this model's prompt; None: the model takes no images."""
+        return None
+
     def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None, think=None) -> str:
         """The prompt text for these chat messages: the model's template with the tools offered and
         its thinking switch set to `think`; a plain play-script rendering for models without one."""
         msgs = check_messages(messages)
+        if has_images(msgs):
+            from .vision import NO_PROJECTOR, with_markers
+
+            if self.image_marker() is None:
+                raise VllamaError(NO_PROJECTOR)
+            msgs = with_markers(msgs, self.image_marker())
         template = self.chat_template()
         if not template:
             if tools:

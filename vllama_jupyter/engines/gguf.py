@@ -144,6 +144,13 @@ def route_logs() -> None:
             log.log(lvl, line)
     _callback = llama_cpp.llama_log_callback(on_log)  # kept: C holds a pointer to it
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+    try:   # the multimodal library (mtmd) and its helpers log on their own
+        import llama_cpp.mtmd_cpp as mtmd
+
+        mtmd.mtmd_log_set(_callback, ctypes.c_void_p(0))
+        mtmd.mtmd_helper_log_set(_callback, ctypes.c_void_p(0))
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 def last_error() -> str:

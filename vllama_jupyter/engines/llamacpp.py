@@ -58,14 +58,20 @@ class Engine(BaseEngine):
         self._embedding = None
         self._options: dict = {}
         self._worker: Worker | None = None   # the process's llama.cpp thread, which runs all compute
+        self.projector = None   # vision.Projector: the mmproj, when the model takes images
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict) -> ModelRef:
         """Options, GGUF header, an architecture this llama.cpp knows, and memory for the context."""
-        check_options(options)
+        from .vision import check_projector, find_projector
+
+        check_options({k: v for k, v in options.items() if k != "mmproj"})
         meta = check_gguf(ref.path)
         check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192))
         probe(ref.path)
+        projector = find_projector(ref.path, options.get("mmproj"))
+        if projector is not None:
+            check_projector(projector)
         return ref
 
     def load(self, ref: ModelRef, **options) -> None:
@@ -80,6 +86,9 @@ class Engine(BaseEngine):
                 "n_gpu_layers": -1 if llama_cpp.llama_supports_gpu_offload() else 0}
         opts.update(options)
         self.prompt_cache = opts.pop("prompt_cache", None)
+        from .vision import find_projector
+
+        mmproj = find_projector(ref.path, opts.pop("mmproj", None))
         t0 = time.perf_counter()
         logs.clear()
         self._worker = shared_worker()
@@ -87,8 +96,10 @@ class Engine(BaseEngine):
             self.llm = llama_cpp.Llama(model_path=str(ref.path), **opts)
         except (ValueError, RuntimeError, OSError) as e:
             raise VllamaError(f"llama.cpp refused it ({_first_line(e)}; {last_error()})") from None
+        if mmproj is not None:
+            self._load_projector(mmproj)
         self.load_seconds = time.perf_counter() - t0
-        self._options = opts
+        self._options = {**opts, **({"mmproj": str(mmproj)} if mmproj else {})}
         if opts["n_ctx"] > ctx_train:
             notice(f"the context ({opts['n_ctx']:,} tokens) is longer than the {ctx_train:,} {ref.name} was "
                    "trained on: text past that point may be poor")
@@ -101,6 +112,20 @@ class Engine(BaseEngine):
         self._pieces: dict[int, bytes] = {}
         special = lambda i: self.llm.detokenize([i], special=True).decode("utf-8", "replace")  # noqa: E731
         self._bos_text, self._eos_text = special(self.llm.token_bos()), special(self._eos)
+
+    def _load_projector(self, path) -> None:
+        from .vision import Projector
+
+        try:
+            self.projector = self._worker.call(lambda: Projector(path, self.llm))
+        except BaseException:
+            self.llm.close()
+            self.llm = None
+            raise
+        notice(f"images: {path.name} ({self.projector.kind} projector) loaded with the model")
+
+    def image_marker(self) -> str | None:
+        return self.projector.marker if self.projector else None
 
     def _is_eog(self, tok: int) -> bool:
         eog = self._eog.get(tok)
@@ -146,7 +171,21 @@ class Engine(BaseEngine):
         if s.tool_choice not in (None, "auto", "none"):
             grammar = self._gbnf(self.forced_call(tools, s, splitter))
         follow_up = any(m.get("role") == "assistant" for m in messages)
-        return self._stream(prompt, s, special=bool(self.template), chat=follow_up, splitter=splitter, grammar=grammar)
+        images = self._images(messages, prompt)
+        return self._stream(prompt, s, special=bool(self.template), chat=follow_up, splitter=splitter, grammar=grammar,
+                            images=images)
+
+    def _images(self, messages: list[dict], prompt: str):
+        """(the images, mtmd's chunks of the prompt) when the messages hold images, else None."""
+        from ..images import in_messages
+        from ..messages import check_messages, has_images
+
+        msgs = check_messages(messages)
+        if not has_images(msgs):
+            return None
+        images = in_messages(msgs)
+        add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
+        return images, self.projector.prepare(prompt, images, add_bos)
 
     def stream(self, prompt, sampling: Sampling | None = None) -> Stream:
         s = sampling or Sampling()
@@ -155,14 +194,23 @@ class Engine(BaseEngine):
         return self._stream(prompt, s, special=False)
 
     def _stream(self, prompt, sampling, special: bool, chat: bool = False, splitter: Splitter | None = None,
-                grammar=None) -> Stream:
+                grammar=None, images=None) -> Stream:
         self._require()
         s = sampling or Sampling()
         self.check_prompt(prompt)
-        ids = self.tokenize(prompt, special=special) if isinstance(prompt, str) else [int(t) for t in prompt]
+        extra: dict = {}
+        if images is not None:   # mtmd holds the prompt's tokens, image tokens among them
+            pictures, prepared = images
+            ids = prepared
+            n_prompt = prepared.n_tokens
+            extra = {"images": [p.record() for p in pictures], "image_tokens": prepared.image_tokens}
+        else:
+            ids = self.tokenize(prompt, special=special) if isinstance(prompt, str) else [int(t) for t in prompt]
+            n_prompt = len(ids)
         n_ctx = self.llm.n_ctx()
-        if len(ids) >= n_ctx:
-            raise VllamaError(f"the prompt is {len(ids)} tokens but the context holds {n_ctx}: "
+        if n_prompt >= n_ctx:
+            what = f" ({sum(extra['image_tokens'])} of them for images)" if extra else ""
+            raise VllamaError(f"the prompt is {n_prompt} tokens{what} but the context holds {n_ctx}: "
                               "shorten the prompt or load the model with a larger n_ctx")
         if sum(x is not None for x in (grammar, s.json_schema, s.grammar)) > 1:
             raise VllamaError("give one constraint: json_schema, grammar, or a forced tool_choice")
@@ -170,7 +218,7 @@ class Engine(BaseEngine):
             grammar = self._grammar(s.json_schema)
         elif s.grammar:
             grammar = self._gbnf(s.grammar)
-        max_new = min(s.max_tokens, n_ctx - len(ids))
+        max_new = min(s.max_tokens, n_ctx - n_prompt)
         limit = None
         if s.max_thinking is not None:   # chat_plan checked that the model marks its thinking
             close = self.llm.tokenize(CLOSE[splitter.fmt].encode("utf-8"), add_bos=False, special=True)
@@ -180,9 +228,9 @@ class Engine(BaseEngine):
         # turn or a completion is evaluated afresh: a re-used prefix's logits differ in the last bits (another batch
         # shape), which can change a sampled token, so the same prompt, settings and seed always
         # give the same tokens. prompt_cache=True/False sets both.
-        reuse = chat if self.prompt_cache is None else self.prompt_cache
+        reuse = (chat if self.prompt_cache is None else self.prompt_cache) and images is None
         return self._new_stream(lambda: self._worker.iterate(lambda: self._loop(ids, s, max_new, grammar, reuse, limit)),
-                                len(ids), s, n_ctx, {"prompt_cache": reuse}, splitter=splitter)
+                                n_prompt, s, n_ctx, {"prompt_cache": reuse, **extra}, splitter=splitter)
 
     def _grammar(self, schema: dict):
         from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
@@ -222,7 +270,9 @@ class Engine(BaseEngine):
     def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar, reuse: bool, limit=None):
         llm = self.llm
         llm.set_seed(s.seed or 0)  # with_seed() gave sampled runs one; greedy ignores it
-        if not reuse:
+        if not isinstance(ids, list):   # a prompt with images: mtmd writes it into the cache first
+            ids = ids.evaluate(self.projector, llm)
+        elif not reuse:
             llm.reset()   # no prefix of an earlier request is kept
         generate = lambda prompt: llm.generate(prompt, top_k=s.top_k, top_p=s.top_p, min_p=0.0,  # noqa: E731
                                                temp=s.temperature, repeat_penalty=1.0, grammar=grammar)
@@ -372,9 +422,13 @@ class Engine(BaseEngine):
                 "path": str(self.ref.path), "device": "gpu offload" if gpu else "cpu",
                 "context_length": self.llm.n_ctx(), "threads": self.llm.n_threads,
                 "model_bytes": self.ref.path.stat().st_size, "rss_bytes": psutil.Process().memory_info().rss,
-                "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3)}
+                "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3),
+                **({"images": f"{self.projector.path.name} ({self.projector.kind} projector)"} if self.projector else {})}
 
     def close(self) -> None:
+        if self.projector is not None:
+            self.projector.close()
+            self.projector = None
         self._worker = None   # the shared thread stays: other engines may use it
         if self._embedding is not None:
             self._embedding.close()

@@ -16,7 +16,8 @@ from ..redact import redact
 from ..models import RemoteRef
 from ..result import Delta, Result, Stream, finished
 from ..sampling import Sampling, with_seed
-from ..messages import check_messages
+from ..images import as_image
+from ..messages import check_messages, has_images, image_urls
 from ..options import to_openai
 from ..reasoning import Splitter
 from .base import BaseEngine, check_batch, check_prompt
@@ -164,13 +165,17 @@ class Engine(Endpoints, BaseEngine):
             return self._fail(f"the connection to {self.url} broke mid-answer (did the server stop?)")
         return self._fail(f"could not talk to {self.url}: {type(e).__name__}")
 
-    def _check_status(self, status: int, text: str) -> None:
+    def _check_status(self, status: int, text: str, images: bool = False) -> None:
         if status < 400:
             return
         detail = _error_text(self._scrub(text))   # the key goes before the cut: a cut key no longer matches
         if status in (401, 403):
             hint = f"check the key in ${self.api_key_env}" if self.api_key_env else "give api_key_env=NAME of the variable holding the key"
             raise self._fail(f"the server at {self.url} refused the API key ({status}): {hint}")
+        if images and status in (400, 422, 500, 501):
+            raise self._fail(f"the server at {self.url} refused the image (HTTP {status}: {detail}): serve a vision "
+                             "model there with its projector (llama.cpp: --mmproj or clip_model_path; vLLM: a "
+                             "vision-language model)")
         if status == 404:
             raise self._fail(f"the server at {self.url} has no such model or endpoint (404): {detail}")
         if status >= 500:
@@ -205,14 +210,17 @@ class Engine(Endpoints, BaseEngine):
             raise VllamaError(f"tool_choice={s.tool_choice!r} needs tools: pass tools=[...] (or --tools f,g)")
         body = self._body(s, True, chat=True)
         body["messages"] = check_messages(messages)
+        # a broken image fails here, not at the server; the record keeps each one's hash
+        seen = [(as_image(u).record() if u.startswith("data:") else {"url": u}) for u in image_urls(body["messages"])]
         if tools:
             body["tools"] = tools
         # a server without a reasoning or tool parser leaves the markup in the text: read it here
-        return self._open("/chat/completions", body, True, s, Splitter("think", tools="hermes" if tools else None))
+        return self._open("/chat/completions", body, True, s, Splitter("think", tools="hermes" if tools else None),
+                          {"images": seen} if seen else None)
 
-    def _open(self, path: str, body: dict, chat: bool, s: Sampling, splitter=None) -> Stream:
+    def _open(self, path: str, body: dict, chat: bool, s: Sampling, splitter=None, extra=None) -> Stream:
         return self._new_stream(lambda: self._sse(path, body, chat, s.logprobs), 0, s, self.max_model_len,
-                                splitter=splitter)
+                                extra, splitter=splitter)
 
     def _sse(self, path: str, body: dict, chat: bool, logprobs: int | None):
         import httpx
@@ -224,7 +232,7 @@ class Engine(Endpoints, BaseEngine):
                 r = source.response
                 if r.status_code >= 400:
                     r.read()
-                    self._check_status(r.status_code, r.text)
+                    self._check_status(r.status_code, r.text, has_images(body.get("messages") or []))
                 if "text/event-stream" not in r.headers.get("content-type", ""):
                     raise self._fail(f"the server at {self.url} did not answer with an event stream "
                                      f"(content-type {r.headers.get('content-type', 'none')!r}): is it OpenAI-compatible?")

@@ -46,7 +46,20 @@ class Panel:
         self.system = W.Textarea(placeholder="System prompt (chat mode)", description="System",
                                  layout=W.Layout(width="98%", height="48px"))
         self.prompt = W.Textarea(value="ROMEO:\n", description="Prompt", layout=W.Layout(width="98%", height="80px"))
-        self.chat_mode = W.Checkbox(value=False, description="Chat (continue the conversation)")
+        self.chat_mode = W.Checkbox(value=False, description="Chat", tooltip="continue the conversation",
+                                    indent=False, layout=W.Layout(width="auto"))
+        # the image the model is shown with the prompt: an uploaded file or a notebook variable
+        self.image = None
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Image file",
+                                   tooltip="show the model an image with the prompt")
+        self.image_name = W.Text(placeholder="or a variable: fig, img, arr", description="Image",
+                                 continuous_update=False, style={"description_width": "initial"},
+                                 layout=W.Layout(width="auto"))
+        self.thumbnail = W.Image(format="png", layout=W.Layout(max_width="96px", max_height="96px", display="none"))
+        self.image_clear = W.Button(description="No image", icon="times", layout=W.Layout(width="auto"))
+        self.upload.observe(lambda _: self._uploaded(), "value")
+        self.image_name.observe(lambda _: self._named(), "value")
+        self.image_clear.on_click(lambda _: self.set_image(None))
         self.generate_button = W.Button(description="Generate", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.clear_button = W.Button(description="Clear chat", icon="trash")
@@ -69,6 +82,7 @@ class Panel:
             self.status,
             W.HBox([self.max_tokens, self.seed, self.logprobs]), W.HBox([self.temperature, self.top_p]),
             W.HBox([self.think, self.max_thinking]), self.system,
+            W.HBox([self.upload, self.image_name, self.image_clear, self.thumbnail]),
             self.prompt, W.HBox([self.generate_button, self.stop_button, self.chat_mode, self.clear_button]),
             self.output, self.tokens, self.stats, self.history,
         ])
@@ -103,8 +117,10 @@ class Panel:
             return
         try:
             s = self.sampling()
-            if self.chat_mode.value or s.think is not None or s.max_thinking is not None:
-                stream = self.session.chat(self.prompt.value.strip(), s, system=self.system.value.strip() or None)
+            images = [self.image] if self.image is not None else None
+            if self.chat_mode.value or images or s.think is not None or s.max_thinking is not None:
+                stream = self.session.chat(self.prompt.value.strip(), s, system=self.system.value.strip() or None,
+                                           keep=self.chat_mode.value, images=images)
             else:
                 stream = self.session.stream(self.prompt.value, s)
         except VllamaError as e:
@@ -144,6 +160,40 @@ class Panel:
             self.stats.value = f"<i>{html.escape(res.stats_line())}</i>"
             self.generate_button.disabled, self.stop_button.disabled = False, True
             self._show_history()
+
+    # -- the image --------------------------------------------------------------------------
+    def set_image(self, obj, name: str = "the image") -> None:
+        """Show the model `obj` (anything images.as_image takes; None: no image) with the next prompt."""
+        from ..images import as_image
+
+        try:
+            self.image = None if obj is None else as_image(obj, name)
+        except VllamaError as e:
+            self.image = None
+            self._set_status(str(e), error=True)
+        self.thumbnail.value = self.image.png if self.image else b""
+        self.thumbnail.layout.display = None if self.image else "none"
+        if self.image:
+            im = self.image
+            self.thumbnail.tooltip = f"{im.width}×{im.height} {im.mode} · sha256 {im.sha256[:12]}"
+
+    def _uploaded(self) -> None:
+        files = self.upload.value
+        if files:
+            f = files[0]
+            self.set_image(bytes(f["content"]), f"the uploaded {f['name']}")
+
+    def _named(self) -> None:
+        from IPython import get_ipython
+
+        name = self.image_name.value.strip()
+        if not name:
+            return
+        ns = get_ipython().user_ns if get_ipython() is not None else {}
+        if name not in ns:
+            self._set_status(f"no variable {name!r} in the notebook: make the figure or image first", error=True)
+            return
+        self.set_image(ns[name], name)
 
     def stop(self) -> None:
         """Stop the running generation; the text so far stays."""
@@ -200,7 +250,10 @@ class Panel:
             self._set_status(f"{st['state']} · no model loaded — would use: {st['would_use']}")
 
     def _show_history(self) -> None:
-        rows = [f"<b>{html.escape(m['role'])}</b>: {html.escape(m['content'])}" for m in self.session.history]
+        from ..messages import image_urls, text_of
+
+        rows = [f"<b>{html.escape(m['role'])}</b>: {html.escape(text_of(m.get('content')))}"
+                + (" [image]" * len(image_urls([m]))) for m in self.session.history]
         self.history.value = "<br>".join(rows)
 
     def close(self) -> None:
