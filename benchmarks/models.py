@@ -48,11 +48,11 @@ def _writer(path: Path, shape: dict, name: str):
     return w
 
 
-def _weights(w, shape: dict, vocab: int, seed: int = 0) -> None:
+def _weights(w, shape: dict, vocab: int, seed: int = 0, scale: float = 0.02) -> None:
     rng = np.random.default_rng(seed)
 
     def rand(*dims):
-        return (rng.standard_normal(dims, dtype=np.float32) * 0.02).astype(np.float16)
+        return (rng.standard_normal(dims, dtype=np.float32) * scale).astype(np.float16)
 
     h, kv = shape["hidden"], shape["kv_heads"] * (shape["hidden"] // shape["heads"])
     w.add_tensor("token_embd.weight", rand(vocab, h))
@@ -259,22 +259,32 @@ def chat_model_hf(template: str = "Qwen-Qwen3-0.6B") -> Path:
 VISION = dict(hidden=64, layers=2, heads=4, ffn=96, image=32, patch=8)
 
 
-def vision_model(template: str = "Qwen-Qwen3-0.6B") -> Path:
+def vision_model(template: str = "Qwen3.5-4B") -> Path:
     """A vision-language pair llama.cpp's mtmd runs: chat_model(template) as the language model and,
     beside it in one folder, a random-weight LLaVA projector (projector type "mlp", written with
     gguf-py) that maps the image into that model's 128-wide embeddings. Returns the model's path;
     the projector is mmproj-*.gguf next to it."""
-    folder = CACHE / f"vision-{template}-v1"
+    folder = CACHE / f"vision-{template}-v2"
     model = folder / "random-vl.gguf"
     if model.exists():
         return model
     part = Path(str(folder) + ".part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
-    shutil.copyfile(chat_model(template), part / model.name)
+    w = _writer(part / model.name, SMALL, f"random llama with Qwen3's tokenizer and the {template} template (vision)")
+    fields, vocab = _qwen3_tokenizer()
+    for key, value, kind, sub in fields:
+        w.add_key_value(key, value, kind, sub_type=sub)
+    w.add_eos_token_id(IM_END)
+    w.add_chat_template(templates()[template])
+    # weights large enough that what the image tokens hold carries to the next-token choice
+    _weights(w, SMALL, vocab, seed=2, scale=LM_SCALE)
     _write_projector(part / "mmproj-random-vl.gguf", SMALL["hidden"])
     os.replace(part, folder)
     return model
+
+
+LM_SCALE = 0.08
 
 
 def _write_projector(path: Path, text_hidden: int, seed: int = 1) -> None:

@@ -173,9 +173,7 @@ class Engine(Endpoints, BaseEngine):
             hint = f"check the key in ${self.api_key_env}" if self.api_key_env else "give api_key_env=NAME of the variable holding the key"
             raise self._fail(f"the server at {self.url} refused the API key ({status}): {hint}")
         if images and status in (400, 422, 500, 501):
-            raise self._fail(f"the server at {self.url} refused the image (HTTP {status}: {detail}): serve a vision "
-                             "model there with its projector (llama.cpp: --mmproj or clip_model_path; vLLM: a "
-                             "vision-language model)")
+            raise self._fail(f"the server at {self.url} refused the image (HTTP {status}: {detail}): {VISION_FIX}")
         if status == 404:
             raise self._fail(f"the server at {self.url} has no such model or endpoint (404): {detail}")
         if status >= 500:
@@ -227,12 +225,13 @@ class Engine(Endpoints, BaseEngine):
         from httpx_sse import SSEError, connect_sse
 
         tokens = 0
+        images = has_images(body.get("messages") or [])
         try:
             with connect_sse(self.client, "POST", path, json=body, headers=self._headers()) as source:
                 r = source.response
                 if r.status_code >= 400:
                     r.read()
-                    self._check_status(r.status_code, r.text, has_images(body.get("messages") or []))
+                    self._check_status(r.status_code, r.text, images)
                 if "text/event-stream" not in r.headers.get("content-type", ""):
                     raise self._fail(f"the server at {self.url} did not answer with an event stream "
                                      f"(content-type {r.headers.get('content-type', 'none')!r}): is it OpenAI-compatible?")
@@ -247,6 +246,9 @@ class Engine(Endpoints, BaseEngine):
                         # until usage comes, one token per chunk, as these servers send
                         yield d._replace(finish_reason=None, usage=d.usage or (None if counted else (None, tokens)))
                 else:
+                    if reason is None and images and not tokens:   # it failed on the image after the headers
+                        raise self._fail(f"the server at {self.url} refused the image (it ended the stream before any "
+                                         f"output): {VISION_FIX}")
                     if reason is None:  # some servers end with a finish reason and no [DONE]
                         raise self._fail(f"the server at {self.url} closed the stream after {tokens} chunks "
                                          "without finishing it: the output is truncated")
@@ -336,6 +338,10 @@ class Engine(Endpoints, BaseEngine):
 
     def __repr__(self) -> str:
         return f"<openai engine {self.model_name!r} at {self.url}>"
+
+
+VISION_FIX = ("serve a vision model there with its projector (llama.cpp: --mmproj, or clip_model_path with "
+              "chat_format mtmd; vLLM: a vision-language model)")
 
 
 def _reason(r: str | None) -> str:
