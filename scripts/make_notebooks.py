@@ -247,6 +247,52 @@ EMBEDDINGS = [
 ]
 
 
+VISION = [
+    new_markdown_cell("# Ask about what the notebook shows\n\n"
+                      "A vision-language model looks at a plot made one cell above: `%%vllama --image fig` "
+                      "(or `v.generate(prompt, images=[fig])`) sends it as a PNG with the prompt. On llama.cpp the "
+                      "image goes through its multimodal library (mtmd) into the same token loop as text, so "
+                      "it streams and stops the same way.\n\n"
+                      "Nothing is downloaded here: the model is a tiny random-weight pair built on this machine "
+                      "(Qwen's real tokenizer and Qwen3.5's chat template, and a LLaVA-style projector, "
+                      "`mmproj-random-vl.gguf`, beside it). Its words are noise, but what it says depends on "
+                      "the image, which is what this notebook checks. With a real model, load its GGUF with its "
+                      "`mmproj-*.gguf` beside it (or `mmproj=...`), and the cells read the same."),
+    new_code_cell("%load_ext vllama_jupyter\nimport sys\nfrom pathlib import Path\n"
+                  "sys.path.insert(0, str(Path('..').resolve()))\n"
+                  "import matplotlib.pyplot as plt\nimport numpy as np\nimport vllama_jupyter as v\n"
+                  "from benchmarks.models import vision_model\nfrom vllama_jupyter.images import as_image"),
+    ignore("v.load(str(vision_model()))"),
+    new_markdown_cell("The projector beside the model was found by itself; the status names it:"),
+    check("v.status()['images']", "'mmproj-random-vl.gguf (mlp projector)'"),
+    new_markdown_cell("## A plot, then a question about it"),
+    ignore("x = np.linspace(0, 6, 50)\nfig, ax = plt.subplots(figsize=(3, 2))\nax.plot(x, np.sin(x))\n"
+           "ax.set_title('sin x');"),
+    ignore("%%vllama --image fig -t 0 --max-tokens 24 --ignore-eos -o answer\nWhat does this plot show?"),
+    new_markdown_cell("The record keeps which image the answer saw (its SHA-256, size and mode, not the pixels), "
+                      "and how many tokens it was to the model:"),
+    check("seen = answer.record['images'][0]\n"
+          "seen['sha256'] == as_image(fig).sha256, (seen['width'], seen['height']), answer.record['image_tokens']",
+          "(True, (300, 200), [16])"),
+    new_markdown_cell("## Another plot gets another answer; the same plot the same one"),
+    ignore("other, ax2 = plt.subplots(figsize=(3, 2))\nax2.bar(['a', 'b', 'c'], [3, 1, 2])\nax2.set_title('bars');"),
+    check("ask = lambda img: v.generate('What does this plot show?', images=[img], temperature=0, max_tokens=24,\n"
+          "                             ignore_eos=True).token_ids\n"
+          "ask(fig) == answer.token_ids, ask(other) != answer.token_ids", "(True, True)"),
+    new_markdown_cell("## In OpenAI's message shape\n\n`v.chat` takes content parts, so code written for an "
+                      "OpenAI-compatible server runs here unchanged:"),
+    check("msgs = [{'role': 'user', 'content': [as_image(fig).part(),\n"
+          "                                    {'type': 'text', 'text': 'What does this plot show?'}]}]\n"
+          "v.chat(msgs, keep=False, temperature=0, max_tokens=24, ignore_eos=True).run().token_ids == answer.token_ids",
+          "True"),
+    new_markdown_cell("## What cannot be shown is said in one line\n\nA corrupt file, a wrong array, an "
+                      "image for a text-only model: the cell fails with one line and the engine stays loaded."),
+    check("try:\n    v.generate('What is it?', images=[np.zeros((4, 4, 2))])\nexcept v.VllamaError as e:\n"
+          "    what, fix = str(e).split(': ', 1)\nwhat, v.status()['loaded']",
+          "('the image is an array of shape (4, 4, 2)', True)"),
+]
+
+
 def write(name: str, cells: list, folder: Path) -> None:
     metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                 "language_info": {"name": "python"}}
@@ -261,7 +307,7 @@ def write(name: str, cells: list, folder: Path) -> None:
 NOTEBOOKS = {"01_quickstart.ipynb": QUICKSTART, "02_benchmark_engines.ipynb": BENCHMARK_ENGINES,
              "03_batch_inference.ipynb": BATCH, "04_in_process_vs_server.ipynb": SERVER,
              "05_panel.ipynb": PANEL, "06_benchmark_reference.ipynb": REFERENCE,
-             "07_embeddings.ipynb": EMBEDDINGS}
+             "07_embeddings.ipynb": EMBEDDINGS, "08_vision.ipynb": VISION}
 NEEDS_VLLM = {"02_benchmark_engines.ipynb", "03_batch_inference.ipynb"}   # they compare it with llama.cpp
 
 if __name__ == "__main__":

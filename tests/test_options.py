@@ -11,9 +11,9 @@ from vllama_jupyter.sampling import settings
 
 DECLARED = {o.name for o in OPTIONS}
 # options that are not sampling settings but belong to the surface that shows them
-MAGIC_OWN = {"model", "engine", "system", "chat", "tools", "run_tools", "max_rounds", "format", "out", "no_stream", "quiet",
+MAGIC_OWN = {"model", "engine", "system", "chat", "image", "tools", "run_tools", "max_rounds", "format", "out", "no_stream", "quiet",
              "no_interpolate"}
-CLI_OWN = {"prompt", "model", "engine", "hardware", "system"}
+CLI_OWN = {"prompt", "model", "engine", "hardware", "system", "image"}
 
 
 def dests(parser: argparse.ArgumentParser) -> set[str]:

@@ -10,17 +10,43 @@ README = Path(ROOT) / "README.md"
 
 
 THINKING = "## Thinking and tools"
+VISION = "## Images and plots"
+NEEDS_MODEL = (THINKING, VISION)   # sections whose examples need a kind of model loaded
 
 
 def blocks(lang: str | None = None, section: str | None = None) -> list[tuple[str, str]]:
-    """The README's fenced blocks; those of `section` only, or (None) those outside the thinking
-    section, whose examples need a thinking model loaded."""
+    """The README's fenced blocks; those of `section` only, or (None) those outside the sections
+    whose examples need a thinking or vision model loaded."""
     text = README.read_text()
-    start = text.index(THINKING)
-    end = text.index("\n## ", start + 1)
-    text = text[start:end] if section else text[:start] + text[end:]
+    spans = {name: (text.index(name), text.index("\n## ", text.index(name) + 1)) for name in NEEDS_MODEL}
+    if section:
+        text = text[slice(*spans[section])]
+    else:
+        for start, end in sorted(spans.values(), reverse=True):
+            text = text[:start] + text[end:]
     return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", text, re.S)
             if lang is None or m.group(1) == lang]
+
+
+def test_readme_vision_examples_run_verbatim(tmp_path):
+    """The images section's examples, verbatim, with a small vision model built here loaded."""
+    from benchmarks.models import vision_model
+
+    cells = [code for lang, code in blocks(section=VISION) if lang in ("ipython", "python")]
+    assert len(cells) == 2 and cells[1].startswith("%%vllama --image fig")
+    k = Kernel(cwd=str(tmp_path))
+    try:
+        k.execute(f"%load_ext vllama_jupyter\nimport vllama_jupyter as v\nv.load({str(vision_model())!r})\n"
+                  "import matplotlib\nmatplotlib.use('Agg')")
+        for code in cells:
+            msgs = k.execute(code, timeout=600)
+            assert msgs.status == "ok", (code, [m["content"]["evalue"] for m in of_type(msgs, "error")])
+        out = "".join(m["content"]["text"] for m in of_type(msgs, "stream"))
+        assert "1 image (16 tokens)" in out, out
+        assert k.value("[(i['width'], i['height'], i['mode'], len(i['sha256'])) for i in r.record['images']]") \
+            == [(300, 200, "RGBA", 64)]
+    finally:
+        k.stop()
 
 
 def test_readme_thinking_examples_run_verbatim(tmp_path):

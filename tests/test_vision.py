@@ -35,7 +35,7 @@ def picture(seed: int, size: int = 32) -> np.ndarray:
 
 
 # -- images.py: what becomes an image, and one line for what cannot ------------------------------
-def test_every_kind_of_notebook_image_becomes_the_same_png(tmp_path):
+def test_every_kind_of_notebook_image_becomes_the_same_png(tmp_path, capsys):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,6 +54,7 @@ def test_every_kind_of_notebook_image_becomes_the_same_png(tmp_path):
     from_fig, from_ax = as_image(fig), as_image(ax)
     assert (from_fig.width, from_fig.height) == (200, 150) and from_fig.sha256 == from_ax.sha256
     plt.close(fig)
+    assert from_fig.mode == "RGBA" and capsys.readouterr().err == ""   # opaque: converted without a word
     from IPython.display import Image as IPyImage
     assert as_image(IPyImage(data=png(a))).sha256 == ref.sha256
 
@@ -62,6 +63,8 @@ def test_every_kind_of_notebook_image_becomes_the_same_png(tmp_path):
                                        ("P", "is P")])
 def test_other_modes_are_converted_and_said(mode, said, capsys):
     img = PILImage.fromarray(picture(1)).convert(mode)
+    if mode == "RGBA":
+        img.putalpha(128)
     out = as_image(img)
     assert out.mode == mode and out.pil().mode == "RGB"
     err = capsys.readouterr().err

@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--engine", help="llamacpp, vllm or openai (default: chosen from the hardware)")
     options.add_arguments(p)
     p.add_argument("-s", "--system", help="system prompt: answer the prompt as a chat message")
+    p.add_argument("--image", action="append", metavar="FILE", help="show a vision model this image file (repeatable)")
     p.add_argument("--hardware", action="store_true", help="print what was found on this machine and exit")
     return p
 
@@ -33,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         s = Sampling.make(**{k: (None if x is None else x) for k, x in options.from_args(a).items()})
         st = v.load(a.model, a.engine)
         print(f"[{st['engine']} · {st['model']} · {st['why']}]", file=sys.stderr)
-        chat = a.system is not None or any(getattr(s, k) is not None for k in ("think", "max_thinking"))
+        chat = a.system is not None or a.image or any(getattr(s, k) is not None for k in ("think", "max_thinking"))
         if not chat:
             sys.stdout.write(prompt)
-        stream = v.chat(prompt, s, system=a.system, keep=False) if chat else v.stream(prompt, s)
+        stream = v.chat(prompt, s, system=a.system, keep=False, images=a.image) if chat else v.stream(prompt, s)
         result = Renderer(jupyter=False).run(stream)
         print(f"— {result.stats_line()}", file=sys.stderr)
         return 0

@@ -165,6 +165,8 @@ def _rgb(img, name: str):
         return img
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] == 255:   # opaque (a figure's PNG): nothing to say
+            return rgba.convert("RGB")
         out = PILImage.new("RGB", rgba.size, (255, 255, 255))
         out.paste(rgba, mask=rgba.getchannel("A"))
         notice(f"{name} has transparency ({img.mode}): shown to the model as RGB on white")
