@@ -44,7 +44,7 @@ def test_readme_vision_examples_run_verbatim(tmp_path):
         out = "".join(m["content"]["text"] for m in of_type(msgs, "stream"))
         assert "1 image (16 tokens)" in out, out
         assert k.value("[(i['width'], i['height'], i['mode'], len(i['sha256'])) for i in r.record['images']]") \
-            == [(300, 200, "RGBA", 64)]
+            == [(300, 200, "RGB", 64)]
     finally:
         k.stop()
 

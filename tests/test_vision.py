@@ -54,7 +54,7 @@ def test_every_kind_of_notebook_image_becomes_the_same_png(tmp_path, capsys):
     from_fig, from_ax = as_image(fig), as_image(ax)
     assert (from_fig.width, from_fig.height) == (200, 150) and from_fig.sha256 == from_ax.sha256
     plt.close(fig)
-    assert from_fig.mode == "RGBA" and capsys.readouterr().err == ""   # opaque: converted without a word
+    assert from_fig.mode == "RGB" and capsys.readouterr().err == ""   # opaque: converted without a word
     from IPython.display import Image as IPyImage
     assert as_image(IPyImage(data=png(a))).sha256 == ref.sha256
 

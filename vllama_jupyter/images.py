@@ -23,7 +23,7 @@ class Image:
     png: bytes
     width: int
     height: int
-    mode: str        # the mode it came in (it is shown to the model as RGB)
+    mode: str        # the mode it came in (an opaque RGBA counts as RGB); the model is shown RGB
     sha256: str
 
     def data_url(self) -> str:
@@ -49,8 +49,7 @@ def as_image(obj, name: str = "the image") -> Image:
     pil = _to_pil(obj, name)
     w, h = pil.size
     _check_size(w, h, name)
-    mode = pil.mode
-    rgb = _rgb(pil, name)
+    rgb, mode = _rgb(pil, name)
     buf = io.BytesIO()
     rgb.save(buf, format="PNG")
     png = buf.getvalue()
@@ -159,20 +158,21 @@ def _from_array(a, name: str):
 
 
 def _rgb(img, name: str):
+    """The image as RGB, and the mode to record for it."""
     from PIL import Image as PILImage
 
     if img.mode == "RGB":
-        return img
+        return img, "RGB"
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         if rgba.getchannel("A").getextrema()[0] == 255:   # opaque (a figure's PNG): nothing to say
-            return rgba.convert("RGB")
+            return rgba.convert("RGB"), "RGB"
         out = PILImage.new("RGB", rgba.size, (255, 255, 255))
         out.paste(rgba, mask=rgba.getchannel("A"))
         notice(f"{name} has transparency ({img.mode}): shown to the model as RGB on white")
-        return out
+        return out, img.mode
     notice(f"{name} is {img.mode}: shown to the model converted to RGB")
-    return img.convert("RGB")
+    return img.convert("RGB"), img.mode
 
 
 def _short(e: Exception) -> str:
