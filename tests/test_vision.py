@@ -305,3 +305,35 @@ def test_a_text_only_server_refusing_an_image_is_one_line_with_the_fix():
     finally:
         remote.close()
         server.stop()
+
+
+# -- the shared engine: the `openai` client sends images ---------------------------------------------
+def test_the_openai_client_sends_images_to_a_shared_vision_engine(vl, tmp_path, monkeypatch):
+    from openai import OpenAI
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    info = v.share()
+    try:
+        token = json.loads(open(info["file"]).read())["token"]
+        client = OpenAI(base_url=info["url"], api_key=token)
+
+        def seen(img, **kw):
+            r = client.chat.completions.create(
+                model=info["model"], temperature=0, max_tokens=12, extra_body={"ignore_eos": True},
+                messages=[{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": as_image(img).data_url()}},
+                    {"type": "text", "text": "What is in the picture?"}]}], **kw)
+            return r
+        a, b = seen(picture(10)), seen(picture(11))
+        msg = lambda r: (r.choices[0].message.content or "") + (getattr(r.choices[0].message, "reasoning_content", None) or "")  # noqa: E731
+        assert msg(a) == msg(seen(picture(10))) and msg(a) != msg(b)
+        local = ask([picture(10)])
+        assert msg(a) == local.reasoning + local.text
+        assert a.usage.prompt_tokens == local.prompt_tokens   # the image's tokens are counted
+        with pytest.raises(Exception, match="could not be read as an image"):
+            client.chat.completions.create(model=info["model"], max_tokens=2, messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "text", "text": "hi"}]}])
+        assert seen(picture(10)).choices[0].message == a.choices[0].message   # the engine is as it was
+    finally:
+        v.stop_sharing()
