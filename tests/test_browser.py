@@ -71,9 +71,24 @@ def think_notebook() -> dict:
     ], "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5}
 
 
+def vision_notebook() -> dict:
+    """A tiny vision model built here, a figure, a %%vllama --image cell, and the panel."""
+    from benchmarks.models import vision_model
+
+    cell = lambda src: {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": src}  # noqa: E731
+    return {"cells": [
+        cell(f"%load_ext vllama_jupyter\n%vllama load {vision_model()}\nimport matplotlib.pyplot as plt\n"
+             "fig, ax = plt.subplots(figsize=(3, 2))\nax.plot([1, 4, 2, 8]);"),
+        cell("%%vllama --image fig -t 0 --max-tokens 1500 --ignore-eos -o r\nWhat does this plot show?"),
+        cell("import vllama_jupyter as v\np = v.panel()\np.temperature.value = 0\n"
+             "p.prompt.value = 'What does this plot show?'\np"),
+    ], "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5}
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
+    (root / "vision.ipynb").write_text(json.dumps(vision_notebook()))
     (root / "think.ipynb").write_text(json.dumps(think_notebook()))
     (root / "browser.ipynb").write_text(json.dumps(NOTEBOOK))
     (root / "ext.ipynb").write_text(json.dumps(EXT_NOTEBOOK))
@@ -276,3 +291,49 @@ def test_thinking_block_folds_when_the_answer_starts(page):
     page.screenshot(path=str(SHOTS / "thinking-dark.png"))
     assert luminance(light) < 300 < luminance(dark), (light, dark)   # the theme's own text colour
     theme(page, "Light")
+
+
+def test_image_cell_and_the_panels_image_picker(page, tmp_path):
+    """A figure from the cell above goes in with --image and the answer streams; the panel takes an
+    image by variable name or by file, shows its thumbnail and generates with it; no label is cut."""
+    import numpy as np
+    from PIL import Image
+
+    open_notebook(page, page.lab, "vision.ipynb")
+    page.locator(".jp-Cell").nth(0).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_selector(".jp-Cell:nth-child(1) .jp-InputPrompt:has-text('[1]')", timeout=120_000)
+    page.keyboard.press("Shift+Enter")
+    out = page.locator(".jp-Cell").nth(1).locator(".jp-OutputArea-output").first
+    a, b = grows(lambda: out.inner_text() if out.count() else "")
+    assert a > 50 and b > a, (a, b)
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('1 image (16 tokens)')",
+                           timeout=120_000)
+    page.screenshot(path=str(SHOTS / "vision-cell.png"), full_page=True)
+    page.locator(".jp-Cell").nth(2).click()
+    page.keyboard.press("Shift+Enter")
+    panel = page.locator(".vllama-panel")
+    panel.locator("button:has-text('Generate')").wait_for(timeout=120_000)
+    # every label shows whole: none is cut with an ellipsis
+    cut = panel.evaluate("p => [...p.querySelectorAll('.widget-label, .widget-label-basic, label')]"
+                         ".filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)")
+    assert cut == [], cut
+    thumb = panel.locator(".widget-image")
+    name = panel.locator("input[placeholder^='or a variable']")
+    name.fill("fig")
+    name.press("Enter")
+    page.wait_for_function("(() => { const i = document.querySelector('.vllama-panel .widget-image');"
+                           " return i && i.naturalWidth > 0 && i.offsetParent; })()", timeout=60_000)
+    panel.locator("button:has-text('Generate')").click()
+    page.wait_for_function("document.querySelector('.vllama-panel').innerText.includes('1 image (16 tokens)')",
+                           timeout=120_000)
+    page.screenshot(path=str(SHOTS / "vision-panel.png"), full_page=True)
+    # a file through the upload button replaces it
+    path = tmp_path / "square.png"
+    Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(path)
+    first = thumb.evaluate("i => i.src")
+    panel.locator("input[type=file]").set_input_files(str(path))
+    page.wait_for_function(f"document.querySelector('.vllama-panel .widget-image').src !== {json.dumps(first)}",
+                           timeout=60_000)
+    assert thumb.evaluate("i => i.naturalWidth") == 60
+    page.screenshot(path=str(SHOTS / "vision-upload.png"), full_page=True)

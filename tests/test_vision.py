@@ -147,6 +147,7 @@ def test_two_images_in_openai_message_shape_and_streaming(vl):
     deltas = list(st)
     r = st.result
     assert len(deltas) >= 2 and r.record["image_tokens"] == [TOKENS_PER_IMAGE] * 2
+    assert vl.prompt_tokens(msgs) == r.prompt_tokens   # what the context meter counts, images included
     # both images count: a second image changes the first token's log-probability
     twice = [{"role": "user", "content": [{"type": "text", "text": "Compare"}, a.part(), a.part()]}]
     first = lambda m: v.chat(m, keep=False, logprobs=0, **GREEDY).run().logprobs[0].logprob  # noqa: E731

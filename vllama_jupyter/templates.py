@@ -157,7 +157,7 @@ def fit_context(eng, msgs: list[dict], s) -> list[dict]:
     the prompt leaves room for the reply (max_tokens, at most half the context). Says how many."""
     try:
         ctx = eng.context_length()
-        size = lambda m: eng.count_tokens(eng.chat_prompt(m))  # noqa: E731
+        size = eng.prompt_tokens
         if size(msgs) + min(s.max_tokens, ctx // 2) <= ctx:
             return msgs
     except VllamaError:

@@ -114,6 +114,10 @@ class BaseEngine:
             check_prompt(text)
         return len(self.tokenize(text))
 
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        """How many tokens these chat messages are as a prompt (images as the model counts them)."""
+        return self.count_tokens(self.chat_prompt(messages))
+
     def _new_stream(self, start, prompt_tokens: int, s: Sampling, context_length: int | None = None,
                     extra: dict | None = None, splitter=None) -> Stream:
         """A Stream of this engine's output whose record tells how it was made (`extra`: facts

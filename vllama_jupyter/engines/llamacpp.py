@@ -175,6 +175,11 @@ class Engine(BaseEngine):
         return self._stream(prompt, s, special=bool(self.template), chat=follow_up, splitter=splitter, grammar=grammar,
                             images=images)
 
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        prompt = self.chat_prompt(messages)
+        images = self._images(messages, prompt)
+        return images[1].n_tokens if images else len(self.tokenize(prompt, special=bool(self.template)))
+
     def _images(self, messages: list[dict], prompt: str):
         """(the images, mtmd's chunks of the prompt) when the messages hold images, else None."""
         from ..images import in_messages
