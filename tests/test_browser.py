@@ -332,7 +332,9 @@ def test_image_cell_and_the_panels_image_picker(page, tmp_path):
     path = tmp_path / "square.png"
     Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(path)
     first = thumb.evaluate("i => i.src")
-    panel.locator("input[type=file]").set_input_files(str(path))
+    with page.expect_file_chooser() as chooser:
+        panel.locator("button:has-text('Image file')").click()
+    chooser.value.set_files(str(path))
     page.wait_for_function(f"document.querySelector('.vllama-panel .widget-image').src !== {json.dumps(first)}",
                            timeout=60_000)
     assert thumb.evaluate("i => i.naturalWidth") == 60

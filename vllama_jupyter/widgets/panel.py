@@ -181,6 +181,7 @@ class Panel:
         files = self.upload.value
         if files:
             f = files[0]
+            self.image_name.value = ""   # the file is the image now, not the variable named before
             self.set_image(bytes(f["content"]), f"the uploaded {f['name']}")
 
     def _named(self) -> None:
