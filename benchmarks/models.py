@@ -338,3 +338,4 @@ def _write_projector(path: Path, text_hidden: int, seed: int = 1) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+

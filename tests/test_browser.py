@@ -307,7 +307,7 @@ def test_image_cell_and_the_panels_image_picker(page, tmp_path):
     out = page.locator(".jp-Cell").nth(1).locator(".jp-OutputArea-output").first
     a, b = grows(lambda: out.inner_text() if out.count() else "")
     assert a > 50 and b > a, (a, b)
-    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('1 image (16 tokens)')",
+    page.wait_for_function("document.querySelectorAll('.jp-Cell')[1].innerText.includes('1 image (16 tokens, sha256 ')",
                            timeout=120_000)
     page.screenshot(path=str(SHOTS / "vision-cell.png"), full_page=True)
     page.locator(".jp-Cell").nth(2).click()
@@ -325,7 +325,7 @@ def test_image_cell_and_the_panels_image_picker(page, tmp_path):
     page.wait_for_function("(() => { const i = document.querySelector('.vllama-panel .widget-image');"
                            " return i && i.naturalWidth > 0 && i.offsetParent; })()", timeout=60_000)
     panel.locator("button:has-text('Generate')").click()
-    page.wait_for_function("document.querySelector('.vllama-panel').innerText.includes('1 image (16 tokens)')",
+    page.wait_for_function("document.querySelector('.vllama-panel').innerText.includes('1 image (16 tokens, sha256 ')",
                            timeout=120_000)
     page.screenshot(path=str(SHOTS / "vision-panel.png"), full_page=True)
     # a file through the upload button replaces it

@@ -42,7 +42,7 @@ def test_readme_vision_examples_run_verbatim(tmp_path):
             msgs = k.execute(code, timeout=600)
             assert msgs.status == "ok", (code, [m["content"]["evalue"] for m in of_type(msgs, "error")])
         out = "".join(m["content"]["text"] for m in of_type(msgs, "stream"))
-        assert "1 image (16 tokens)" in out, out
+        assert "1 image (16 tokens, sha256 " in out, out
         assert k.value("[(i['width'], i['height'], i['mode'], len(i['sha256'])) for i in r.record['images']]") \
             == [(300, 200, "RGB", 64)]
     finally:

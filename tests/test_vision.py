@@ -135,7 +135,7 @@ def test_image_a_differs_from_b_and_a_repeats(vl):
     assert ra.record["image_tokens"] == [TOKENS_PER_IMAGE]
     text_prompt = vl.chat_prompt([{"role": "user", "content": "What is in the picture?"}])
     assert ra.prompt_tokens == len(vl.tokenize(text_prompt, special=True)) + TOKENS_PER_IMAGE
-    assert "1 image (16 tokens)" in ra.stats_line()
+    assert f"1 image (16 tokens, sha256 {as_image(a).sha256[:8]})" in ra.stats_line()
     rec = ra.record["images"]
     assert rec == [as_image(a).record()] and "png" not in json.dumps(ra.record).lower().replace("mmproj", "")
 
@@ -152,7 +152,7 @@ def test_two_images_in_openai_message_shape_and_streaming(vl):
     twice = [{"role": "user", "content": [{"type": "text", "text": "Compare"}, a.part(), a.part()]}]
     first = lambda m: v.chat(m, keep=False, logprobs=0, **GREEDY).run().logprobs[0].logprob  # noqa: E731
     assert first(twice) != first(msgs) and first(msgs) == first(msgs)
-    assert "2 images (32 tokens)" in r.stats_line()
+    assert f"2 images (32 tokens, sha256 {a.sha256[:8]}, {b.sha256[:8]})" in r.stats_line()
 
 
 def test_a_text_prompt_after_images_is_not_served_from_their_cache(vl):
@@ -241,7 +241,7 @@ def test_a_figure_from_the_cell_above_reaches_the_model(k):
         msgs = k.execute(f"%%vllama -t 0 --max-tokens 8 --ignore-eos --image {name} -o r\nWhat does the plot show?")
         assert msgs.status == "ok", stream_text(msgs, "stderr")
         out = stream_text(msgs, "stdout")   # the stats line
-        assert "1 image (16 tokens)" in out, out
+        assert "1 image (16 tokens, sha256 " in out, out
         seen = k.execute("from vllama_jupyter.images import as_image\n"
                          f"print(r.record['images'][0]['sha256'] == as_image({name}).sha256, r.token_ids)")
         same, ids = stream_text(seen, "stdout").split(" ", 1)

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 
+import numpy as np
 import psutil
 import pytest
 
@@ -120,6 +121,15 @@ def test_seed_stop_chat_and_json_schema(vllm_engine):
               "required": ["name"], "additionalProperties": False}
     out = vllm_engine.generate("KING LEAR:\n", Sampling(max_tokens=60, temperature=0.0, json_schema=schema))
     assert set(json.loads(out.text)) == {"name"}
+    # a text-only model on vLLM refuses an image in one line, and goes on
+    from vllama_jupyter.engines.vision import NO_PROJECTOR
+    from vllama_jupyter.images import as_image
+
+    image = as_image(np.zeros((8, 8, 3), np.uint8)).part()
+    with pytest.raises(VllamaError) as e:
+        vllm_engine.chat([{"role": "user", "content": [image, {"type": "text", "text": "hi"}]}])
+    assert str(e.value) == NO_PROJECTOR
+    assert vllm_engine.generate("ROMEO:\n", GREEDY).text == full
 
 
 def test_prompt_over_context_and_bad_options(vllm_engine, session):

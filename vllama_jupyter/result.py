@@ -119,7 +119,10 @@ class Result(Timings):
         images = self.record.get("images")
         if images:
             n = self.record.get("image_tokens")
-            extra += f" · {len(images)} image{'s' if len(images) > 1 else ''}" + (f" ({sum(n)} tokens)" if n else "")
+            seen = ", ".join(i["sha256"][:8] for i in images if "sha256" in i)   # which image it saw
+            facts = [f"{sum(n)} tokens"] if n else []
+            facts += [f"sha256 {seen}"] if seen else []
+            extra += f" · {len(images)} image{'s' if len(images) > 1 else ''}" + (f" ({', '.join(facts)})" if facts else "")
         return (f"{count} · TTFT {ttft} · {tps} tokens/s · "
                 f"{self.engine} · {self.model}{extra}")
 

@@ -134,6 +134,10 @@ class BaseEngine:
         """The text that stands for an image in this model's prompt; None: the model takes no images."""
         return None
 
+    def why_no_images(self) -> str | None:
+        """Why this engine cannot show this model images, when it is not that the model has no vision part."""
+        return None
+
     def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None, think=None) -> str:
         """The prompt text for these chat messages: the model's template with the tools offered and
         its thinking switch set to `think`; a plain play-script rendering for models without one."""
@@ -142,7 +146,7 @@ class BaseEngine:
             from .vision import NO_PROJECTOR, with_markers
 
             if self.image_marker() is None:
-                raise VllamaError(NO_PROJECTOR)
+                raise VllamaError(self.why_no_images() or NO_PROJECTOR)
             msgs = with_markers(msgs, self.image_marker())
         template = self.chat_template()
         if not template:

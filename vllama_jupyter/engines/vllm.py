@@ -275,6 +275,12 @@ class Engine(BaseEngine):
                 fut.cancel()  # cancels generate(), which aborts the request in the engine
                 _drain(q)
 
+    def why_no_images(self) -> str | None:
+        if getattr(getattr(self.llm, "model_config", None), "is_multimodal_model", False):
+            return ("vllama sends no images to an in-process vLLM yet: serve the model with `vllm serve` and "
+                    "connect with engine='openai', or load its GGUF with its mmproj on llama.cpp")
+        return None
+
     def chat_template(self) -> str | None:
         return getattr(self.tokenizer, "chat_template", None) or None
 
