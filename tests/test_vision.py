@@ -338,3 +338,38 @@ def test_the_openai_client_sends_images_to_a_shared_vision_engine(vl, tmp_path, 
         assert seen(picture(10)).choices[0].message == a.choices[0].message   # the engine is as it was
     finally:
         v.stop_sharing()
+
+
+# -- where the projector comes from ---------------------------------------------------------------------
+def test_a_folder_or_hub_repo_with_a_projector_loads_the_model_and_finds_the_projector(tmp_path):
+    """The projector is never taken for the model; in a Hugging Face cache (offline, as huggingface_hub
+    lays it out) the one beside the model is found, full precision first."""
+    import shutil
+
+    from vllama_jupyter.engines.vision import find_projector
+    from vllama_jupyter.models import list_models, resolve
+
+    from .conftest import run_python
+
+    folder = vision_model().parent
+    assert resolve(str(folder), "llamacpp").path.name == "random-vl.gguf"
+    assert [r["model"] for r in list_models([str(folder)])][1:] == [str(folder / "random-vl.gguf")]
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    base = tmp_path / "hub" / "models--acme--vl-GGUF"
+    snap = base / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(commit)
+    shutil.copy(folder / "random-vl.gguf", snap / "vl-Q4_K_M.gguf")
+    for name in ("mmproj-vl-Q8_0.gguf", "mmproj-vl-f16.gguf"):
+        shutil.copy(folder / "mmproj-random-vl.gguf", snap / name)
+    assert find_projector(snap / "vl-Q4_K_M.gguf", None).name == "mmproj-vl-f16.gguf"
+    r = run_python("import json, vllama_jupyter as v\n"
+                   "st = v.load('acme/vl-GGUF', 'llamacpp')\n"
+                   "import numpy as np\n"
+                   "r = v.generate('hi', images=[np.zeros((32, 32, 3), np.uint8)], max_tokens=3)\n"
+                   "print(json.dumps([st['path'].rsplit('/', 1)[1], st['images'], r.record['image_tokens']]))",
+                   env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == \
+        ["vl-Q4_K_M.gguf", "mmproj-vl-f16.gguf (mlp projector)", [TOKENS_PER_IMAGE]]

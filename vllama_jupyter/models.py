@@ -113,8 +113,25 @@ def _local(path: Path, form: str, engine: str) -> ModelRef:
     return ModelRef(name, _pick_gguf([p.name for p in ggufs], None, str(path), path), "gguf", "local")
 
 
+def is_projector(name: str) -> bool:
+    """A vision projector (mmproj*.gguf), which goes with a model and is never the model itself."""
+    base = name.rsplit("/", 1)[-1].lower()
+    return base.startswith("mmproj") and base.endswith(".gguf")
+
+
+def pick_projector(names: list[str]) -> str | None:
+    """Of several projectors of one model, the one to load: full precision first."""
+    names = sorted(n for n in names if is_projector(n))
+    for q in ("f16", "bf16", "f32", "q8"):
+        hit = [n for n in names if q in n.lower()]
+        if hit:
+            return hit[0]
+    return names[0] if names else None
+
+
 def _pick_gguf(files: list[str], pattern: str | None, where: str, root: Path | None = None):
     ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
+    ggufs = [f for f in ggufs if not is_projector(f)] or ggufs
     if pattern:
         pat = pattern.lower()
         if not any(ch in pat for ch in "*?["):
@@ -152,7 +169,10 @@ def _hub(repo: str, pattern: str | None, form: str, engine: str, cache_dir: str 
                                   f"(often {repo}-GGUF) or use engine='vllm'")
             chosen = _pick_gguf(files, pattern, repo)
             shard = re.sub(r"-0*1-of-(\d+)\.gguf$", r"-*-of-\1.gguf", chosen)
-            snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, allow_patterns=[shard],
+            here = chosen.rsplit("/", 1)[0] + "/" if "/" in chosen else ""
+            projector = pick_projector([f for f in files if f.startswith(here) and "/" not in f[len(here):]])
+            # a vision model's projector comes with it, beside it in the snapshot
+            snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, allow_patterns=[shard, *filter(None, [projector])],
                                              local_files_only=offline))
             return ModelRef(label, snap / chosen, "gguf", "hub")
         if "config.json" not in files:
@@ -206,7 +226,7 @@ def _scan(root: Path, max_dirs: int = 2000, max_depth: int = 4) -> list[dict]:
         depth = len(Path(here).relative_to(root).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < max_depth else []
         rows += [{"model": os.path.join(here, f), "where": "local", "forms": "gguf"}
-                 for f in sorted(files) if f.lower().endswith(".gguf")]
+                 for f in sorted(files) if f.lower().endswith(".gguf") and not is_projector(f)]
         if "config.json" in files:
             rows.append({"model": here, "where": "local", "forms": "hf"})
         if seen >= max_dirs:

@@ -16,7 +16,8 @@ NO_PROJECTOR = ("this model has no vision projector: load one with mmproj=… (a
 
 
 def find_projector(model: Path, given) -> Path | None:
-    """The projector to load: the one given, else the one mmproj*.gguf beside the model (or None)."""
+    """The projector to load: the one given, else an mmproj*.gguf beside the model (the one named
+    after it, full precision first), or None."""
     if given is not None:
         if not isinstance(given, (str, Path)) or not str(given).strip():
             raise VllamaError(f"mmproj must be the path of a projector GGUF file (got {given!r})")
@@ -24,14 +25,12 @@ def find_projector(model: Path, given) -> Path | None:
         if not path.is_file():
             raise VllamaError(f"mmproj: no file at {str(path)!r}: give the path of the model's mmproj-*.gguf")
         return path
-    found = sorted(p for p in model.parent.glob("mmproj*.gguf") if p.is_file())
-    if len(found) > 1:
-        named = [p for p in found if model.stem in p.stem]
-        if len(named) != 1:
-            raise VllamaError(f"{len(found)} projectors beside {model.name} ({', '.join(p.name for p in found)}): "
-                              "choose one with mmproj=…")
-        found = named
-    return found[0] if found else None
+    from ..models import pick_projector
+
+    found = sorted(p for p in model.parent.glob("mmproj*.gguf") if p.is_file() and p != model)
+    named = [p for p in found if model.stem in p.stem]
+    chosen = pick_projector([p.name for p in (named or found)])
+    return model.parent / chosen if chosen else None
 
 
 def check_projector(path: Path) -> str:
