@@ -9,6 +9,7 @@ import binascii
 import hashlib
 import io
 import os
+import warnings
 from dataclasses import dataclass
 
 from .errors import VllamaError, notice
@@ -90,11 +91,15 @@ def _to_pil(obj, name: str):
     data = _bytes_of(obj, name)
     if not data:
         raise VllamaError(f"{name} is empty (0 bytes): give the bytes of a PNG or JPEG file")
-    PILImage.MAX_IMAGE_PIXELS = None   # size is checked below, with a line that says what to do
     try:
-        img = PILImage.open(io.BytesIO(data))
+        with warnings.catch_warnings():   # PIL's own size guard warns, then refuses: our line says it
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            img = PILImage.open(io.BytesIO(data))
         _check_size(*img.size, name)   # before the pixels are decoded
         img.load()
+    except PILImage.DecompressionBombError:
+        raise VllamaError(f"{name} is more than the {MAX_PIXELS // 1_000_000} megapixels vllama takes: "
+                          "shrink it first, e.g. img.thumbnail((2048, 2048))") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise VllamaError(f"{name} could not be read as an image ({_short(e)}): give a PNG or JPEG file, "
                           "a PIL image, a numpy array or a matplotlib figure") from None
