@@ -108,12 +108,13 @@ def test_a_huge_png_is_refused_before_it_is_decoded():
 
 
 # -- llama.cpp with a projector ------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture
 def vl():
-    path = vision_model()
-    get_session().load(str(path), "llamacpp")
-    yield get_session().engine
-    get_session().unload()
+    """The vision model on llama.cpp, loaded only when another test left something else."""
+    s = get_session()
+    if s.engine is None or s.ref is None or str(s.ref.path) != str(vision_model()):
+        s.load(str(vision_model()), "llamacpp")
+    return s.engine
 
 
 def ask(images, prompt="What is in the picture?", **kw):
