@@ -41,7 +41,7 @@ def _read_gguf(path: Path) -> dict:
                           "it may be truncated: download or convert it again") from None
     meta = {}
     for key, field in reader.fields.items():
-        if key in ("general.architecture", "tokenizer.chat_template") or key.endswith(_SHAPE_KEYS):
+        if key in _NAMED_KEYS or key.endswith(_SHAPE_KEYS):
             value = field.parts[field.data[0]]
             meta[key] = bytes(value).decode("utf-8", "replace") if field.types and field.types[0].name == "STRING" \
                 else int(value[0])
@@ -49,6 +49,8 @@ def _read_gguf(path: Path) -> dict:
     return meta
 
 
+_NAMED_KEYS = ("general.architecture", "tokenizer.chat_template", "clip.has_vision_encoder", "clip.projector_type",
+               "clip.vision.projector_type")   # the last three: a vision projector (mmproj)
 _SHAPE_KEYS = (".context_length", ".pooling_type", ".block_count", ".embedding_length", ".attention.head_count",
                ".attention.head_count_kv")
 

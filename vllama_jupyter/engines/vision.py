@@ -35,22 +35,10 @@ def find_projector(model: Path, given) -> Path | None:
 
 def check_projector(path: Path) -> str:
     """The projector type of a vision projector GGUF, or one line saying what the file is instead."""
-    from gguf import GGUFReader
+    from .gguf import check_gguf
 
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as e:
-        raise VllamaError(f"{path.name} is not a valid GGUF file ({type(e).__name__}): download or convert "
-                          "the projector again") from None
-    fields = reader.fields
-
-    def value(key):
-        f = fields.get(key)
-        if f is None:
-            return None
-        v = f.parts[f.data[0]]
-        return bytes(v).decode("utf-8", "replace") if f.types[0].name == "STRING" else v[0]
-
+    meta = check_gguf(path)
+    value = meta.get
     if value("general.architecture") != "clip" or not value("clip.has_vision_encoder"):
         raise VllamaError(f"{path.name} is not a vision projector (an mmproj GGUF with a vision encoder): "
                           "give the mmproj-*.gguf made for this model")
