@@ -22,3 +22,10 @@ def failed_line(msgs) -> str:
     assert "Traceback" not in shown and 'File "' not in shown and "site-packages" not in shown, shown
     assert len(errors) <= 1 and shown.count("\n") == 0 and shown, shown
     return shown
+
+
+def succeeded(msgs):
+    """The cell ran without error; when it did not, the assertion shows what the cell showed."""
+    shown = [ANSI.sub("", x) for m in of_type(msgs, "error") for x in m["content"]["traceback"]]
+    assert msgs.status == "ok", shown + [stream_text(msgs, "stderr"), stream_text(msgs)]
+    return msgs

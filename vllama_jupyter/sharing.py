@@ -128,8 +128,9 @@ class Sharing:
                 return
 
     def stop(self) -> None:
-        self._stop.set()
+        # the file goes first: a client told "stopped" must find it gone, and let go of the engine
         self.file.unlink(missing_ok=True)
+        self._stop.set()
         self.server.stop()
 
     @property
