@@ -49,6 +49,7 @@ def _subcommands() -> dict[str, Parser]:
     p.add_argument("model", nargs="?")
     p.add_argument("-e", "--engine", metavar="ENGINE")
     p.add_argument("--n-ctx", type=int, metavar="N", help="context length in tokens")
+    p.add_argument("--speculative", metavar="KIND", help="speculative decoding: ngram (prompt lookup)")
     p.add_argument("--url", metavar="URL")
     p.add_argument("--preset", metavar="PRESET")
     p.add_argument("--api-key-env", metavar="NAME")
@@ -295,15 +296,19 @@ class VllamaMagics(Magics):
             raise VllamaError("--url, --preset and --api-key-env go with --engine openai")
         session = get_session()
         session.config_engine = None if self.engine == "auto" else self.engine
+        opts = dict(remote)
         if remote:
-            a.engine, opts = "openai", remote
-        elif a.n_ctx is not None:
-            engine = selection.choose(hardware(), override=a.engine, config=session.config_engine).engine
+            a.engine = "openai"
+        if a.n_ctx is not None or a.speculative is not None:
+            engine = a.engine if remote else selection.choose(hardware(), override=a.engine,
+                                                              config=session.config_engine).engine
             if engine == "openai":
-                raise VllamaError("--n-ctx is set on the server, not here: drop it for --engine openai")
-            opts = {"max_model_len" if engine == "vllm" else "n_ctx": a.n_ctx}
-        else:
-            opts = {}
+                raise VllamaError("--n-ctx and --speculative are set on the server, not here: drop them for "
+                                  "--engine openai")
+            if a.n_ctx is not None:
+                opts["max_model_len" if engine == "vllm" else "n_ctx"] = a.n_ctx
+            if a.speculative is not None:
+                opts["speculative"] = a.speculative
         session.load(a.model or self.model or None, a.engine, **opts)
         self._cmd_status(a)
 

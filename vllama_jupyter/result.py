@@ -123,6 +123,11 @@ class Result(Timings):
             facts = [f"{sum(n)} tokens"] if n else []
             facts += [f"sha256 {seen}"] if seen else []
             extra += f" · {len(images)} image{'s' if len(images) > 1 else ''}" + (f" ({', '.join(facts)})" if facts else "")
+        drafts = self.record.get("speculative")
+        if drafts and drafts.get("drafted"):
+            extra += f" · {drafts['accepted'] / drafts['drafted']:.0%} of {drafts['drafted']} drafted tokens accepted"
+        elif drafts and "drafted" in drafts:
+            extra += " · no drafts (nothing to look up)"
         return (f"{count} · TTFT {ttft} · {tps} tokens/s · "
                 f"{self.engine} · {self.model}{extra}")
 

@@ -19,6 +19,7 @@ from ..models import ModelRef
 from ..result import Delta, Stream, TokenLogprob
 from ..sampling import Sampling, StopMatcher, with_seed
 from .base import BaseEngine, as_matrix, check_texts
+from . import speculative
 from .worker import Worker, shared as shared_worker
 from .gguf import check_options, check_gguf, check_memory, last_error, logs, probe, route_logs, trained_context
 
@@ -59,13 +60,15 @@ class Engine(BaseEngine):
         self._options: dict = {}
         self._worker: Worker | None = None   # the process's llama.cpp thread, which runs all compute
         self.projector = None   # vision.Projector: the mmproj, when the model takes images
+        self.speculative: str | None = None   # "ngram": prompt-lookup drafts (speculative.py)
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict) -> ModelRef:
         """Options, GGUF header, an architecture this llama.cpp knows, and memory for the context."""
         from .vision import check_projector, find_projector
 
-        check_options({k: v for k, v in options.items() if k != "mmproj"})
+        check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative")})
+        speculative.check(options.get("speculative"))
         meta = check_gguf(ref.path)
         check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192))
         probe(ref.path)
@@ -86,6 +89,7 @@ class Engine(BaseEngine):
                 "n_gpu_layers": -1 if llama_cpp.llama_supports_gpu_offload() else 0}
         opts.update(options)
         self.prompt_cache = opts.pop("prompt_cache", None)
+        self.speculative = speculative.check(opts.pop("speculative", None))
         from .vision import find_projector
 
         mmproj = find_projector(ref.path, opts.pop("mmproj", None))
@@ -99,7 +103,8 @@ class Engine(BaseEngine):
         if mmproj is not None:
             self._load_projector(mmproj)
         self.load_seconds = time.perf_counter() - t0
-        self._options = {**opts, **({"mmproj": str(mmproj)} if mmproj else {})}
+        self._options = {**opts, **({"mmproj": str(mmproj)} if mmproj else {}),
+                         **({"speculative": self.speculative} if self.speculative else {})}
         if opts["n_ctx"] > ctx_train:
             notice(f"the context ({opts['n_ctx']:,} tokens) is longer than the {ctx_train:,} {ref.name} was "
                    "trained on: text past that point may be poor")
@@ -234,7 +239,11 @@ class Engine(BaseEngine):
         # shape), which can change a sampled token, so the same prompt, settings and seed always
         # give the same tokens. prompt_cache=True/False sets both.
         reuse = (chat if self.prompt_cache is None else self.prompt_cache) and images is None
-        return self._new_stream(lambda: self._worker.iterate(lambda: self._loop(ids, s, max_new, grammar, reuse, limit)),
+        drafts = speculative.counts(self.speculative) if self.speculative else None
+        if drafts is not None:
+            extra["speculative"] = drafts
+        return self._new_stream(lambda: self._worker.iterate(lambda: self._loop(ids, s, max_new, grammar, reuse, limit,
+                                                                                drafts)),
                                 n_prompt, s, n_ctx, {"prompt_cache": reuse, **extra}, splitter=splitter)
 
     def _grammar(self, schema: dict):
@@ -272,15 +281,19 @@ class Engine(BaseEngine):
         llama_cpp.llama_sampler_free(probe)
         return LlamaGrammar.from_string(text, verbose=False)
 
-    def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar, reuse: bool, limit=None):
+    def _loop(self, ids: list[int], s: Sampling, max_new: int, grammar, reuse: bool, limit=None, drafts=None):
         llm = self.llm
         llm.set_seed(s.seed or 0)  # with_seed() gave sampled runs one; greedy ignores it
         if not isinstance(ids, list):   # a prompt with images: mtmd writes it into the cache first
             ids = ids.evaluate(self.projector, llm)
         elif not reuse:
             llm.reset()   # no prefix of an earlier request is kept
-        generate = lambda prompt: llm.generate(prompt, top_k=s.top_k, top_p=s.top_p, min_p=0.0,  # noqa: E731
-                                               temp=s.temperature, repeat_penalty=1.0, grammar=grammar)
+        plain = lambda prompt: llm.generate(prompt, top_k=s.top_k, top_p=s.top_p, min_p=0.0,  # noqa: E731
+                                            temp=s.temperature, repeat_penalty=1.0, grammar=grammar)
+        if drafts is not None:
+            generate = lambda prompt: speculative.Speculator(llm, plain(prompt), drafts)  # noqa: E731
+        else:
+            generate = plain
         tokens = generate(ids)
         out_ids: list[int] = []
         thought = 0
@@ -289,7 +302,7 @@ class Engine(BaseEngine):
         # the per-token path: names bound once, no stop matching when there are no stops
         feed, clock, eog = detok.feed, time.perf_counter, (None if s.ignore_eos else self._is_eog)
         cut = stops.feed if s.stop else (lambda text: (text, False))
-        score = None if s.logprobs is None else self._scorer(s.logprobs)
+        score = None if s.logprobs is None else self._scorer(s.logprobs, lambda: getattr(tokens, "row", -1))
         held: list[int] = []
         scored: list[TokenLogprob] = []
         lp = None
@@ -342,7 +355,7 @@ class Engine(BaseEngine):
         finally:
             tokens.close()
 
-    def _scorer(self, n: int):
+    def _scorer(self, n: int, row=lambda: -1):
         """token id -> TokenLogprob from the logits the token was just sampled from. Per token:
         one float32 pass for the log-sum-exp, and the top n from a few hundred candidates, not
         from a sort of the whole vocabulary."""
@@ -355,7 +368,7 @@ class Engine(BaseEngine):
         n = min(n, vocab)
 
         def score(tok: int) -> TokenLogprob:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(vocab,))
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row()), shape=(vocab,))
             peak = float(logits.max())
             np.subtract(logits, peak, out=work)
             lse = peak + float(np.log(np.exp(work, out=work).sum()))
@@ -428,7 +441,8 @@ class Engine(BaseEngine):
                 "context_length": self.llm.n_ctx(), "threads": self.llm.n_threads,
                 "model_bytes": self.ref.path.stat().st_size, "rss_bytes": psutil.Process().memory_info().rss,
                 "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3),
-                **({"images": f"{self.projector.path.name} ({self.projector.kind} projector)"} if self.projector else {})}
+                **({"images": f"{self.projector.path.name} ({self.projector.kind} projector)"} if self.projector else {}),
+                **({"speculative": self.speculative} if self.speculative else {})}
 
     def close(self) -> None:
         if self.projector is not None:

@@ -21,6 +21,7 @@ from ..result import Delta, Result, Stream, TokenLogprob, finished
 from ..sampling import Sampling, with_seed
 from .base import BaseEngine, check_batch
 from .children import alive, cmdline, reap, rss, stop_resource_tracker
+from . import speculative
 from .vllm_options import check_options, gpu_present, nvidia
 
 _DONE = object()
@@ -37,6 +38,7 @@ class Engine(BaseEngine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.speculative: str | None = None   # "ngram": vLLM's prompt lookup
         self.llm = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -70,6 +72,10 @@ class Engine(BaseEngine):
         opts = dict(options)
         kv_gb = opts.pop("cpu_kv_cache_gb", None)
         ray_address = opts.pop("ray_address", None)
+        kind = opts.pop("speculative", None)
+        if kind:
+            opts["speculative_config"] = speculative.vllm_config(kind)
+        self.speculative = kind
         if ray_address:
             os.environ["RAY_ADDRESS"] = ray_address   # where vLLM's Ray executor joins the cluster
         on_gpu = gpu_present()
@@ -382,7 +388,8 @@ class Engine(BaseEngine):
                 "path": str(self.ref.path), "device": device, "dtype": str(cfg.dtype).replace("torch.", ""),
                 "context_length": self.max_model_len, "engine_processes": len(children),
                 "rss_bytes": memory, "load_seconds": round(self.load_seconds, 1),
-                "chat_template": "from tokenizer" if getattr(self.tokenizer, "chat_template", None) else "plain"}
+                "chat_template": "from tokenizer" if getattr(self.tokenizer, "chat_template", None) else "plain",
+                **({"speculative": self.speculative} if self.speculative else {})}
 
 
 async def _cancel_tasks() -> None:

@@ -7,7 +7,8 @@ from ..errors import VllamaError
 
 # our option -> what it means; everything else must be an AsyncEngineArgs field
 OUR_OPTIONS = {"cpu_kv_cache_gb": "GiB of KV cache on CPU hosts (VLLM_CPU_KVCACHE_SPACE)",
-               "ray_address": "the Ray cluster for distributed_executor_backend='ray' (else $RAY_ADDRESS)"}
+               "ray_address": "the Ray cluster for distributed_executor_backend='ray' (else $RAY_ADDRESS)",
+               "speculative": "'ngram': prompt-lookup speculative decoding (vLLM's speculative_config, method ngram)"}
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 
 
@@ -31,6 +32,10 @@ def check_options(options: dict) -> None:
     unknown = sorted(set(options) - names)
     if unknown:
         raise VllamaError(f"unknown vLLM option {unknown[0]!r}: see vllm.AsyncEngineArgs for the options")
+    from .speculative import check as check_speculative
+
+    if check_speculative(options.get("speculative")) and options.get("speculative_config") is not None:
+        raise VllamaError("give speculative='ngram' or a speculative_config of your own, not both")
     for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_model_len"):
         v = options.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
