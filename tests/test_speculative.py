@@ -106,7 +106,7 @@ def test_the_magic_loads_with_speculation_and_refuses_what_it_cannot_take():
         assert "speculative='eagle' is not a kind this engine knows" in line
         assert k.value("__import__('vllama_jupyter').status()['speculative']") == "ngram"
         line = failed_line(k.execute("%vllama load m --url http://127.0.0.1:9/v1 --speculative ngram"))
-        assert "--n-ctx and --speculative are set on the server, not here" in line
+        assert "--speculative is set on the server, not here: drop it for --engine openai" in line
         line = failed_line(k.execute("%vllama load embedded --speculative"))
         assert "--speculative: expected one argument" in line
     finally:

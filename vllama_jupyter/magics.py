@@ -303,8 +303,8 @@ class VllamaMagics(Magics):
             engine = a.engine if remote else selection.choose(hardware(), override=a.engine,
                                                               config=session.config_engine).engine
             if engine == "openai":
-                raise VllamaError("--n-ctx and --speculative are set on the server, not here: drop them for "
-                                  "--engine openai")
+                flag = "--n-ctx" if a.n_ctx is not None else "--speculative"
+                raise VllamaError(f"{flag} is set on the server, not here: drop it for --engine openai")
             if a.n_ctx is not None:
                 opts["max_model_len" if engine == "vllm" else "n_ctx"] = a.n_ctx
             if a.speculative is not None:

@@ -9,8 +9,8 @@ of a 151,936-token vocabulary); here only the drafted positions get logits. Our 
 its LlamaPromptLookupDecoding falls back to one-token matches (drafts that mostly fail) and
 takes the earliest match, where the latest is the one an edit is copying from.
 
-Where drafts keep failing, lookups pause (1, 2, 4 ... 64 steps), so a model that does not repeat
-runs at about its plain speed."""
+Where drafts keep failing (less than half of one taken), lookups pause (1, 2, 4 ... 64 steps), so
+a model that does not repeat runs at about its plain speed."""
 from __future__ import annotations
 
 from ..errors import VllamaError
@@ -100,7 +100,7 @@ class Speculator:
         self.counts["accepted"] += taken
         if draft:   # narrow and pause while drafts fail, widen while they hold
             self.width = min(DRAFT_MAX, self.width * 2) if taken == len(draft) else max(1, taken or self.width // 2)
-            self.pause = 0 if taken else min(PAUSE_MAX, max(1, self.pause * 2))
+            self.pause = 0 if 2 * taken >= len(draft) else min(PAUSE_MAX, max(1, self.pause * 2))
             self.wait = self.pause
         self.lookup.extend(draft[:taken])
         self.pending = self.ready[-1][1]
