@@ -52,6 +52,7 @@ class Speculator:
         self.ready: list[int] = []   # sampled tokens of the last batch not handed out yet
         self.pending: int | None = None   # sampled, not yet in the KV cache
         self.width = DRAFT_MAX
+        self.n_ctx = llm.n_ctx()
         self.pause, self.wait = 0, 0   # steps to skip after a failed draft, and how many are left
         self.lookup = Lookup()
 
@@ -65,23 +66,29 @@ class Speculator:
             self.lookup.extend(self.llm.input_ids[:self.llm.n_tokens].tolist())
             self.pending = tok
             return tok
-        if not self.ready:
-            self._step()
+        if self.ready:
+            self.row, tok = self.ready.pop(0)
+            return tok
+        self.lookup.extend((self.pending,))
+        if self.wait:   # drafts failed lately: one token, as llama-cpp-python's own loop does it
+            self.wait -= 1
+            llm = self.llm
+            llm._batch.set_batch(batch=(self.pending,), n_past=llm.n_tokens, logits_all=False)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[llm.n_tokens] = self.pending
+            llm.n_tokens += 1
+            self.row, self.pending = -1, llm._sampler.sample(llm._ctx, -1)
+            return self.pending
+        self._step()
         self.row, tok = self.ready.pop(0)
         return tok
 
     def _step(self) -> None:
         llm = self.llm
         past = llm.n_tokens
-        self.lookup.extend((self.pending,))
-        room = llm.n_ctx() - past - 1
-        draft = []
-        if self.wait:
-            self.wait -= 1
-        elif room > 0:
-            draft = self.lookup(min(self.width, room))
+        room = self.n_ctx - past - 1
+        draft = self.lookup(min(self.width, room)) if room > 0 else []
         batch = [self.pending, *draft]
-        llm._ctx.kv_cache_seq_rm(-1, past, -1)
         llm._batch.set_batch(batch=batch, n_past=past, logits_all=True)
         llm._ctx.decode(llm._batch)
         llm.input_ids[past:past + len(batch)] = batch
