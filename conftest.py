@@ -24,6 +24,9 @@ for _name, _dir in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_CONFIG_DIR", "
     os.environ[_name] = os.path.join(_home, _dir)
     os.makedirs(os.environ[_name])
 os.environ["VLLAMA_SHARED"] = "0"
+# MAX's compiled models: kept with the test models, so only a fresh cache pays the first compile
+os.environ["MODULAR_CACHE_DIR"] = os.path.join(os.environ.get("VLLAMA_BENCH_CACHE") or os.path.join(
+    os.path.expanduser("~"), ".cache", "vllama-jupyter"), "modular")
 
 
 @functools.cache

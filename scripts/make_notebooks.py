@@ -293,6 +293,89 @@ VISION = [
 ]
 
 
+COMPARISON = [
+    new_markdown_cell("# vLLM, MAX and llama.cpp on one machine: the comparison, re-runnable\n\n"
+                      "The founding comparison of this project, made on GPUs, said:\n\n"
+                      "- MAX finished 500 prompts about 16 % faster than vLLM, with more consistent TTFT;\n"
+                      "- vLLM held 512 concurrent requests, MAX 248;\n"
+                      "- llama.cpp is the only one of the three on Apple Silicon.\n\n"
+                      "This notebook runs the same model and the same requests on every engine this machine "
+                      "has: llama.cpp and vLLM in the kernel, and llama.cpp's server, vLLM's server and "
+                      "Modular's MAX server, each started on 127.0.0.1 by the session. It measures the "
+                      "completion time of N prompts, TTFT median and p99 (the spread is the \"consistency\" "
+                      "claim) and output throughput from 1 to 64 concurrent requests, with ratios against the "
+                      "fastest. What it finds is about this machine (often a CPU) and this model (the "
+                      "embedded tiny one), not about the GPUs of the original claims.\n\n"
+                      "By default it runs a quick version (few, short requests: what the tests run). Set "
+                      "`VLLAMA_FULL_COMPARISON=1` before starting the kernel for the full sweep."),
+    new_code_cell("%load_ext vllama_jupyter\nimport os\n\nimport pandas as pd\nimport vllama_jupyter as v\n"
+                  "from vllama_jupyter import bench, engines\n\n"
+                  "FULL = os.environ.get('VLLAMA_FULL_COMPARISON') == '1'\n"
+                  "N, LEVELS, TOKENS = (64, [1, 4, 16, 64], 64) if FULL else (8, [1, 4], 16)\n"
+                  "have_vllm = engines.is_installed('vllm')"),
+    new_markdown_cell("## The servers\n\nEach runs the embedded model: llama.cpp's server its GGUF, vLLM's "
+                      "server its safetensors, MAX a float32 copy of them (MAX's CPU kernels take no float16; "
+                      "the copy is made once into the cache). MAX's first start compiles the model, which takes "
+                      "minutes on a CPU; later starts take seconds."),
+    ignore("servers = {'llama.cpp server': v.serve('llamacpp', load=False), 'MAX server': v.serve('max', load=False)}\n"
+           "if have_vllm:\n    servers['vLLM server'] = v.serve('vllm', load=False)\nservers"),
+    new_markdown_cell("## One workload on every engine\n\n`bench.compare` runs the same prompts at each "
+                      "concurrency level on each engine in turn (greedy, `ignore_eos`, so every request gives "
+                      "the same number of tokens). llama.cpp in the kernel runs requests one at a time; the "
+                      "servers and vLLM batch them."),
+    new_code_cell("configs = [{'engine': 'llamacpp', 'label': 'llama.cpp in-process'}]\n"
+                  "if have_vllm:\n    configs.append({'engine': 'vllm', 'label': 'vLLM in-process'})\n"
+                  "configs += [{'engine': 'openai', 'url': s.url, 'preset': s.preset, 'label': name}\n"
+                  "            for name, s in servers.items()]\n"
+                  "res = bench.compare(configs, num_requests=N, concurrency=LEVELS, max_tokens=TOKENS, warmup=2)"),
+    check("labels = res.summary['label'].unique().tolist()\n"
+          "expected = ['llama.cpp in-process', 'vLLM in-process', 'llama.cpp server', 'MAX server', 'vLLM server']\n"
+          "labels == [x for x in expected if have_vllm or 'vLLM' not in x]", "True"),
+    check("bool((res.summary['completed'] == N).all()), bool((res.requests['output_tokens'] == TOKENS).all())",
+          "(True, True)"),
+    new_markdown_cell("## Completion time of N prompts, and TTFT consistency\n\nAt each level: the time to "
+                      "finish all N requests, the TTFT median and p99, and p99 ÷ median (1 is perfectly "
+                      "consistent). `÷ fastest` divides each engine's completion time by the fastest one's at "
+                      "that level."),
+    ignore("t = res.summary[['label', 'concurrency', 'duration_s', 'median_ttft_ms', 'p99_ttft_ms', 'output_throughput']].copy()\n"
+           "t['ttft_p99 / median'] = t['p99_ttft_ms'] / t['median_ttft_ms']\n"
+           "t['÷ fastest'] = t['duration_s'] / t.groupby('concurrency')['duration_s'].transform('min')\n"
+           "t.sort_values(['concurrency', 'duration_s']).style.format(precision=2)"),
+    check("sorted(t.columns)[:4], bool((t['÷ fastest'] >= 1).all()), bool((t.groupby('concurrency')['÷ fastest'].min() == 1).all())",
+          "(['concurrency', 'duration_s', 'label', 'median_ttft_ms'], True, True)"),
+    new_markdown_cell("## Throughput against concurrency"),
+    ignore("import matplotlib.pyplot as plt\n"
+           "fig, axes = plt.subplots(1, 2, figsize=(12, 4))\n"
+           "for label, g in res.summary.groupby('label', sort=False):\n"
+           "    axes[0].plot(g['concurrency'], g['output_throughput'], '-o', label=label)\n"
+           "    axes[1].plot(g['concurrency'], g['p99_ttft_ms'] / g['median_ttft_ms'], '-o', label=label)\n"
+           "axes[0].set(xscale='log', xlabel='concurrent requests', ylabel='output tokens/s', title='Throughput')\n"
+           "axes[1].set(xscale='log', xlabel='concurrent requests', ylabel='TTFT p99 / median', title='TTFT consistency')\n"
+           "for ax in axes:\n    ax.grid(alpha=0.3)\n    ax.legend(fontsize=8)\nfig.tight_layout()"),
+    new_markdown_cell("## What this machine says about the original claims\n\n"
+                      "Each line below is computed from the run above. The original numbers came from GPUs "
+                      "with real models; on a CPU with a tiny model, per-request overheads (HTTP, "
+                      "scheduling) weigh far more than on a GPU, so agreement or disagreement here says "
+                      "little about the GPU case. Run this notebook on a GPU host with a real model "
+                      "(`v.serve('max', 'org/model')`) to test the claims themselves."),
+    ignore("top = max(LEVELS)\nat = t[t.concurrency == top].set_index('label')\n"
+           "def vs(a, b, col='duration_s'):\n"
+           "    return at.loc[a, col] / at.loc[b, col] if a in at.index and b in at.index else float('nan')\n"
+           "print(f'{N} prompts at concurrency {top}: MAX server ÷ vLLM server completion time '\n"
+           "      f'{vs(\"MAX server\", \"vLLM server\"):.2f} (the claim: about 0.86 on GPUs)')\n"
+           "print(f'TTFT p99 / median at concurrency {top}: MAX {at.loc[\"MAX server\", \"ttft_p99 / median\"]:.2f}, '\n"
+           "      f'vLLM server {at[\"ttft_p99 / median\"].get(\"vLLM server\", float(\"nan\")):.2f} '\n"
+           "      '(the claim: MAX more consistent)')\n"
+           "print(f'fastest at concurrency {top}: {at[\"duration_s\"].idxmin()}; at 1: '\n"
+           "      f'{t[t.concurrency == 1].set_index(\"label\")[\"duration_s\"].idxmin()}')"),
+    new_markdown_cell("The 512-versus-248 concurrent requests claim is about GPU memory for the KV cache; on this "
+                      "machine each server's own limits decide it (MAX sizes its batch from the memory it "
+                      "is given, `--max-batch-size` raises it: `v.serve('max', extra_args=[...])`)."),
+    ignore("res.to_csv('out/engine_comparison')"),
+    check("v.unload()\nany(s.running for s in servers.values())", "False"),
+]
+
+
 def write(name: str, cells: list, folder: Path) -> None:
     metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                 "language_info": {"name": "python"}}
@@ -307,7 +390,7 @@ def write(name: str, cells: list, folder: Path) -> None:
 NOTEBOOKS = {"01_quickstart.ipynb": QUICKSTART, "02_benchmark_engines.ipynb": BENCHMARK_ENGINES,
              "03_batch_inference.ipynb": BATCH, "04_in_process_vs_server.ipynb": SERVER,
              "05_panel.ipynb": PANEL, "06_benchmark_reference.ipynb": REFERENCE,
-             "07_embeddings.ipynb": EMBEDDINGS, "08_vision.ipynb": VISION}
+             "07_embeddings.ipynb": EMBEDDINGS, "08_vision.ipynb": VISION, "09_engine_comparison.ipynb": COMPARISON}
 NEEDS_VLLM = {"02_benchmark_engines.ipynb", "03_batch_inference.ipynb"}   # they compare it with llama.cpp
 
 if __name__ == "__main__":

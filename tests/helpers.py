@@ -29,3 +29,20 @@ def succeeded(msgs):
     shown = [ANSI.sub("", x) for m in of_type(msgs, "error") for x in m["content"]["traceback"]]
     assert msgs.status == "ok", shown + [stream_text(msgs, "stderr"), stream_text(msgs)]
     return msgs
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Whether process `pid` ends (or is a zombie) within `timeout` seconds."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False

@@ -2,10 +2,12 @@
 that names the problem and the fix, shows no traceback, and leaves the kernel alive and the
 engine that was loaded before loaded, giving the same greedy output as before."""
 import os
+import shutil
 
 import pytest
 
-from vllama_jupyter.models import EMBEDDED_DIR
+from vllama_jupyter import max_server
+from vllama_jupyter.models import EMBEDDED_DIR, embedded
 
 from .helpers import failed_line
 from .hostile_server import HostileServer
@@ -84,6 +86,11 @@ MAGIC_CASES = [
     ("%vllama load embedded --engine openai --n-ctx 100", "--n-ctx is set on the server, not here"),
     ("%vllama serve llamacpp /nope/x.gguf", "model file not found"),
     ("%vllama serve tgi", "invalid choice: 'tgi'"),
+    ("%vllama serve max {hf_dir}", "MAX on CPU takes float32, q4_k, q4_0, q6_k weights and hf holds float16: "
+     "save a float32 copy"),
+    ("%vllama serve max {max_crash}", "the max server exited with code 1 while starting: Worker crashed (Segmentation fault)"),
+    ("%vllama serve max --api-key-env HOME", "MAX's server takes no API key"),
+    ("%vllama load embedded --engine max", "MAX runs as a server here: %vllama serve max [MODEL]"),
     ("%vllama models /nope/folder", "/nope/folder is not a folder"),
     ("%vllama bench -c a,b", "--concurrency and --rate take comma-separated numbers"),
     ("%vllama bench -n 0", "num_requests must be a whole number >= 1"),
@@ -151,6 +158,8 @@ API_CASES = [
     ("v.load(None, 'llamacpp', n_ctx=2_000_000_000)", "use a smaller n_ctx"),
     ("v.load(None, 'llamacpp', type_k=12345)", "type_k must be a KV cache type number: 0 (f32), 1 (f16)"),
     ("v.load('{missing_tensor}', 'llamacpp')", "tiny-shakespeare is loaded again"),
+    ("import os; os.environ['VLLAMA_MAX'] = '/nope/max'\ntry:\n    v.serve('max')\nfinally:\n    del os.environ['VLLAMA_MAX']",
+     "VLLAMA_MAX=/nope/max is not a program: point it at MAX's max command"),
     ("v.load(None, 'openai', url='http://[::1')", "cannot be read"),
     ("v.load(None, 'openai', url='{ok}', concurrency=0)", "concurrency must be a whole number >= 1"),
     ("v.load(None, 'openai', url='{ok}', timeout=-1)", "timeout must be a positive number"),
@@ -228,10 +237,16 @@ def files(tmp_path_factory):
                                                        b"\x05\x00\x00\x00\x00\x00\x00\x00zzzzz", 1))
     # a header and vocabulary llama.cpp reads, with a tensor missing: it fails only when loading
     (d / "missing-tensor.gguf").write_bytes(data.replace(b"output_norm.weight", b"output_norm.weighx", 1))
+    # a float32 model folder whose weights stop halfway: MAX's model worker crashes while loading it
+    crash = d / "max-crash"
+    shutil.copytree(max_server.model_folder(embedded("hf"), "cpu"), crash)
+    weights = (crash / "model.safetensors").read_bytes()
+    (crash / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     (d / "nothing").mkdir()
     (d / "nothing" / "README.txt").write_text("no model here")
     return {"truncated": d / "truncated.gguf", "corrupt": d / "corrupt.gguf", "empty": d / "empty.gguf",
-            "unknown_arch": d / "unknown-arch.gguf", "missing_tensor": d / "missing-tensor.gguf", "no_gguf_dir": d / "nothing", "hf_dir": EMBEDDED_DIR / "hf"}
+            "unknown_arch": d / "unknown-arch.gguf", "missing_tensor": d / "missing-tensor.gguf", "no_gguf_dir": d / "nothing", "hf_dir": EMBEDDED_DIR / "hf",
+            "max_crash": crash}
 
 
 @pytest.fixture(scope="module")

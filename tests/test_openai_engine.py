@@ -12,7 +12,7 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.engines.openai import Engine
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.servers import free_port, make
-from .helpers import needs_vllm
+from .helpers import needs_vllm, wait_gone
 from .insight import check_embed, check_fit_context, check_logprobs, check_record_and_replay
 
 KEY_ENV = "VLLAMA_TEST_API_KEY"
@@ -239,7 +239,7 @@ def test_served_process_dies_with_a_killed_kernel_and_its_logs_go():
         pid, url, log = srv
         assert httpx.get(f"{url}/models", timeout=5).status_code == 200 and os.path.exists(log)
         os.kill(kernel_pid, 9)
-        gone = psutil_wait_gone(pid, 20)
+        gone = wait_gone(pid, 20)
         assert gone, f"server {pid} outlived its kernel"
     finally:
         k.stop()
@@ -247,17 +247,3 @@ def test_served_process_dies_with_a_killed_kernel_and_its_logs_go():
     assert os.path.isdir(folder)
     servers.log_folder()  # what every kernel does before it starts a server
     assert not os.path.exists(folder)
-
-
-def psutil_wait_gone(pid: int, timeout: float) -> bool:
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False

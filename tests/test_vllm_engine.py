@@ -139,11 +139,31 @@ def test_prompt_over_context_and_bad_options(vllm_engine, session):
     for opts, words in (({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization must be in (0, 1]"),
                         ({"tensor_parallel_size": 0}, "tensor_parallel_size must be a whole number >= 1"),
                         ({"dtyp": "float32"}, "unknown vLLM option 'dtyp'"),
-                        ({"dtype": "float8"}, "dtype must be one of")):
+                        ({"dtype": "float8"}, "dtype must be one of"),
+                        ({"speculative": "eagle"}, "speculative='eagle' is not a kind this engine knows"),
+                        ({"speculative": "ngram", "speculative_config": {"method": "ngram"}},
+                         "give speculative='ngram' or a speculative_config of your own, not both")):
         with pytest.raises(VllamaError, match=None) as e:
             session.load(None, "vllm", **opts)
         assert words in str(e.value) and "\n" not in str(e.value)
         assert session.engine is before
+
+
+def test_ngram_speculation_gives_the_same_greedy_tokens(vllm_engine):
+    """vLLM's own prompt lookup (speculative='ngram' sets its speculative_config): a prompt that
+    repeats, where drafts are found, gives the tokens of the engine without it."""
+    from vllama_jupyter.engines.vllm import Engine
+
+    spec = Engine()
+    try:
+        spec.load(resolve(None, "vllm"), speculative="ngram")
+        assert spec.info()["speculative"] == "ngram" and "speculative" not in vllm_engine.info()
+        assert spec.settings()["speculative_config"]["method"] == "ngram"
+        for prompt in ("ROMEO:\n", "ROMEO:\nBut soft, what light\n\nROMEO:\nBut soft, what light\n\nROMEO:\nBut"):
+            s = Sampling(max_tokens=60, temperature=0.0, ignore_eos=True)
+            assert spec.generate(prompt, s).token_ids == vllm_engine.generate(prompt, s).token_ids, prompt
+    finally:
+        spec.close()
 
 
 def test_killed_engine_gives_clear_error_then_reload_and_close_leaves_no_child(vllm_engine, session):

@@ -107,8 +107,9 @@ def stop_sharing() -> None:
 
 
 def serve(kind: str, model: str | None = None, load: bool = True, **options):
-    """Start a local OpenAI-compatible server ('llamacpp' or 'vllm') on 127.0.0.1 with `model`
-    (default: embedded) and use it as the engine; stopped by unload() or when the kernel exits."""
+    """Start a local OpenAI-compatible server ('llamacpp', 'vllm' or 'max': Modular's MAX) on
+    127.0.0.1 with `model` (default: embedded) and use it as the engine; stopped by unload() or
+    when the kernel exits."""
     return get_session().serve(kind, model, load, **options)
 
 

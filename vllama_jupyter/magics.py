@@ -54,7 +54,7 @@ def _subcommands() -> dict[str, Parser]:
     p.add_argument("--preset", metavar="PRESET")
     p.add_argument("--api-key-env", metavar="NAME")
     p = P["serve"] = Parser("serve", "start a local server on 127.0.0.1 and use it")
-    p.add_argument("kind", choices=["llamacpp", "vllm"])
+    p.add_argument("kind", choices=["llamacpp", "vllm", "max"])
     p.add_argument("model", nargs="?")
     p.add_argument("--api-key-env", metavar="NAME")
     p.add_argument("--no-load", action="store_true")
@@ -314,6 +314,8 @@ class VllamaMagics(Magics):
 
     def _cmd_serve(self, a):
         opts = {"api_key_env": a.api_key_env} if a.api_key_env else {}
+        if a.kind == "max":
+            print("starting MAX (its first start compiles the model: minutes on a CPU; later ones take seconds)", flush=True)
         server = get_session().serve(a.kind, a.model, load=not a.no_load, **opts)
         print(f"{server.kind} server for {server.model} at {server.url}")
 

@@ -66,6 +66,12 @@ class RemoteRef:
         return "remote"
 
 
+def cache_dir() -> Path:
+    """$VLLAMA_CACHE; by default $XDG_CACHE_HOME (~/.cache)/vllama-jupyter."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(os.environ.get("VLLAMA_CACHE") or os.path.join(root, "vllama-jupyter"))
+
+
 def embedded(form: str) -> ModelRef:
     path = EMBEDDED_DIR / ("model.gguf" if form == "gguf" else "hf")
     return ModelRef(EMBEDDED_NAME, path, form, "embedded")

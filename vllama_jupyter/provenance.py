@@ -15,9 +15,10 @@ _memo: dict[tuple, str] = {}
 
 
 def cache_file() -> Path:
-    """$VLLAMA_CACHE/sha256.json; by default under $XDG_CACHE_HOME (~/.cache)/vllama-jupyter."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(os.environ.get("VLLAMA_CACHE") or os.path.join(root, "vllama-jupyter")) / "sha256.json"
+    """sha256.json in the cache folder (models.cache_dir)."""
+    from .models import cache_dir
+
+    return cache_dir() / "sha256.json"
 
 
 def _key(path: Path) -> tuple:

@@ -1,10 +1,11 @@
-"""Local OpenAI-compatible servers started for comparison (llama.cpp server, `vllm serve`):
+"""Local OpenAI-compatible servers started for comparison (llama.cpp server, `vllm serve`, MAX):
 bound to 127.0.0.1 on a free port, probed until ready, owned by the session and stopped on
 unload or when the kernel exits, even when it is killed (Linux: a parent-death signal). Their
 logs live in one folder per kernel, removed when the server stops."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,7 +18,9 @@ from pathlib import Path
 from . import models
 from .errors import VllamaError
 
-KINDS = ("llamacpp", "vllm")
+KINDS = ("llamacpp", "vllm", "max")
+PRESETS = {"llamacpp": "llamacpp-server", "vllm": "vllm", "max": "max"}   # the openai engine's preset for each
+START_S = {"max": 900.0}   # MAX compiles the model at its first start: minutes on a CPU
 
 
 def free_port() -> int:
@@ -27,6 +30,7 @@ def free_port() -> int:
 
 
 _LOGS: Path | None = None
+_LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d\.\d+ [A-Z]+: ")
 
 
 def log_folder() -> Path:
@@ -61,8 +65,10 @@ def _die_with_parent() -> None:
 class Server:
     """A server process this session started."""
 
-    def __init__(self, kind: str, cmd: list[str], port: int, model: str, env: dict | None = None):
+    def __init__(self, kind: str, cmd: list[str], port: int, model: str, env: dict | None = None,
+                 device: str | None = None):
         self.kind, self.cmd, self.port, self.model = kind, cmd, port, model
+        self.device = device   # where the server runs, when we chose it (MAX: cpu or gpu)
         self.log_path = log_folder() / f"{kind}-{port}.log"
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
@@ -73,11 +79,12 @@ class Server:
 
     @property
     def preset(self) -> str:
-        return "llamacpp-server" if self.kind == "llamacpp" else "vllm"
+        return PRESETS[self.kind]
 
-    def start(self, timeout: float = 300.0) -> "Server":
+    def start(self, timeout: float | None = None) -> "Server":
         import httpx
 
+        timeout = timeout or START_S.get(self.kind, 300.0)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env={**os.environ, **self.env}, preexec_fn=_die_with_parent)
@@ -102,11 +109,12 @@ class Server:
         raise VllamaError(f"the {self.kind} server was not ready within {timeout:.0f}s: {tail or 'it wrote nothing'}")
 
     def log_tail(self, lines: int = 20) -> str:
+        """The log's last lines, without the time and level that MAX puts before each."""
         try:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
             return ""
-        return "\n".join(text[-lines:])
+        return "\n".join(_LOG_PREFIX.sub("", line) for line in text[-lines:])
 
     @property
     def running(self) -> bool:
@@ -136,7 +144,7 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
          n_ctx: int | None = None, extra_args: list[str] | None = None) -> Server:
     """A server (not yet started) for `model` (default: the embedded one)."""
     if kind not in KINDS:
-        raise VllamaError(f"unknown server kind {kind!r}: use llamacpp or vllm")
+        raise VllamaError(f"unknown server kind {kind!r}: use {', '.join(KINDS)}")
     port = port or free_port()
     env = {}
     key = None
@@ -144,6 +152,8 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
         key = os.environ.get(api_key_env)
         if not key:
             raise VllamaError(f"the environment variable {api_key_env} (api_key_env) is not set: export it first")
+    if kind == "max":
+        return _max(model, port, key, n_ctx, extra_args)
     if kind == "llamacpp":
         ref = models.resolve(model, "llamacpp")
         n_ctx = n_ctx or (1024 if ref.source == "embedded" else 4096)
@@ -170,6 +180,20 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
             env["VLLM_API_KEY"] = key
     server = Server(kind, cmd + list(extra_args or []), port, ref.name, env)
     server.context_length = n_ctx   # llama-cpp-python's server does not list it; vLLM's does
+    return server
+
+
+def _max(model: str | None, port: int, key: str | None, n_ctx: int | None, extra_args: list[str] | None) -> Server:
+    from . import max_server
+
+    if key:
+        raise VllamaError("MAX's server takes no API key (it listens on 127.0.0.1 only): drop api_key_env")
+    ref = models.resolve(model, "vllm")   # a Hugging Face folder or repo, as for vLLM
+    where = max_server.device()
+    folder = max_server.model_folder(ref, where)
+    cmd = max_server.serve_command(folder, ref.name, port, where, n_ctx)
+    server = Server("max", cmd + list(extra_args or []), port, ref.name, dict(max_server.ENV), device=where)
+    server.context_length = n_ctx   # else the engine reads max_model_len from /models
     return server
 
 

@@ -230,7 +230,7 @@ class Session:
             self.history.clear()
 
     def serve(self, kind: str, model: str | None = None, load: bool = True, **options):
-        """Start a local OpenAI-compatible server (kind 'llamacpp' or 'vllm') on 127.0.0.1 and,
+        """Start a local OpenAI-compatible server (kind 'llamacpp', 'vllm' or 'max') on 127.0.0.1 and,
         with load=True, make it this session's engine. It stops on unload() or kernel exit."""
         from . import servers
 
@@ -244,6 +244,13 @@ class Session:
                 opts["api_key_env"] = options["api_key_env"]
             self.load(server.model, "openai", **opts)
         return server
+
+    def _served_from(self, url) -> dict:
+        """Where the server behind the engine runs, when this session started it."""
+        for server in self.servers:
+            if server.url == url and server.device:
+                return {"device": f"{server.device.upper()} (a server this kernel started)"}
+        return {}
 
     def stop_servers(self) -> None:
         while self.servers:
@@ -460,6 +467,7 @@ class Session:
                 out.update(engine=self.loaded.choice.engine, model=self.loaded.ref.name, dead=why_dead)
             else:
                 out.update(self.engine.info())
+                out.update(self._served_from(out.get("path")))
             out["why"] = str(self.loaded.choice)
         else:
             try:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 def plot(result):
     """Latency percentiles and throughput against concurrency (or request rate), and the TTFT
-    distribution, one line or histogram per engine/model."""
+    distribution, one line or histogram per engine (or server) and model."""
     import matplotlib.pyplot as plt
 
     s, r = result.summary, result.requests
     x = "request_rate" if s["concurrency"].isna().all() else "concurrency"
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for (engine, model), g in s.groupby(["engine", "model"], sort=False):
+    for (name, model), g in s.groupby(["label", "model"], sort=False):
         g = g.sort_values(x)
-        label = f"{engine} · {model}"
+        label = f"{name} · {model}"
         for stat, style in (("median", "-o"), ("p99", "--x")):
             axes[0].plot(g[x], g[f"{stat}_tpot_ms"], style, label=f"{label} TPOT {stat}")
             axes[0].plot(g[x], g[f"{stat}_ttft_ms"], style, alpha=0.6, label=f"{label} TTFT {stat}")
         axes[1].plot(g[x], g["output_throughput"], "-o", label=label)
-        ttft = r[(r.engine == engine) & (r.model == model)]["ttft_ms"].dropna()
+        ttft = r[(r.label == name) & (r.model == model)]["ttft_ms"].dropna()
         axes[2].hist(ttft, bins=20, alpha=0.6, label=label)
     axes[0].set(title="Latency", xlabel=x, ylabel="ms")
     axes[1].set(title="Output throughput", xlabel=x, ylabel="tokens/s")

@@ -48,7 +48,7 @@ class BenchResult:
 
     def table(self):
         """The summary's main columns, for display."""
-        cols = [c for c in ("engine", "model", "concurrency", "request_rate", "completed", "output_throughput",
+        cols = [c for c in ("engine", "label", "model", "concurrency", "request_rate", "completed", "output_throughput",
                             "request_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
                             "p99_tpot_ms", "median_itl_ms", "median_e2el_ms", "peak_memory_mb") if c in self.summary]
         return self.summary[cols]
@@ -131,14 +131,15 @@ def _run_level(engine, prompts: list, sampling: Sampling, concurrency: int, rate
 def run(engine: str | None = None, model: str | None = None, num_requests: int = 16,
         concurrency: int | list[int] = 1, max_tokens: int = 64, request_rate: float | list[float] | None = None,
         prompts=None, input_len: int | None = None, warmup: int = 2, ignore_eos: bool = True,
-        temperature: float = 0.0, seed: int = 0, **load_options) -> BenchResult:
+        temperature: float = 0.0, seed: int = 0, label: str | None = None, **load_options) -> BenchResult:
     """Benchmark the kernel's engine (loading `model` on `engine` first when they are given).
 
     Levels: each concurrency in `concurrency`, or each Poisson rate (requests/s) in `request_rate`.
     Workload: `prompts` (list or DataFrame column), else random token prompts of `input_len`
     tokens, else a fixed list. Every request asks for `max_tokens` (ignore_eos so engines produce
     equal counts where they allow it). Engines that cannot run requests together (llama.cpp in
-    process) run them in turn at every level; the summary says so in `concurrent`."""
+    process) run them in turn at every level; the summary says so in `concurrent`. `label` names
+    the rows (default: the engine, or the kind of server the openai engine talks to)."""
     import pandas as pd
 
     from .. import __version__
@@ -165,6 +166,7 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
         work = workloads.fixed(num_requests)
 
     info = eng.info()
+    label = label or (info["version"] if info["engine"] == "openai" else info["engine"])
     rows, req_rows = [], []
     with session.hold("generating"):
         for p in work[:warmup]:
@@ -174,19 +176,19 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
             with _PeakMemory() as mem:
                 records, duration, workers = _run_level(eng, work, sampling, c, rate, seed)
             s = summarize(records, duration)
-            s.update({"engine": info["engine"], "model": info["model"], "concurrency": c if not rate else None,
+            s.update({"engine": info["engine"], "label": label, "model": info["model"], "concurrency": c if not rate else None,
                       "request_rate": rate, "concurrent": workers > 1,
                       "max_tokens": max_tokens, "load_s": info.get("load_seconds"), "peak_memory_mb": mem.peak / 2**20})
             rows.append(s)
             for i, r in enumerate(records):
-                req_rows.append({"engine": info["engine"], "model": info["model"], "concurrency": s["concurrency"],
+                req_rows.append({"engine": info["engine"], "label": label, "model": info["model"], "concurrency": s["concurrency"],
                                  "request_rate": rate, "request": i, "ok": r.ok, "prompt_tokens": r.prompt_tokens,
                                  "output_tokens": r.output_tokens,
                                  "ttft_ms": None if r.ttft is None else r.ttft * 1000,
                                  "tpot_ms": None if r.tpot is None else r.tpot * 1000, "e2el_ms": r.e2el * 1000,
                                  "itl_mean_ms": float(np.mean(r.itl)) * 1000 if r.itl else None,
                                  "finish_reason": r.extra.get("finish_reason", r.extra.get("error"))})
-    first = ["engine", "model", "concurrency", "request_rate"]
+    first = ["engine", "label", "model", "concurrency", "request_rate"]
     summary = pd.DataFrame(rows)
     summary = summary[first + [c for c in summary.columns if c not in first]]
     hw = hardware()

@@ -18,6 +18,8 @@ _SPECS = {
 
 def check_name(name: str) -> str:
     key = (name or "").strip().lower().replace("-", "").replace("_", "").replace(".", "")
+    if key == "max":   # never in process (its Python API is private), never chosen by itself
+        raise VllamaError("MAX runs as a server here: %vllama serve max [MODEL] (or vllama_jupyter.serve('max'))")
     key = {"llamacpp": "llamacpp", "llama": "llamacpp", "vllm": "vllm", "openai": "openai"}.get(key)
     if key is None:
         raise VllamaError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")

@@ -329,7 +329,8 @@ class Engine(Endpoints, BaseEngine):
         return {"engine": self.name, "version": self.preset.label, "model": self.model_name,
                 "path": self.url, "device": f"remote ({self.preset.label})",
                 "api_key": f"from ${self.api_key_env}" if self.api_key_env else "none",
-                "concurrency": self.concurrency, "load_seconds": round(self.load_seconds, 3)}
+                "concurrency": self.concurrency, "load_seconds": round(self.load_seconds, 3),
+                **({"context_length": self.max_model_len} if self.max_model_len else {})}
 
     def close(self) -> None:
         if self.client is not None:

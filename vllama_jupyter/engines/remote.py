@@ -23,7 +23,7 @@ PRESETS = {
     "ollama": Preset("Ollama", "http://127.0.0.1:11434/v1"),
     "llamacpp-server": Preset("llama.cpp server", "http://127.0.0.1:8080/v1", top_k=True, schema_field="json_schema",
                               extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
-    "max": Preset("MAX", "http://127.0.0.1:8000/v1"),
+    "max": Preset("MAX", "http://127.0.0.1:8000/v1", top_k=True),
     "sglang": Preset("SGLang", "http://127.0.0.1:30000/v1", top_k=True),
     "tgi": Preset("TGI", "http://127.0.0.1:8080/v1"),
     "vllama": Preset("vllama shared engine", "", top_k=True, schema_field="json_schema"),

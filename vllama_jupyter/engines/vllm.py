@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 
 from ..templates import PLAIN_STOPS
 from ..errors import VllamaError
@@ -26,6 +27,7 @@ from .vllm_options import check_options, gpu_present, nvidia
 
 _DONE = object()
 _ids = itertools.count()
+_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()   # this process's vLLM engines
 
 class Engine(BaseEngine):
     """vLLM engine. Options go to vllm.AsyncEngineArgs (dtype, max_model_len,
@@ -38,6 +40,7 @@ class Engine(BaseEngine):
 
     def __init__(self) -> None:
         super().__init__()
+        _ENGINES.add(self)
         self.speculative: str | None = None   # "ngram": vLLM's prompt lookup
         self.llm = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -154,7 +157,8 @@ class Engine(BaseEngine):
             self.thread.join(timeout=30)
             self.loop.close()
             self.loop = self.thread = None
-        stop_resource_tracker()
+        if not any(e.llm is not None for e in _ENGINES):   # another engine's processes still use it
+            stop_resource_tracker()
         reap(self._children)
         self._children = []
         gc.collect()
