@@ -48,13 +48,14 @@ class Ratio:
         return self.median >= float(target) if op == ">=" else self.median <= float(target)
 
     def row(self) -> dict:
+        """Plain Python numbers (a part may measure with numpy), so the row writes as JSON."""
         q1, q3 = self.quartiles
-        return {"ratio": self.name, "median": self.median, "q1": q1, "q3": q3, "min": min(self.values),
-                "max": max(self.values), "pairs": len(self.pairs), "goal": self.goal, "met": self.met,
-                "unit": self.unit, "note": self.note}
+        return {"ratio": self.name, "median": float(self.median), "q1": float(q1), "q3": float(q3),
+                "min": float(min(self.values)), "max": float(max(self.values)), "pairs": len(self.pairs),
+                "goal": self.goal, "met": bool(self.met), "unit": self.unit, "note": self.note}
 
     def to_dict(self) -> dict:
-        return {**self.row(), "every_pair": [dict(zip(("a", "b", "a_over_b"), p)) for p in self.pairs]}
+        return {**self.row(), "every_pair": [dict(zip(("a", "b", "a_over_b"), map(float, p))) for p in self.pairs]}
 
     def line(self) -> str:
         q1, q3 = self.quartiles
