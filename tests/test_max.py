@@ -3,7 +3,6 @@
 gives one line. The first start in a fresh cache compiles the model (minutes on a CPU); the
 compile cache ($MODULAR_CACHE_DIR, set by conftest.py) keeps later starts to ~15 s."""
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,14 +11,21 @@ import httpx
 import psutil
 import pytest
 
-from vllama_jupyter import Sampling
+from vllama_jupyter import Sampling, max_server
+from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.bench.kernel import Kernel, of_type, stream_text
 
 from .helpers import succeeded, wait_gone
 
-needs_max = pytest.mark.skipif(shutil.which("max", path=os.path.dirname(sys.executable) + os.pathsep
-                                            + os.environ.get("PATH", "")) is None,
-                               reason="MAX is not installed (scripts/setup.sh puts it in .venv-max)")
+def _max_missing() -> str | None:
+    try:
+        max_server.command()
+    except VllamaError as e:
+        return str(e)
+    return None
+
+
+needs_max = pytest.mark.skipif(_max_missing() is not None, reason="MAX is not installed (scripts/setup.sh puts it in .venv-max)")
 SERVER = "__import__('vllama_jupyter').session.get_session().servers[0]"
 
 

@@ -10,7 +10,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, TraitError, Unicode, validate
 
-from . import options, selection
+from . import options, selection, servers
 from .errors import VllamaError
 from .hardware import hardware
 from .interpolate import interpolate
@@ -54,7 +54,7 @@ def _subcommands() -> dict[str, Parser]:
     p.add_argument("--preset", metavar="PRESET")
     p.add_argument("--api-key-env", metavar="NAME")
     p = P["serve"] = Parser("serve", "start a local server on 127.0.0.1 and use it")
-    p.add_argument("kind", choices=["llamacpp", "vllm", "max"])
+    p.add_argument("kind", choices=servers.KINDS)
     p.add_argument("model", nargs="?")
     p.add_argument("--api-key-env", metavar="NAME")
     p.add_argument("--no-load", action="store_true")

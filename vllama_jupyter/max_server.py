@@ -63,15 +63,15 @@ def model_folder(ref: models.ModelRef, where: str) -> Path:
 
 
 def weight_dtypes(folder: Path) -> set[str]:
-    """The floating-point dtypes of a model folder's safetensors, read from their headers."""
+    """The floating-point dtypes of a model folder's safetensors, from their JSON headers alone
+    (safetensors' safe_open also checks the data's length: a file cut short is MAX's to report)."""
     found = set()
     for f in sorted(Path(folder).glob("*.safetensors")):
         with open(f, "rb") as fh:
             (size,) = struct.unpack("<Q", fh.read(8))
             header = json.loads(fh.read(size))
-        found |= {_FLOAT_DTYPES[t["dtype"]] for k, t in header.items()
-                  if k != "__metadata__" and t["dtype"] in _FLOAT_DTYPES}
-    return found
+        found |= {t["dtype"] for k, t in header.items() if k != "__metadata__"}
+    return {_FLOAT_DTYPES[d] for d in found if d in _FLOAT_DTYPES}
 
 
 def _float32_copy(folder: Path) -> Path:

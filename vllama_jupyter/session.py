@@ -245,13 +245,6 @@ class Session:
             self.load(server.model, "openai", **opts)
         return server
 
-    def _served_from(self, url) -> dict:
-        """Where the server behind the engine runs, when this session started it."""
-        for server in self.servers:
-            if server.url == url and server.device:
-                return {"device": f"{server.device.upper()} (a server this kernel started)"}
-        return {}
-
     def stop_servers(self) -> None:
         while self.servers:
             self.servers.pop().stop()
@@ -467,7 +460,7 @@ class Session:
                 out.update(engine=self.loaded.choice.engine, model=self.loaded.ref.name, dead=why_dead)
             else:
                 out.update(self.engine.info())
-                out.update(self._served_from(out.get("path")))
+                out.update(_served_device(self.servers, out.get("path")))
             out["why"] = str(self.loaded.choice)
         else:
             try:
@@ -493,6 +486,14 @@ def reply(out) -> dict:
     if out.reasoning:
         msg["reasoning_content"] = out.reasoning
     return msg
+
+
+def _served_device(servers: list, url) -> dict:
+    """Where the server behind the engine runs, when this session started it and chose that."""
+    for server in servers:
+        if server.url == url and server.device:
+            return {"device": f"{server.device.upper()} (a server this kernel started)"}
+    return {}
 
 
 def _line(e: BaseException) -> str:
