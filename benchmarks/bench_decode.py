@@ -31,9 +31,6 @@ def drift(gaps: list[float], n: int) -> float:
 
 
 def tpot_drift(n: int, pairs: int) -> Ratio:
-    import llama_cpp
-    import psutil
-
     from vllama_jupyter import Sampling
     from vllama_jupyter.engines.llamacpp import Engine
     from vllama_jupyter.engines.worker import shared
@@ -41,9 +38,7 @@ def tpot_drift(n: int, pairs: int) -> Ratio:
 
     eng = Engine()
     eng.load(resolve(None, "llamacpp"), n_ctx=n + 100)
-    threads = psutil.cpu_count(logical=False) or 1
-    bare = llama_cpp.Llama(model_path=str(eng.ref.path), n_ctx=n + 100, n_threads=threads, n_threads_batch=threads,
-                           verbose=False)
+    bare = eng.llm   # llama-cpp-python's own loop on the same context
     ids = bare.tokenize(b"ROMEO:\n")
 
     def ours() -> float:
@@ -55,6 +50,7 @@ def tpot_drift(n: int, pairs: int) -> Ratio:
 
     def bare_loop() -> float:
         times = []
+        bare.reset()
         for tok in bare.generate(ids, temp=0.0, top_k=40, top_p=0.95, min_p=0.0, repeat_penalty=1.0):
             times.append(time.perf_counter())
             if len(times) == n:
@@ -64,7 +60,6 @@ def tpot_drift(n: int, pairs: int) -> Ratio:
         return paired(f"late / early TPOT, ours ÷ bare loop ({n} tokens)", "<= 1.02", ours, theirs, pairs=pairs,
                       unit="late/early")
     finally:
-        bare.close()
         eng.close()
 
 
@@ -101,20 +96,24 @@ def decode_rate(path: Path, threads: int, n: int = 48) -> tuple[float, int]:
 
 
 def _decode_rate(path: Path, threads: int, n: int) -> tuple[float, int]:
-    import llama_cpp
+    from vllama_jupyter.engines.llamacpp import Engine
+    from vllama_jupyter.models import resolve
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=threads, n_threads_batch=threads, verbose=False)
+    eng = Engine()   # as our engine configures llama.cpp
+    eng.load(resolve(str(path), "llamacpp"), n_ctx=256, n_threads=threads, n_threads_batch=threads)
+    llm = eng.llm
     ids = llm.tokenize(b"t1 t2 t3 t4")
     rates = []
     for _ in range(3):
         times = []
+        llm.reset()
         for i, _tok in enumerate(llm.generate(ids, temp=0.0, top_k=1, min_p=0.0, repeat_penalty=1.0)):
             times.append(time.perf_counter())
             if i == n:
                 break
         rates.append((len(times) - 2) / (times[-1] - times[1]))  # decode only: after the first token
     ctx = len(ids) + n
-    llm.close()
+    eng.close()
     return statistics.median(rates), ctx
 
 

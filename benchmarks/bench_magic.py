@@ -21,33 +21,39 @@ PROMPT = "ROMEO:\n"
 
 
 class Bare:
-    """llama.cpp's own token loop (no detokenizing, no Python of ours), as the engine configures it."""
+    """llama.cpp's own token loop (llama-cpp-python's generate(): no detokenizing, no Python of
+    ours) on a context our engine configured (threads, flash attention), the prompt evaluated
+    afresh each time as our engine does."""
 
     def __init__(self, path: Path, n_ctx: int):
-        import llama_cpp
-        import psutil
+        from vllama_jupyter.engines.llamacpp import Engine
+        from vllama_jupyter.models import resolve
 
-        threads = psutil.cpu_count(logical=False) or 1
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                   verbose=False)
+        self.engine = Engine()
+        self.engine.load(resolve(str(path), "llamacpp"), n_ctx=n_ctx)
+        self.llm = self.engine.llm
         self.ids = self.llm.tokenize(PROMPT.encode())
 
-    def tokens_per_s(self, n: int) -> float:
+    def tokens_per_s(self, n: int, **sampling) -> float:
         # on the process's llama.cpp thread, where the engines run theirs (see engines/worker.py)
         from vllama_jupyter.engines.worker import shared
-        return shared().call(lambda: self._loop(n))
+        return shared().call(lambda: n / self.loop(n, **sampling))
 
-    def _loop(self, n: int) -> float:
+    def loop(self, n: int, temp: float = 0.0, seed: int = 0, ids=None) -> float:
+        """Seconds from the call to the n-th token."""
+        self.llm.set_seed(seed)
         t0 = time.perf_counter()
+        self.llm.reset()
         count = 0
-        for _tok in self.llm.generate(self.ids, temp=0.0, top_k=40, top_p=0.95, min_p=0.0, repeat_penalty=1.0):
+        for _tok in self.llm.generate(self.ids if ids is None else ids, temp=temp, top_k=40, top_p=0.95, min_p=0.0,
+                                      repeat_penalty=1.0):
             count += 1
             if count == n:
                 break
-        return n / (time.perf_counter() - t0)
+        return time.perf_counter() - t0
 
     def close(self) -> None:
-        self.llm.close()
+        self.engine.close()
 
 
 class Cell:

@@ -22,20 +22,17 @@ PROMPT = "The quick brown fox, 敏捷的棕色狐狸, jumps over 🦊 the lazy d
 
 
 def main(quick: bool = False) -> list[Ratio]:
-    import llama_cpp
-    import psutil
-
     from vllama_jupyter import Sampling
     from vllama_jupyter.engines.llamacpp import Engine
-    from vllama_jupyter.engines.worker import shared
     from vllama_jupyter.models import resolve
+
+    from bench_magic import Bare
 
     n = 100 if quick else 300
     path = real_tokenizer("qwen2")
     eng = Engine()
     eng.load(resolve(str(path), "llamacpp"), n_ctx=n + 64)
-    threads = psutil.cpu_count(logical=False) or 1
-    bare = llama_cpp.Llama(model_path=str(path), n_ctx=n + 64, n_threads=threads, n_threads_batch=threads, verbose=False)
+    bare = Bare(path, n + 64)
     ids = eng.tokenize(PROMPT)
     s = Sampling(max_tokens=n, temperature=1.0, top_k=40, top_p=0.95, seed=7, ignore_eos=True)
 
@@ -45,21 +42,9 @@ def main(quick: bool = False) -> list[Ratio]:
         assert r.output_tokens == n
         return n / (time.perf_counter() - t0)
 
-    def theirs() -> float:   # on the llama.cpp thread our engine uses too
-        return shared().call(bare_loop)
-
-    def bare_loop() -> float:
-        bare.set_seed(7)
-        t0 = time.perf_counter()
-        count = 0
-        for _tok in bare.generate(ids, temp=1.0, top_k=40, top_p=0.95, min_p=0.0, repeat_penalty=1.0):
-            count += 1
-            if count == n:
-                break
-        return n / (time.perf_counter() - t0)
     try:
-        r = paired("stream / bare loop, Qwen2 byte-level BPE vocabulary", ">= 0.97", ours, theirs,
-                   pairs=3 if quick else 9, unit="tokens/s")
+        r = paired("stream / bare loop, Qwen2 byte-level BPE vocabulary", ">= 0.97", ours,
+                   lambda: bare.tokens_per_s(n, temp=1.0, seed=7, ids=ids), pairs=3 if quick else 9, unit="tokens/s")
         lp = paired("logprobs=5 / off, Qwen2 byte-level BPE vocabulary", ">= 0.9",
                     lambda: ours(replace(s, logprobs=5)), ours, pairs=3 if quick else 9, unit="tokens/s")
     finally:

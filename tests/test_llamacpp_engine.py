@@ -129,3 +129,57 @@ def test_json_schema_grammar_gives_json(engine):
     res = engine.generate("KING LEAR:\n", Sampling(max_tokens=80, temperature=0.0, json_schema=schema))
     data = json.loads(res.text)
     assert set(data) == {"name", "age"} and isinstance(data["age"], int)
+
+
+THREADS = r'''
+import json, os, subprocess, sys, threading
+from vllama_jupyter import Sampling
+from vllama_jupyter.engines.llamacpp import Engine
+from vllama_jupyter.engines.worker import shared
+from vllama_jupyter.models import resolve
+
+def cpus(tid):
+    return os.sched_getaffinity(tid)
+
+e = Engine()
+e.load(resolve(None, "llamacpp"), n_ctx=256, n_threads=2, n_threads_batch=2)
+e.generate("ROMEO:", Sampling(max_tokens=4, temperature=0.0))
+mine = {t.native_id for t in threading.enumerate()}
+worker = shared().call(threading.get_native_id)
+team = [int(t) for t in os.listdir("/proc/self/task") if int(t) not in mine]
+child = json.loads(subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps([sorted(os.sched_getaffinity(0)), "
+                                   "[k for k in os.environ if k.startswith('OMP_')]]))"],
+                                  capture_output=True, text=True).stdout)
+print(json.dumps({"main": sorted(cpus(0)), "all": sorted(os.sched_getaffinity(os.getpid())), "worker": sorted(cpus(worker)),
+                  "team": [sorted(cpus(t)) for t in team], "child": child,
+                  "env": [k for k in os.environ if k.startswith("OMP_")]}))
+'''
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="binding threads to cores needs two cores")
+@pytest.mark.parametrize("user", [None, "false"])
+def test_openmp_threads_bound_one_per_core_and_nothing_else(user, tmp_path):
+    """llama.cpp's thread and its OpenMP partner each get a core of their own (a woken thread
+    never waits behind its partner); the kernel's own thread, child processes and the
+    environment stay as they were; a user's OMP_PROC_BIND=false is obeyed. In a fresh process:
+    binding happens when libgomp loads."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    if user:
+        env["OMP_PROC_BIND"] = user
+    out = subprocess.run([sys.executable, "-c", THREADS], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    every = got["all"]
+    assert got["main"] == every and got["child"][0] == every   # the kernel's thread, a server started later
+    team = [c for c in got["team"] if len(c) == 1]
+    if user == "false":
+        assert got["worker"] == every and not team
+        assert got["env"] == got["child"][1] == ["OMP_PROC_BIND"]
+    else:
+        assert len(got["worker"]) == 1 and len(team) == 1 and team[0] != got["worker"], got
+        assert got["env"] == got["child"][1] == []

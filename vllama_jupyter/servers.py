@@ -158,7 +158,8 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
         ref = models.resolve(model, "llamacpp")
         n_ctx = n_ctx or (1024 if ref.source == "embedded" else 4096)
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ref.path), "--model_alias", ref.name,
-               "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False", "--n_ctx", str(n_ctx)]
+               "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False", "--n_ctx", str(n_ctx),
+               "--flash_attn", "True"]   # as the in-process engine on the CPU: the same numbers
         from .engines.vision import find_projector
 
         mmproj = find_projector(ref.path, None)

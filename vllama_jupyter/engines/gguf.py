@@ -10,6 +10,9 @@ from collections import deque
 from pathlib import Path
 
 from ..errors import VllamaError
+from . import openmp
+
+openmp.prepare()   # before anything here loads llama.cpp (and libgomp with it)
 
 
 def check_gguf(path: Path) -> dict:

@@ -88,6 +88,8 @@ class Engine(BaseEngine):
         opts = {"n_ctx": min(ctx_train, 8192), "verbose": False, "n_threads": threads, "n_threads_batch": threads,
                 "n_gpu_layers": -1 if llama_cpp.llama_supports_gpu_offload() else 0}
         opts.update(options)
+        # on the CPU, flash attention as llama.cpp's own tools resolve "auto" there (prompts ~4 % faster)
+        opts.setdefault("flash_attn", opts["n_gpu_layers"] == 0)
         self.prompt_cache = opts.pop("prompt_cache", None)
         self.speculative = speculative.check(opts.pop("speculative", None))
         from .vision import find_projector
