@@ -183,3 +183,32 @@ def test_openmp_threads_bound_one_per_core_and_nothing_else(user, tmp_path):
     else:
         assert len(got["worker"]) == 1 and len(team) == 1 and team[0] != got["worker"], got
         assert got["env"] == got["child"][1] == []
+
+
+@pytest.mark.parametrize("shift", [0.0, 79.0, 200.0, -150.0, 1e4])
+def test_log_softmax_top_matches_float64_reference(shift):
+    """The per-token logprob arithmetic against float64's log-softmax, at the edges of float32's
+    exponential: peaks near and past its overflow, all logits far below zero, ties, n of 0 and
+    of the whole vocabulary."""
+    import numpy as np
+
+    from vllama_jupyter.engines.llamacpp import log_softmax_top
+
+    rng = np.random.default_rng(3)
+    logits = (rng.normal(0, 4, 151_936) + shift).astype(np.float32)
+    logits[[5, 77, 9000]] = logits.max() + 1   # a three-way tie at the top
+    work = np.empty_like(logits)
+    x = logits.astype(np.float64)
+    ref = x.max() + np.log(np.exp(x - x.max()).sum())
+    for n in (0, 1, 5, 20):
+        lse, top = log_softmax_top(logits, n, work)
+        assert abs(lse - ref) < 1e-4 * max(1.0, abs(ref)), (lse, ref)
+        want = np.argsort(-x, kind="stable")[:n].tolist()
+        assert top == want and len(top) == n
+    for size, n in ((7, 7), (100_003, 20), (64 * 5 + 3, 5)):   # a vocabulary not a multiple of 64; n past a group's count
+        part = logits[:size].copy()
+        part[-1] = part.max() + 2   # the largest in the tail past the last whole group
+        lse, top = log_softmax_top(part, n, np.empty_like(part))
+        x = part.astype(np.float64)
+        assert top == np.argsort(-x, kind="stable")[:n].tolist() and top[0] == size - 1
+        assert abs(lse - (x.max() + np.log(np.exp(x - x.max()).sum()))) < 1e-3

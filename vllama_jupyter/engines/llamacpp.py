@@ -358,9 +358,7 @@ class Engine(BaseEngine):
             tokens.close()
 
     def _scorer(self, n: int, row=lambda: -1):
-        """token id -> TokenLogprob from the logits the token was just sampled from. Per token:
-        one float32 pass for the log-sum-exp, and the top n from a few hundred candidates, not
-        from a sort of the whole vocabulary."""
+        """token id -> TokenLogprob from the logits the token was just sampled from."""
         import llama_cpp
         import numpy as np
 
@@ -371,25 +369,10 @@ class Engine(BaseEngine):
 
         def score(tok: int) -> TokenLogprob:
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row()), shape=(vocab,))
-            peak = float(logits.max())
-            np.subtract(logits, peak, out=work)
-            lse = peak + float(np.log(np.exp(work, out=work).sum()))
-            top = ()
-            if n:
-                # the n-th largest of every 64th logit is at most the n-th largest of all: the
-                # logits at or above it hold the top n (about 64 n of them)
-                sample = logits[::64] if vocab >= 64 * n else logits
-                cut = np.partition(sample, len(sample) - n)[len(sample) - n]
-                cand = np.flatnonzero(logits >= cut)
-                vals = logits[cand]
-                if len(cand) > n:
-                    keep = np.argpartition(vals, len(cand) - n)[len(cand) - n:]
-                    cand, vals = cand[keep], vals[keep]
-                order = cand[np.argsort(-vals, kind="stable")]
-                top = tuple((text(int(i)), float(logits[i]) - lse) for i in order)
+            lse, best = log_softmax_top(logits, n, work)
+            top = tuple((text(int(i)), float(logits[i]) - lse) for i in best)
             return TokenLogprob(text(tok), float(logits[tok]) - lse, top, tok)
         return score
-
     def _piece_text(self, tok: int) -> str:
         piece = self._pieces.get(tok)
         if piece is None:
@@ -459,6 +442,50 @@ class Engine(BaseEngine):
             self.llm = None
             gc.collect()
             release_heap()
+
+
+GROUP = 64   # logits per group when the top n are looked for
+
+
+def log_softmax_top(logits, n: int, work) -> tuple[float, list[int]]:
+    """The log of the softmax's denominator, and the ids of the n largest logits, largest first
+    (ties: the lower id). Per token: the exponentials in one float32 pass (shifted by the peak only
+    where they could overflow or all vanish), and the top n from a few hundred candidates, not
+    from a sort of the vocabulary."""
+    import numpy as np
+
+    if n:
+        cand = _candidates(logits, n)
+        vals = logits[cand]
+        peak = float(vals.max())
+    else:
+        peak = float(logits.max())
+    if -80.0 < peak < 80.0:
+        lse = float(np.log(np.exp(logits, out=work).sum()))
+    else:
+        np.subtract(logits, peak, out=work)
+        lse = peak + float(np.log(np.exp(work, out=work).sum()))
+    if not n:
+        return lse, []
+    if len(cand) > n:   # those at or above the n-th largest (ties kept, for the order below)
+        keep = vals >= np.partition(vals, len(cand) - n)[len(cand) - n]
+        cand, vals = cand[keep], vals[keep]
+    return lse, cand[np.lexsort((cand, -vals))][:n].tolist()
+
+
+def _candidates(logits, n: int):
+    """Ids holding the n largest logits. Group j is j, j + stride, j + 2 stride ... (a max along
+    the first axis runs at memory speed, one along rows of 64 does not); no group outside the n
+    with the largest maxima holds any of the top n."""
+    import numpy as np
+
+    m = len(logits) // GROUP * GROUP
+    stride = m // GROUP
+    if stride < n:
+        return np.arange(len(logits))
+    top = logits[:m].reshape(GROUP, stride).max(axis=0)
+    groups = np.flatnonzero(top >= np.partition(top, stride - n)[stride - n])
+    return np.concatenate(((groups + stride * np.arange(GROUP)[:, None]).ravel(), np.arange(m, len(logits))))
 
 
 def release_heap() -> None:
