@@ -212,3 +212,23 @@ def test_log_softmax_top_matches_float64_reference(shift):
         x = part.astype(np.float64)
         assert top == np.argsort(-x, kind="stable")[:n].tolist() and top[0] == size - 1
         assert abs(lse - (x.max() + np.log(np.exp(x - x.max()).sum()))) < 1e-3
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_token_loop_gives_llama_cpp_pythons_own_tokens(engine, temperature):
+    """Our loop (the largest logit for greedy requests, the sampler otherwise) against
+    llama-cpp-python's generate() on the same context, 300 tokens."""
+    s = Sampling(max_tokens=300, temperature=temperature, seed=5, ignore_eos=True)
+    ours = engine.generate("ROMEO:\n", s).token_ids
+    llm = engine.llm
+    ids = engine.tokenize("ROMEO:\n")
+
+    def theirs():
+        llm.reset()
+        llm.set_seed(5)
+        out = []
+        for tok in llm.generate(ids, temp=temperature, top_k=s.top_k, top_p=s.top_p, min_p=0.0, repeat_penalty=1.0):
+            out.append(tok)
+            if len(out) == 300:
+                return out
+    assert ours == engine._worker.call(theirs)

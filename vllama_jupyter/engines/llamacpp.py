@@ -292,10 +292,8 @@ class Engine(BaseEngine):
             llm.reset()   # no prefix of an earlier request is kept
         plain = lambda prompt: llm.generate(prompt, top_k=s.top_k, top_p=s.top_p, min_p=0.0,  # noqa: E731
                                             temp=s.temperature, repeat_penalty=1.0, grammar=grammar)
-        if drafts is not None:
-            generate = lambda prompt: speculative.Speculator(llm, plain(prompt), drafts)  # noqa: E731
-        else:
-            generate = plain
+        pick = speculative.greedy(llm) if s.temperature == 0 and grammar is None else None
+        generate = lambda prompt: speculative.Decoder(llm, plain(prompt), drafts, pick)  # noqa: E731
         tokens = generate(ids)
         out_ids: list[int] = []
         thought = 0

@@ -1,13 +1,17 @@
-"""Prompt-lookup speculative decoding for llama.cpp (speculative="ngram"): the tokens that followed
-the last few tokens where they appeared before (in the prompt or the answer so far) are drafted,
-and one batch checks them all; each position is sampled from its own logits, so the output is the
-one the model gives without speculation. An edit of a passage in the prompt repeats most of it.
+"""Our token loop for llama.cpp after the first token: one token a step, or, with
+speculative="ngram" (prompt lookup), several: the tokens that followed the last few tokens where
+they appeared before (in the prompt or the answer so far) are drafted, and one batch checks them
+all; each position is sampled from its own logits, so the output is the one the model gives
+without speculation. An edit of a passage in the prompt repeats most of it.
 
-Our own loop rather than llama-cpp-python's draft_model: that one turns on logits for every token,
-the prompt's included, and keeps an n_ctx x vocabulary float32 copy of them (5 GB for 8,192 tokens
-of a 151,936-token vocabulary); here only the drafted positions get logits. Our own lookup too:
-its LlamaPromptLookupDecoding falls back to one-token matches (drafts that mostly fail) and
-takes the earliest match, where the latest is the one an edit is copying from.
+Our own loop rather than llama-cpp-python's generate() (which evaluates the prompt and gives the
+first token here): a greedy request takes the largest logit (~10 us) where the sampler chain
+copies the whole vocabulary first (~110 us on 151,936 tokens), for every checked position too.
+Rather than its draft_model: that one turns on logits for every token, the prompt's included,
+and keeps an n_ctx x vocabulary float32 copy of them (5 GB for 8,192 tokens of a 151,936-token
+vocabulary); here only the drafted positions get logits. Our own lookup too: its
+LlamaPromptLookupDecoding falls back to one-token matches (drafts that mostly fail) and takes the
+earliest match, where the latest is the one an edit is copying from.
 
 Where drafts keep failing (less than half of one taken), lookups pause (1, 2, 4 ... 64 steps), so
 a model that does not repeat runs at about its plain speed."""
@@ -41,13 +45,16 @@ def vllm_config(kind: str) -> dict:
             "prompt_lookup_min": NGRAM[-1]}
 
 
-class Speculator:
-    """Tokens from llama.cpp, several per batch where the drafts hold. `first` is llama-cpp-python's
-    generator: it evaluates the prompt and samples the first token, with the request's sampler (and
-    grammar), which this loop goes on using. `row` is the logits row the last token came from."""
+class Decoder:
+    """Tokens from llama.cpp, several per batch where drafts hold (`counts` given: speculation on).
+    `first` is llama-cpp-python's generator: it evaluates the prompt (re-using a cached prefix
+    where asked) and samples the first token with the request's sampler (and grammar), which this
+    loop goes on using; `pick(row)` chooses from a logits row (the sampler, or the largest logit
+    for greedy requests). `row` is the logits row the last token came from."""
 
-    def __init__(self, llm, first, counts: dict):
+    def __init__(self, llm, first, counts: dict | None = None, pick=None):
         self.llm, self.first, self.counts = llm, first, counts
+        self.pick = pick or (lambda row: llm._sampler.sample(llm._ctx, row))
         self.row = -1
         self.ready: list[int] = []   # sampled tokens of the last batch not handed out yet
         self.pending: int | None = None   # sampled, not yet in the KV cache
@@ -63,22 +70,25 @@ class Speculator:
         if self.pending is None:   # the prompt, through llama-cpp-python
             tok = next(self.first)
             self.first.close()   # before it evaluates that token: this loop does
-            self.lookup.extend(self.llm.input_ids[:self.llm.n_tokens].tolist())
+            if self.counts is not None:
+                self.lookup.extend(self.llm.input_ids[:self.llm.n_tokens].tolist())
             self.pending = tok
             return tok
         if self.ready:
             self.row, tok = self.ready.pop(0)
             return tok
-        self.lookup.extend((self.pending,))
-        if self.wait:   # drafts failed lately: one token, as llama-cpp-python's own loop does it
-            self.wait -= 1
+        if self.counts is None or self.wait:   # one token
+            if self.counts is not None:
+                self.lookup.extend((self.pending,))
+                self.wait -= 1
             llm = self.llm
             llm._batch.set_batch(batch=(self.pending,), n_past=llm.n_tokens, logits_all=False)
             llm._ctx.decode(llm._batch)
             llm.input_ids[llm.n_tokens] = self.pending
             llm.n_tokens += 1
-            self.row, self.pending = -1, llm._sampler.sample(llm._ctx, -1)
+            self.row, self.pending = -1, self.pick(-1)
             return self.pending
+        self.lookup.extend((self.pending,))
         self._step()
         self.row, tok = self.ready.pop(0)
         return tok
@@ -93,10 +103,9 @@ class Speculator:
         llm._ctx.decode(llm._batch)
         llm.input_ids[past:past + len(batch)] = batch
         llm.n_tokens = past + len(batch)
-        sampler = llm._sampler
         for i in range(len(batch)):
             row = i - len(batch)
-            tok = sampler.sample(llm._ctx, row)
+            tok = self.pick(row)
             self.ready.append((row, tok))
             if i + 1 < len(batch) and tok != batch[i + 1]:   # the draft went wrong here
                 llm.n_tokens = past + i + 1
@@ -115,6 +124,15 @@ class Speculator:
     def close(self) -> None:
         self.first.close()
 
+
+def greedy(llm):
+    """pick(row) for a greedy request without a grammar: the largest logit, the first of equals,
+    as llama.cpp's greedy sampler takes it."""
+    import llama_cpp
+    import numpy as np
+
+    ctx, vocab, logits = llm._ctx.ctx, llm.n_vocab(), llama_cpp.llama_get_logits_ith
+    return lambda row: int(np.argmax(np.ctypeslib.as_array(logits(ctx, row), shape=(vocab,))))
 
 
 class Lookup:
