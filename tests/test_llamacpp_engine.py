@@ -167,7 +167,9 @@ def test_openmp_threads_bound_one_per_core_and_nothing_else(user, tmp_path):
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    # a fresh kernel's environment: vLLM, once used in this process, preloads torch's libgomp for
+    # the processes started after it (LD_PRELOAD), which would be loaded before ours could bind
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_")) and k != "LD_PRELOAD"}
     if user:
         env["OMP_PROC_BIND"] = user
     out = subprocess.run([sys.executable, "-c", THREADS], env=env, capture_output=True, text=True, timeout=120,
