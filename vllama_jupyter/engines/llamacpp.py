@@ -371,6 +371,7 @@ class Engine(BaseEngine):
             top = tuple((text(int(i)), float(logits[i]) - lse) for i in best)
             return TokenLogprob(text(tok), float(logits[tok]) - lse, top, tok)
         return score
+
     def _piece_text(self, tok: int) -> str:
         piece = self._pieces.get(tok)
         if piece is None:
