@@ -194,7 +194,7 @@ def test_log_softmax_top_matches_float64_reference(shift):
     of the whole vocabulary."""
     import numpy as np
 
-    from vllama_jupyter.engines.llamacpp import log_softmax_top
+    from vllama_jupyter.engines.logprobs import log_softmax_top
 
     rng = np.random.default_rng(3)
     logits = (rng.normal(0, 4, 151_936) + shift).astype(np.float32)
