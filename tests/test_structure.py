@@ -1,5 +1,5 @@
-"""The package's import graph has no circle (imports inside functions count too): the share
-server reaches the session only through vllama_jupyter.seam."""
+"""The package's import graph has no circle (imports inside functions and of parent packages count
+too): the share server reaches the session only through vllama_jupyter.seam."""
 import ast
 from pathlib import Path
 
@@ -11,7 +11,9 @@ def module_of(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
+def imports(path: Path, files: set[str]) -> set[str]:
+    """The package modules `path` imports. `from X import a` counts X.a when it is a module and X
+    itself (its __init__, a parent package included) when a name is taken from it."""
     here = module_of(path).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     found = set()
@@ -19,16 +21,20 @@ def imports(path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             base = package[:len(package) - node.level + 1] if node.level else []
             mod = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module or ""
-            found.add(mod)
-            found.update(f"{mod}.{a.name}" for a in node.names)
+            subs = {f"{mod}.{a.name}" for a in node.names}
+            found.update(subs & files)
+            if subs - files:
+                found.add(mod)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Constant) and node.value in files and "." in node.value:
+            found.add(node.value)   # a module imported by name (importlib.import_module)
     return found
 
 
 def graph() -> dict[str, set[str]]:
     files = {module_of(p): p for p in PKG.rglob("*.py")}
-    return {m: {i for i in imports(p) if i in files and i != m and not m.startswith(i + ".")} for m, p in files.items()}
+    return {m: {i for i in imports(p, set(files)) if i in files and i != m} for m, p in files.items()}
 
 
 def test_no_import_circle():

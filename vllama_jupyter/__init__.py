@@ -14,8 +14,8 @@ from .result import Delta, Result, Stream
 from .sampling import Sampling
 from .session import get_session
 from .tools import MAX_ROUNDS
+from .about import __version__
 
-__version__ = "0.1.0"
 __all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 

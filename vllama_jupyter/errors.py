@@ -18,3 +18,9 @@ def notice(message: str) -> None:
     import sys
 
     print(f"vllama: {message}", file=sys.stderr, flush=True)
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one line of at most `limit` characters (its type when it has no text)."""
+    text = str(e).strip()
+    return " ".join(text.splitlines()[0].split())[:limit] if text else type(e).__name__

@@ -142,7 +142,7 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
     the rows (default: the engine, or the kind of server the openai engine talks to)."""
     import pandas as pd
 
-    from .. import __version__
+    from ..about import __version__
     from ..hardware import hardware
     from ..session import get_session
 

@@ -90,7 +90,7 @@ class BaseEngine:
         if self._about is None:
             import json
 
-            from .. import __version__
+            from ..about import __version__
             from ..provenance import hardware_line
 
             try:
