@@ -61,7 +61,7 @@ def main(quick: bool = False) -> list[Ratio]:
                     port, "tiny-shakespeare").start()
     k = Kernel()
     try:
-        remote = Remote.connect(url=server.url, preset="llamacpp-server")
+        remote = Remote.connect(url=server.url, preset="llama-server")
         ours = lambda: local.generate("ROMEO:\n", short).e2el  # noqa: E731
         theirs = lambda: remote.generate("ROMEO:\n", short).e2el  # noqa: E731
         out.append(paired("16-token request, in-process / llama-server, warm", "<= 0.5", lambda: second(ours),

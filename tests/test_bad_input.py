@@ -152,7 +152,7 @@ API_CASES = [
     ("v.chat('hi', think='loud')", "think must be True, False or one of low, medium, high"),
     ("v.chat('hi', think=1)", "think must be True, False or one of low, medium, high"),
     ("v.chat('hi', max_thinking=2.5)", "max_thinking must be a whole number >= 1"),
-    ("v.generate('hi', think=True)", "think, max_thinking and tool_choice apply to chat"),
+    ("v.generate('hi', think=True)", "think applies to chat"),
     ("v.load(None, 'llamacpp', n_cxt=10)", "unknown llama.cpp option 'n_cxt'"),
     ("v.load(None, 'llamacpp', n_ctx='big')", "n_ctx must be a whole number >= 16"),
     ("v.load(None, 'llamacpp', n_ctx=2_000_000_000)", "use a smaller n_ctx"),

@@ -107,7 +107,7 @@ def test_max_not_installed_is_one_line(tmp_path):
 
 
 def test_max_is_asked_for_never_chosen():
-    from vllama_jupyter import selection
+    from vllama_jupyter.engines import selection
     from vllama_jupyter.errors import VllamaError
     from vllama_jupyter.hardware import GPU, Hardware
 

@@ -70,8 +70,15 @@ def test_openai_body_round_trips_every_wire_option():
 
 
 def test_an_option_a_server_cannot_honour_is_an_error():
-    with pytest.raises(Exception, match="takes no grammar"):
-        to_openai(Sampling(grammar='root ::= "a"'), PRESETS["openai"], True)
+    from vllama_jupyter.capabilities import Capabilities
+    from vllama_jupyter.gate import check
+
+    generic = Capabilities("openai", PRESETS["openai"].label, False, grammar=PRESETS["openai"].grammar)
+    for s, words in ((Sampling(grammar='root ::= "a"'), "takes no grammar"), (Sampling(top_k=5), "top_k=5"),
+                     (Sampling(ignore_eos=True), "ignore_eos")):
+        with pytest.raises(Exception, match=words):
+            check(generic, s, chat=True)
+    check(generic, Sampling(top_k=0), chat=True)   # "off" is what such a server does
 
 
 def test_config_traits_are_checked_by_the_declaration(capsys):

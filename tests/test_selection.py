@@ -3,7 +3,7 @@ import pytest
 
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.hardware import GPU, Hardware, detect, hardware
-from vllama_jupyter.selection import choose
+from vllama_jupyter.engines.selection import choose
 
 H100 = GPU("NVIDIA H100 80GB HBM3", 80 * 2**30)
 

@@ -15,6 +15,7 @@ from .sampling import Sampling
 from .session import get_session
 from .tools import MAX_ROUNDS
 from .about import __version__
+from .seam import IDLE_TIMEOUT_S
 
 __all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
@@ -83,7 +84,7 @@ def embed(texts, normalize: bool = True):
     return get_session().embed(texts, normalize)
 
 
-def share(idle_timeout: float = 1800.0, port: int | None = None) -> dict:
+def share(idle_timeout: float = IDLE_TIMEOUT_S, port: int | None = None) -> dict:
     """Serve this kernel's loaded engine to your other notebooks and to any OpenAI client on the
     machine: the OpenAI API on 127.0.0.1 (`port`, default a free one) with a random token,
     described in a runtime file (mode 0600) in Jupyter's runtime directory. Kernels that load with

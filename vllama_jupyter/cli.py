@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         s = Sampling.make(**{k: (None if x is None else x) for k, x in options.from_args(a).items()})
         st = v.load(a.model, a.engine)
         print(f"[{st['engine']} · {st['model']} · {st['why']}]", file=sys.stderr)
-        chat = a.system is not None or a.image or any(getattr(s, k) is not None for k in ("think", "max_thinking"))
+        chat = a.system is not None or a.image or options.is_chat(s)
         if not chat:
             sys.stdout.write(prompt)
         stream = v.chat(prompt, s, system=a.system, keep=False, images=a.image) if chat else v.stream(prompt, s)

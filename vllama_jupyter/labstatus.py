@@ -25,7 +25,7 @@ def shared_text(session: Session) -> str | None:
     if session.sharing is not None:
         n = session.sharing.client_count()
         return f"shared with {n} kernel{'s' if n != 1 else ''}"
-    if session.engine is not None and getattr(session.engine, "shared_by", None):
+    if session.shared_from():
         return "shared by another notebook"
     return None
 

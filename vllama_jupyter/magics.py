@@ -10,7 +10,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, TraitError, Unicode, validate
 
-from . import options, selection, servers
+from . import engines, options, servers
+from .engines import selection
+from .seam import IDLE_TIMEOUT_S
 from .errors import VllamaError
 from .hardware import hardware
 from .interpolate import interpolate
@@ -18,8 +20,6 @@ from .sampling import Sampling
 from .session import get_session
 from .streaming import FORMATS, Renderer
 from .tools import MAX_ROUNDS
-
-CHAT_ONLY = ("think", "max_thinking", "tool_choice")   # options that make a cell a chat turn
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,7 +60,7 @@ def _subcommands() -> dict[str, Parser]:
     p.add_argument("--no-load", action="store_true")
     p = P["share"] = Parser("share", "serve this kernel's engine to your other notebooks (they use it when they name no model)")
     p.add_argument("--stop", action="store_true", help="stop sharing")
-    p.add_argument("--idle-timeout", type=float, default=1800.0, metavar="S")
+    p.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S, metavar="S")
     p.add_argument("--port", type=int, metavar="PORT", help="a fixed port on 127.0.0.1 (default: a free one)")
     P["unload"] = Parser("unload", "free the engine and its memory")
     p = P["models"] = Parser("models", "models this kernel can load (embedded, $VLLAMA_MODELS or the folders given, HF cache)")
@@ -194,7 +194,7 @@ class VllamaMagics(Magics):
             renderer.handle = None   # the next round gets its own display
             return result
 
-        if args.chat or args.system or tools or images or any(given[k] is not None for k in CHAT_ONLY):
+        if args.chat or args.system or tools or images or options.is_chat(given):
             result = session.chat_loop(prompt.strip(), s, system=args.system, keep=args.chat, tools=tools,
                                        run_tools=args.run_tools, render=render, show=print, max_rounds=args.max_rounds,
                                        images=images)
@@ -292,21 +292,19 @@ class VllamaMagics(Magics):
 
     def _cmd_load(self, a):
         remote = {k: v for k, v in (("url", a.url), ("preset", a.preset), ("api_key_env", a.api_key_env)) if v}
-        if remote and a.engine not in (None, "openai"):
+        if remote and a.engine is not None and engines.kind(a.engine).in_process:
             raise VllamaError("--url, --preset and --api-key-env go with --engine openai")
         session = get_session()
         session.config_engine = None if self.engine == "auto" else self.engine
-        opts = dict(remote)
-        if remote:
-            a.engine = "openai"
+        opts, a.engine = dict(remote), (engines.REMOTE if remote else a.engine)
         if a.n_ctx is not None or a.speculative is not None:
-            engine = a.engine if remote else selection.choose(hardware(), override=a.engine,
-                                                              config=session.config_engine).engine
-            if engine == "openai":
+            kind = engines.kind(a.engine if remote else selection.choose(
+                hardware(), override=a.engine, config=session.config_engine).engine)
+            if not kind.in_process:
                 flag = "--n-ctx" if a.n_ctx is not None else "--speculative"
                 raise VllamaError(f"{flag} is set on the server, not here: drop it for --engine openai")
             if a.n_ctx is not None:
-                opts["max_model_len" if engine == "vllm" else "n_ctx"] = a.n_ctx
+                opts[kind.context_option] = a.n_ctx
             if a.speculative is not None:
                 opts["speculative"] = a.speculative
         session.load(a.model or self.model or None, a.engine, **opts)

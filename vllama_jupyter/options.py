@@ -105,6 +105,21 @@ OPTIONS: tuple[Option, ...] = (
            ("--tool-choice",), optional=True),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
+# Options that only a chat turn can honour: given to a %%vllama cell, the cell is a chat turn.
+CHAT_ONLY = ("think", "max_thinking", "tool_choice")
+# Options that constrain the whole output; at most one per request (a forced tool call is one).
+CONSTRAINTS = ("json_schema", "grammar", "tool_choice")
+
+
+def is_chat(values) -> bool:
+    """Whether options given as a dict (or an object with those attributes) ask for a chat turn."""
+    get = values.get if isinstance(values, dict) else (lambda k: getattr(values, k, None))
+    return any(get(k) is not None for k in CHAT_ONLY)
+
+
+def forced(tool_choice) -> bool:
+    """Whether `tool_choice` forces a call ('required' or a tool's name), rather than leaving it to the model."""
+    return tool_choice not in (None, "auto", "none")
 
 
 # -- argparse (the %%vllama magic and the vllama CLI) ----------------------------------------
@@ -246,25 +261,23 @@ def to_openai(s, preset, chat: bool) -> dict:
         v = getattr(s, o.name)
         if o.wire is None or v is None or v == () or (o.kind == "bool" and not v):
             continue
-        if o.name in ("top_k", "ignore_eos") and not preset.top_k:
-            continue   # servers without these fields refuse or ignore them
+        if (o.name == "top_k" and not preset.top_k) or (o.name == "ignore_eos" and not preset.ignore_eos):
+            continue   # gate.check refused a value the server cannot take
         if o.name == "top_k" and not v:
             continue
         body[o.wire] = list(v) if o.kind == "texts" else v
     if s.logprobs is not None:
         body.update({"logprobs": True, "top_logprobs": s.logprobs} if chat else {"logprobs": s.logprobs})
-    if s.json_schema:
+    if s.json_schema:   # gate.check: only where the preset has a schema field
         field = preset.schema_field
         body[field] = ({"json": s.json_schema} if field == "structured_outputs" else s.json_schema
                        if field == "json_schema" else
                        {"type": "json_schema", "json_schema": {"name": "output", "schema": s.json_schema}})
-    if s.grammar is not None:
+    if s.grammar is not None:   # gate.check: only where the preset takes one
         if preset.schema_field == "structured_outputs":
             body["structured_outputs"] = {"grammar": s.grammar}
-        elif preset.schema_field == "json_schema":   # the llama.cpp server and our shared engine
+        else:   # the llama.cpp servers and our shared engine
             body["grammar"] = s.grammar
-        else:
-            raise VllamaError(f"{preset.label} takes no grammar: use json_schema, or a vLLM or llama.cpp server")
     if s.think is not None:
         if isinstance(s.think, str):
             body["reasoning_effort"] = s.think

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterator, NamedTuple
 
 from .errors import VllamaError
+from .parsing import OutputParser
 
 
 class TokenLogprob(NamedTuple):
@@ -165,12 +166,8 @@ class Stream:
                  context_length: int | None = None, provenance: Callable[[], dict] | None = None,
                  splitter=None):
         self._start = start
-        self.splitter = splitter   # reasoning.Splitter: thinking and tool calls apart from the answer
+        self.parser = OutputParser(splitter)   # thinking and tool calls apart from the answer
         self.reasoning_parts: list[str] = []
-        self.reasoning_tokens = 0
-        self.tool_calls: list[dict] = []
-        self._fragments: dict[int, dict] = {}   # a server's tool-call deltas, by index
-        self._answer_started = False
         self.context_length = context_length
         self._provenance = provenance
         self.started_at: datetime | None = None
@@ -223,10 +220,10 @@ class Stream:
             self._end("error")
             raise
         try:
-            if self.splitter is not None:
+            if self.parser.splitter is not None:
                 if d.text and self.first_text_time is None:   # thinking and tool-call markup count as output
                     self.first_text_time = d.t
-                d = self._split(d)
+                d = self.parser.split(d, self.parts)
             self._record(d)
         except KeyboardInterrupt:   # an interrupt can land between two tokens too
             self._end("interrupted")
@@ -237,50 +234,6 @@ class Stream:
         if d.finish_reason:
             self._end(d.finish_reason)
         return d
-
-    def _split(self, d: Delta) -> Delta:
-        """Move thinking out of the delta's text, and take finished tool calls out of it."""
-        sp = self.splitter
-        thinking_before = sp.state == "reasoning"
-        pieces = sp.feed(d.text)
-        if d.finish_reason:
-            pieces += sp.flush()
-        text = "".join(t for kind, t in pieces if kind == "text")
-        reasoning = d.reasoning + "".join(t for kind, t in pieces if kind == "reasoning")
-        if (thinking_before or sp.state == "reasoning") and not text:
-            self.reasoning_tokens += len(d.token_ids)
-        if sp.reasoned and not self._answer_started:
-            text = text.lstrip()   # the blank line between a thought and its answer
-        if text:
-            self._answer_started = True
-        while sp.calls:
-            self._take_call(sp.calls.pop(0))
-        if d.finish_reason and sp.tools == "llama3" and not self.tool_calls:
-            text = self._whole_answer_call(text)
-        return d._replace(text=text, reasoning=reasoning)
-
-    def _take_call(self, body: str) -> None:
-        from .errors import notice
-        from .reasoning import CALLS
-        from .tools import parse_calls
-
-        try:
-            self.tool_calls.extend(parse_calls(body, self.splitter.tools))
-        except VllamaError as e:
-            notice(f"the model wrote a malformed tool call ({e}): it is shown as text")
-            opens, closes = CALLS[self.splitter.tools]
-            self.parts.append(f"{opens}{body}{closes or ''}")
-
-    def _whole_answer_call(self, last: str) -> str:
-        """Llama 3.x writes a call as its whole answer: take it out of the text."""
-        from .tools import whole_answer_call
-
-        calls = whole_answer_call("".join(self.parts) + last)
-        if calls:
-            self.tool_calls.extend(calls)
-            self.parts.clear()
-            return ""
-        return last
 
     def _open(self) -> None:
         done = []
@@ -307,7 +260,7 @@ class Stream:
         if (d.text or d.reasoning) and self.first_text_time is None:
             self.first_text_time = d.t
         for frag in d.tool_calls:
-            self._fragment(frag)
+            self.parser.fragment(frag)
         self.token_ids.extend(d.token_ids)
         if d.logprobs is not None:
             if self.logprobs is None:
@@ -319,21 +272,10 @@ class Stream:
                 self.prompt_tokens = prompt
             self.usage_tokens = output
 
-    def _fragment(self, frag: dict) -> None:
-        """Join a server's streamed tool-call fragments (id and name first, arguments in pieces)."""
-        call = self._fragments.setdefault(frag.get("index", 0), {"id": "", "type": "function",
-                                                                 "function": {"name": "", "arguments": ""}})
-        call["id"] = frag.get("id") or call["id"]
-        fn = frag.get("function") or {}
-        call["function"]["name"] += fn.get("name") or ""
-        call["function"]["arguments"] += fn.get("arguments") or ""
-
     def _end(self, reason: str) -> None:
         if self.finish_reason is not None:
             return
-        if self._fragments:
-            self.tool_calls.extend(self._fragments[i] for i in sorted(self._fragments))
-            self._fragments = {}
+        self.parser.finish()
         self.finish_reason = reason
         try:
             close = getattr(self._deltas, "close", None)  # generators have it, plain iterators not
@@ -377,6 +319,23 @@ class Stream:
     def __repr__(self) -> str:
         state = self.finish_reason or ("running" if self.started else "not started")
         return f"<vllama Stream {self.engine} · {self.model} · {state} · {self.output_tokens} tokens>"
+
+    @property
+    def splitter(self):
+        """The reasoning.Splitter that reads this output (None: the text is all answer)."""
+        return self.parser.splitter
+
+    @splitter.setter
+    def splitter(self, value) -> None:
+        self.parser.splitter = value
+
+    @property
+    def tool_calls(self) -> list[dict]:
+        return self.parser.tool_calls
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.parser.reasoning_tokens
 
     @property
     def output_tokens(self) -> int:

@@ -9,6 +9,7 @@ CLIENT_HEADER = "X-Vllama-Client"   # the client kernel's pid, to count the kern
 UNSHARED = "the notebook that shares this engine unloaded or reloaded it: this request was stopped"
 SHARED_WAIT_S = 600.0   # how long a shared request waits while the engine serves another one
 SHARING_END_S = 30.0    # how long a load or unload waits for shared requests to end
+IDLE_TIMEOUT_S = 1800.0  # a share with no request for this long stops by itself
 
 
 class Seam(Protocol):

@@ -1,24 +1,24 @@
-"""The kernel's one engine: load (a transaction), switch, unload, chat history, and a lock so that
-a cell and a widget thread never drive the engine at once."""
+"""The kernel's one engine: which model is loaded (a load is a transaction), the servers the
+kernel started, requests and status. Its other parts are modules of their own: the conversation
+and tool loop (conversation.py), sharing (share_coordinator.py) and the lock (engine_lock.py)."""
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from . import engines, models, selection
-from .errors import BusyError, VllamaError
+from . import engines
+from .conversation import Conversation
+from .engine_lock import EngineLock
+from .engines import selection
+from .engines.base import BaseEngine
+from .errors import VllamaError, first_line
 from .hardware import hardware
 from .result import Result, Stream
 from .sampling import Sampling
-from .seam import SHARED_WAIT_S, SHARING_END_S, UNSHARED, Lease
-from .messages import check_messages
-from .templates import fit_context
-from .tools import MAX_ROUNDS, check_choice, make_tools, run_call, schemas, shown
+from .share_coordinator import ShareCoordinator, ShareSeam  # noqa: F401  (ShareSeam: re-exported)
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Loaded:
 
 
 @dataclass
-class Session:
-    engine: object | None = None
+class Session(Conversation, ShareCoordinator, EngineLock):
+    engine: BaseEngine | None = None
     loaded: Loaded | None = None
     history: list[dict] = field(default_factory=list)
     last: Result | None = None
@@ -58,13 +58,12 @@ class Session:
     # -- references -----------------------------------------------------------------------
     def resolve(self, model, engine: str, options: dict | None = None):
         """The typed reference `model` names for `engine` (hub lookups are remembered)."""
-        if engine == "openai":
-            from .engines.remote import remote_ref
-            return remote_ref(model, options or {})
+        if not engines.kind(engine).in_process:
+            return engines.reference(model, engine, options)
         key = (str(model).strip() if model is not None else "", engine)
         ref = self._refs.get(key)
         if ref is None or not ref.path.exists():
-            ref = self._refs[key] = models.resolve(model, engine)
+            ref = self._refs[key] = engines.reference(model, engine)
         return ref
 
     def needs_load(self, model=None, engine: str | None = None, **options) -> bool:
@@ -107,96 +106,13 @@ class Session:
             try:
                 self._start(Loaded(choice, ref, dict(options)))
             except Exception as e:
-                raise VllamaError(f"could not load {ref.name}: {_line(e)}{self._restore(previous)}") from None
+                raise VllamaError(f"could not load {ref.name}: {first_line(e)}{self._restore(previous)}") from None
             except BaseException:  # an interrupt mid-load: put the old model back, then stop
                 self._restore(previous)
                 raise
             if previous is None or previous.ref != ref:
                 self.history.clear()
         return self.status()
-
-    def _find_shared(self, model, engine, options):
-        """With nothing named (no model, engine, options or configured engine), another notebook's
-        live shared engine: (choice, options) to connect to it; else None."""
-        from . import sharing as share
-
-        if (model is not None or engine is not None or options or self.config_engine or self.sharing
-                or os.environ.get("VLLAMA_ENGINE") or not share.enabled()):
-            return None
-        found = [f for f in share.live_shares() if f["pid"] not in self._abandoned]
-        if not found:
-            return None
-        info = found[0]
-        label = {"llamacpp": "llama.cpp", "vllm": "vLLM"}.get(info["engine"], info["engine"])
-        reason = (f"using the shared {label} engine with model {info['model']}, started by another notebook "
-                  f"(pid {info['pid']}); name a model, or set VLLAMA_SHARED=0, to load one in this kernel")
-        return selection.Choice("openai", reason), share.connect_options(info)
-
-    def share(self, idle_timeout: float = 1800.0, port: int | None = None) -> dict:
-        """Serve this kernel's engine to the user's other notebooks and to any OpenAI client on the
-        machine (see vllama_jupyter.sharing); `port` fixes the port (default: a free one)."""
-        from . import sharing as share
-
-        idle_timeout = share.check_idle_timeout(idle_timeout)
-        port = share.check_port(port)
-        eng = self._engine()
-        if self.loaded.choice.engine == "openai":
-            raise VllamaError("this kernel uses a server, not an engine of its own: share the engine in the "
-                              "notebook that has it loaded, or load a model here first")
-        if self.sharing is not None and port not in (0, self.sharing.server.port):
-            raise VllamaError(f"the engine is already shared at {self.sharing.url}: stop it first "
-                              "(%vllama share --stop) to share it on another port")
-        if self.sharing is None:
-            sharing = share.Sharing(ShareSeam(self), idle_timeout, port)
-            with self._served:
-                self.sharing = sharing
-            sharing.start()
-        else:
-            self.sharing.idle_timeout = idle_timeout
-        self._notify()
-        return {"engine": eng.name, "model": self.loaded.ref.name, **self.sharing.describe(),
-                "how_to_use": self.sharing.how_to_use()}
-
-    def _end_sharing(self) -> float:
-        """Stop sharing before a load or unload: the other notebooks' requests end at their next
-        token; wait (a bounded time) for those running at once on a concurrent engine. Returns how
-        long to wait for the one holding the engine's lock."""
-        if self.sharing is None:
-            return 0.0
-        self.stop_sharing()
-        with self._served:
-            self._served.wait_for(lambda: self._in_flight == 0, SHARING_END_S)
-        return SHARING_END_S
-
-    def stop_sharing(self) -> None:
-        """Stop serving other notebooks; they get one clear line at their next request."""
-        with self._served:
-            sharing, self.sharing = self.sharing, None
-        if sharing is not None:
-            sharing.stop()
-            self._notify()
-
-    def lease(self, wait: float) -> Lease:
-        """The engine for one request from another notebook, under the rule a cell follows: an
-        engine that runs one request at a time is held (waiting up to `wait` s for it); a
-        concurrent one (vLLM) is counted, so a load or unload waits for the request to end."""
-        eng = self.engine
-        if eng is not None and eng.concurrent:
-            with self._served:
-                if self.sharing is None or self.engine is not eng:
-                    raise VllamaError(UNSHARED)
-                self._in_flight += 1
-            return Lease(eng, self._leave)
-        self._acquire("serving", wait)
-        if self.sharing is None or self.engine is None:
-            self._release()
-            raise VllamaError(UNSHARED)
-        return Lease(self.engine, self._release)
-
-    def _leave(self) -> None:
-        with self._served:
-            self._in_flight -= 1
-            self._served.notify_all()
 
     def _start(self, spec: Loaded) -> None:
         new = engines.engine_class(spec.choice.engine)()
@@ -218,7 +134,7 @@ class Session:
             return f"; {previous.ref.name} is loaded again"
         except Exception as e:
             self.loaded = None
-            return f"; loading {previous.ref.name} back failed too ({_line(e)}): load a model again"
+            return f"; loading {previous.ref.name} back failed too ({first_line(e)}): load a model again"
 
     def unload(self) -> None:
         """Free the engine and its memory, and stop the servers this session started."""
@@ -242,7 +158,7 @@ class Session:
                 opts["context_length"] = server.context_length
             if options.get("api_key_env"):
                 opts["api_key_env"] = options["api_key_env"]
-            self.load(server.model, "openai", **opts)
+            self.load(server.model, engines.REMOTE, **opts)
         return server
 
     def stop_servers(self) -> None:
@@ -270,15 +186,6 @@ class Session:
             raise VllamaError(why)
         return eng
 
-    def _let_go_if_gone(self) -> None:
-        """Another notebook's shared engine went away: let go of it, so the next request loads here."""
-        eng = self.engine
-        if eng is not None and getattr(eng, "shared_by", None) and eng.dead():
-            self._abandoned.add(eng.shared_by)   # a dying kernel may still look alive for a moment
-            self._close_engine()
-            self.loaded = None
-            self._notify()
-
     # -- generating -----------------------------------------------------------------------
     def stream(self, prompt, sampling: Sampling | None = None, images=None, **overrides) -> Stream:
         """Stream a completion of `prompt`. The session is busy from the first delta asked for
@@ -288,96 +195,6 @@ class Session:
             return self.chat(prompt, sampling, keep=False, images=images, **overrides)
         s = Sampling.make(sampling, **overrides)
         return self._guarded(self._engine().stream(prompt, s))
-
-    def chat(self, message, sampling: Sampling | None = None, system: str | None = None,
-             keep: bool = True, tools=None, images=None, **overrides) -> Stream:
-        """Continue the conversation with `message` (text, or a list of OpenAI-shaped messages); the
-        reply joins the history when it ends. With keep=False the message is answered on its own
-        and the history is left as it was. `tools`: Python functions the model may call (the
-        calls come back in `result.tool_calls`; chat_loop() runs them). `images`: figures, PIL
-        images, arrays, bytes or paths the model is shown with a text message."""
-        s = Sampling.make(sampling, **overrides)
-        table = make_tools(tools)
-        check_choice(s.tool_choice, table)
-        eng = self._engine()
-        msgs = fit_context(eng, self._conversation(message, system, keep, images), s)
-
-        def remember(stream: Stream) -> None:
-            if keep and stream.finish_reason != "error":
-                self.history[:] = msgs + [reply(stream)]
-        return self._guarded(eng.chat(msgs, s, schemas(table)), remember)
-
-    def chat_loop(self, message, sampling: Sampling | None = None, system: str | None = None, keep: bool = True,
-                  tools=None, run_tools: bool = False, render=None, show=None, max_rounds: int = MAX_ROUNDS,
-                  images=None, **overrides) -> Result:
-        """Chat with tools to the end: each round's calls are shown and, with run_tools=True, run,
-        their results sent back, and the model asked again (at most `max_rounds` rounds, 8 by default).
-        `render(stream) -> Result` shows a round (default: none), `show(line)` a call or result.
-        Returns the last round's Result; `.rounds` holds the ones before it."""
-        s = Sampling.make(sampling, **overrides)
-        table = make_tools(tools)
-        check_choice(s.tool_choice, table)
-        if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
-            raise VllamaError(f"max_rounds must be a whole number >= 1 (got {max_rounds!r}): how many times the model "
-                              "may be asked again after its tool calls")
-        render = render or (lambda st: st.run())
-        show = show or (lambda line: None)
-        eng = self._engine()
-        msgs = fit_context(eng, self._conversation(message, system, keep, images), s)
-        rounds: list[Result] = []
-        for _ in range(max_rounds):
-            result = render(self._guarded(self._engine().chat(msgs, s, schemas(table))))
-            rounds.append(result)
-            if result.finish_reason == "error":
-                break
-            msgs = msgs + [reply(result)]
-            if not result.tool_calls or result.interrupted:
-                break
-            if not run_tools:
-                for call in result.tool_calls:
-                    show(f"→ {shown(call)}  (not run: pass run_tools=True, or --run-tools, to run it)")
-                break
-            for call in result.tool_calls:
-                show(f"→ {shown(call)}")
-                out, _ok = run_call(call, table)
-                show(f"← {out}")
-                msgs.append({"role": "tool", "tool_call_id": call["id"], "content": out})
-            if s.tool_choice not in (None, "auto", "none"):
-                s = replace(s, tool_choice="auto")   # a forced call is forced once; then the model answers
-        else:
-            from .errors import notice
-            notice(f"stopped after {max_rounds} round{'s' if max_rounds > 1 else ''} of tool calls: the model kept "
-                   "calling tools (raise max_rounds, --max-rounds, to let it go on)")
-        if keep:
-            self.history[:] = msgs
-        final = rounds[-1]
-        final.rounds = rounds[:-1]
-        return final
-
-    def _conversation(self, message, system: str | None, keep: bool, images=None) -> list[dict]:
-        """The history (when kept), the system prompt, and the new message(s), checked."""
-        if images is not None and not isinstance(message, str):
-            raise VllamaError("images= goes with a text message; in a list of messages put them in the content "
-                              "as {'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,...'}} parts")
-        if message is None or isinstance(message, str):
-            if not (message or "").strip():
-                raise VllamaError("the message is empty: write something to say")
-            new = [{"role": "user", "content": message}]
-            if images is not None:
-                from .images import as_images
-
-                parts = [p.part() for p in as_images(images)]
-                if not parts:
-                    raise VllamaError("images= is empty: give one or more images, or leave it out")
-                new = [{"role": "user", "content": parts + [{"type": "text", "text": message}]}]
-        elif isinstance(message, list):
-            new = check_messages(message)
-        else:
-            raise VllamaError(f"a chat message is text or a list of messages, not {type(message).__name__}")
-        msgs = list(self.history) if keep else []
-        if system and not any(m["role"] in ("system", "developer") for m in msgs + new[:1]):
-            msgs.insert(0, {"role": "system", "content": system})
-        return check_messages(msgs + new)
 
     def generate(self, prompt, sampling: Sampling | None = None, images=None, **overrides) -> Result:
         return self.stream(prompt, sampling, images=images, **overrides).run()
@@ -401,55 +218,6 @@ class Session:
         with self.hold("embedding"):
             return eng.embed(texts, normalize)
 
-    def _guarded(self, stream: Stream, on_end=None) -> Stream:
-        def end(st: Stream) -> None:
-            self.last = st.result
-            try:
-                if on_end:
-                    on_end(st)
-            finally:
-                self._release()
-                if st.finish_reason == "error":
-                    self._let_go_if_gone()
-        # while shared, a request from another notebook may hold the engine: wait for it
-        wait = SHARED_WAIT_S if self.sharing is not None else 0.0
-        return stream.on(start=lambda: self._acquire("generating", wait), end=end)
-
-    # -- the lock -------------------------------------------------------------------------
-    def _acquire(self, state: str, wait: float = 0.0) -> None:
-        if not (self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)):
-            raise BusyError(f"the engine is busy ({self.state}): wait for it to finish, press Stop, "
-                            "or close() the stream you started")
-        self.state = state
-        self._notify()
-
-    def _release(self) -> None:
-        self.state = "idle"
-        self._lock.release()
-        self._notify()
-
-    def _notify(self) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(self)
-            except Exception:
-                pass  # a broken display must not break the engine
-
-    @contextmanager
-    def hold(self, state: str = "generating", wait: float = 0.0):
-        """Hold the engine for a run of requests (benchmarks, a shared engine's requests), waiting
-        up to `wait` seconds for it; BusyError when it stays held."""
-        self._acquire(state, wait)
-        try:
-            yield self.engine
-        finally:
-            self._release()
-
-
-    @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
     # -- status ---------------------------------------------------------------------------
     def status(self) -> dict:
         """What is loaded, where, and why this engine."""
@@ -469,23 +237,11 @@ class Session:
                 out["would_use"] = str(e)
         if self.sharing is not None:
             out["shared"] = self.sharing.describe()
-        elif self.engine is not None and getattr(self.engine, "shared_by", None):
-            out["shared_from"] = self.engine.shared_by
+        elif self.shared_from():
+            out["shared_from"] = self.shared_from()
         out["history_messages"] = len(self.history)
         out["time"] = time.strftime("%H:%M:%S")
         return out
-
-
-def reply(out) -> dict:
-    """The assistant message a finished stream or result adds to the conversation: the answer and
-    any tool calls; the thinking rides along as reasoning_content (templates that show earlier
-    thinking read it, the others leave it out)."""
-    msg: dict = {"role": "assistant", "content": out.text}
-    if out.tool_calls:
-        msg["tool_calls"] = [dict(c) for c in out.tool_calls]
-    if out.reasoning:
-        msg["reasoning_content"] = out.reasoning
-    return msg
 
 
 def _served_device(servers: list, url) -> dict:
@@ -494,43 +250,6 @@ def _served_device(servers: list, url) -> dict:
         if server.url == url and server.device:
             return {"device": f"{server.device.upper()} (a server this kernel started)"}
     return {}
-
-
-def _line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return " ".join(text.splitlines()[0].split())[:300]
-
-
-class ShareSeam:
-    """The session as a shared engine's server sees it (sharing.Seam): nothing more."""
-
-    def __init__(self, session: Session):
-        self._session = session
-
-    @property
-    def engine_name(self) -> str:
-        return self._session.loaded.choice.engine
-
-    @property
-    def model(self) -> str:
-        loaded = self._session.loaded
-        return loaded.ref.name if loaded else ""
-
-    @property
-    def busy(self) -> bool:
-        return self._session.busy
-
-    def engine(self):
-        return self._session.engine
-
-    def lease(self, wait: float) -> Lease:
-        return self._session.lease(wait)
-
-    def changed(self) -> None:
-        self._session._notify()
-
-    def stop(self) -> None:
-        self._session.stop_sharing()
 
 
 _SESSION: Session | None = None

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 import tornado.httpserver
 import tornado.netutil
@@ -179,7 +180,8 @@ class Models(Base):
             return self.fail(503, UNSHARED)
         if name is not None and name != model:
             return self.fail(404, f"no model {name!r} here: this engine serves {model!r}")
-        card = {"id": model, "object": "model", "created": 0, "owned_by": "vllama-jupyter"}
+        card = {"id": model, "object": "model", "created": 0, "owned_by": "vllama-jupyter",
+                "capabilities": asdict(eng.capabilities())}   # what the model behind the share can do
         try:
             card["max_model_len"] = eng.context_length()
         except (VllamaError, AttributeError):
@@ -267,7 +269,7 @@ class Generate(Base):
                 await each(i, stream)
             finally:
                 await self.blocking(stream.close)
-        if eng.concurrent:   # every choice at once: the engine batches them
+        if eng.capabilities().concurrent:   # every choice at once: the engine batches them
             ends = await asyncio.gather(*(one(i) for i in range(plan.count)), return_exceptions=True)
             failed = next((e for e in ends if isinstance(e, BaseException)), None)
             if failed is not None:

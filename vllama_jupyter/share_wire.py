@@ -7,6 +7,7 @@ import time
 import uuid
 
 from .errors import VllamaError
+from .finish import to_wire
 from .options import check_fields, from_openai
 from .sampling import Sampling
 
@@ -58,7 +59,7 @@ class Plan:
         return eng.stream(self.prompts[i // self.n], s)
 
     def whole_choice(self, i: int, result) -> dict:
-        choice = {"index": i, "finish_reason": finish_reason(result.finish_reason), "token_ids": result.token_ids,
+        choice = {"index": i, "finish_reason": to_wire(result.finish_reason), "token_ids": result.token_ids,
                   "logprobs": logprobs(result.logprobs, self.chat) if result.logprobs is not None else None}
         if self.chat:
             msg = {"role": "assistant", "content": result.text}
@@ -91,7 +92,7 @@ class Plan:
         else:
             choice["text"] = text
         if done:
-            choice["finish_reason"] = finish_reason(reason)
+            choice["finish_reason"] = to_wire(reason)
         if held and held[0].logprobs is not None:
             choice["logprobs"] = logprobs([t for d in held for t in d.logprobs or ()], self.chat)
         return {"id": self.id, "object": f"{self.kind}.chunk" if self.chat else self.kind, "created": self.created,
@@ -116,10 +117,6 @@ def _tools(tools):
             isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") for t in tools):
         raise VllamaError("tools must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': ...}}")
     return tools or None
-
-
-def finish_reason(r: str | None) -> str | None:
-    return {"cancelled": "abort", "interrupted": "abort", None: "stop"}.get(r, r)
 
 
 def usage(prompt: int, output: int) -> dict:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import VllamaError
-from .seam import Seam
+from .seam import IDLE_TIMEOUT_S, Seam
 
 PREFIX = "vllama-shared-"
 TOKEN_ENV = "VLLAMA_SHARED_TOKEN"   # where a client kernel keeps the token of the engine it uses
@@ -77,7 +77,7 @@ def still_shared(info_file: str, pid: int) -> str | None:
 class Sharing:
     """The owner's side: the HTTP server over the session's engine and its runtime file."""
 
-    def __init__(self, seam: Seam, idle_timeout: float = 1800.0, port: int = 0):
+    def __init__(self, seam: Seam, idle_timeout: float = IDLE_TIMEOUT_S, port: int = 0):
         from .share_server import ShareServer
 
         self.seam = seam

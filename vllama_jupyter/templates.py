@@ -11,7 +11,8 @@ import json
 from datetime import datetime
 from functools import lru_cache
 
-from .errors import VllamaError
+from .capabilities import think_switch
+from .errors import VllamaError, first_line
 from .messages import check_messages, text_of
 
 # Where a reply ends under the plain template: the end of the speaker's turn.
@@ -68,14 +69,14 @@ def render_template(template: str, messages: list[dict], bos: str = "", eos: str
     try:
         compiled = _compiled(template)
     except TemplateError as e:
-        raise VllamaError(f"the model's chat template does not compile: {_line(e)}") from None
+        raise VllamaError(f"the model's chat template does not compile: {first_line(e, 200)}") from None
     try:
         return compiled.render(messages=for_template(messages), tools=tools or None, bos_token=bos, eos_token=eos,
                                add_generation_prompt=add_generation_prompt, **(kwargs or {}))
     except TemplateError as e:
-        raise VllamaError(f"the model's chat template refused these messages: {_line(e)}") from None
+        raise VllamaError(f"the model's chat template refused these messages: {first_line(e, 200)}") from None
     except (TypeError, KeyError, AttributeError, ValueError, IndexError) as e:
-        raise VllamaError(f"the model's chat template failed on these messages ({type(e).__name__}: {_line(e)})") from None
+        raise VllamaError(f"the model's chat template failed on these messages ({type(e).__name__}: {first_line(e, 200)})") from None
 
 
 def for_template(messages: list[dict]) -> list[dict]:
@@ -91,39 +92,17 @@ def for_template(messages: list[dict]) -> list[dict]:
     return out
 
 
-def _line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__
-
 
 # -- thinking and tools, as the template speaks of them ---------------------------------------
 def think_kwargs(template: str | None, think) -> dict:
-    """The template variables that set thinking to `think` (True/False/'low'/'medium'/'high'),
-    or one line saying the model cannot be switched so."""
+    """The template variables that set thinking to `think` (True/False/'low'/'medium'/'high');
+    gate.check has refused a value the template does not take."""
     if think is None:
         return {}
-    t = template or ""
     if isinstance(think, str):
-        if "reasoning_effort" in t:
-            return {"reasoning_effort": think}
-        raise VllamaError(f"this model's chat template has no reasoning levels, so think={think!r} cannot be "
-                          "honoured: use think=True or False" + ("" if _switch(t) else " (and it has no switch)"))
-    name = _switch(t)
-    if name:
-        return {name: think}
-    if "reasoning_effort" in t:
-        if think:
-            return {}
-        raise VllamaError("this model always reasons (its template has levels, no off switch): use think='low'")
-    raise VllamaError(f"this model's chat template has no thinking switch, so think={think!r} cannot be honoured: "
-                      "leave think out")
-
-
-def _switch(t: str) -> str | None:
-    if "enable_thinking" in t:
-        return "enable_thinking"
-    if "thinking" in t and ("if thinking" in t or "thinking is" in t or "thinking ==" in t):
-        return "thinking"   # Granite's switch
-    return None
+        return {"reasoning_effort": think}
+    name = think_switch(template)
+    return {name: think} if name else {}   # levels without a switch: True is the template's default
 
 
 def reasoning_format(template: str | None) -> str | None:

@@ -7,11 +7,12 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..errors import VllamaError
+from ..options import Option
 from ..sampling import Sampling
 from . import workloads
 from .metrics import Record, summarize
@@ -112,12 +113,12 @@ def _one(engine, prompt, sampling: Sampling, delay_until: float | None = None) -
 
 
 def _run_level(engine, prompts: list, sampling: Sampling, concurrency: int, rate: float | None, seed: int):
-    workers = concurrency if engine.concurrent else 1
+    workers = concurrency if engine.capabilities().concurrent else 1
     t0 = time.perf_counter()
     if rate:
         gaps = np.random.default_rng(seed).exponential(1.0 / rate, len(prompts))
         arrivals = t0 + np.cumsum(gaps) - gaps[0]
-        workers = len(prompts) if engine.concurrent else 1
+        workers = len(prompts) if engine.capabilities().concurrent else 1
         with ThreadPoolExecutor(max_workers=min(workers, 256)) as pool:
             records = list(pool.map(lambda pa: _one(engine, pa[0], sampling, pa[1]), zip(prompts, arrivals)))
     elif workers == 1:
@@ -130,14 +131,14 @@ def _run_level(engine, prompts: list, sampling: Sampling, concurrency: int, rate
 
 def run(engine: str | None = None, model: str | None = None, num_requests: int = 16,
         concurrency: int | list[int] = 1, max_tokens: int = 64, request_rate: float | list[float] | None = None,
-        prompts=None, input_len: int | None = None, warmup: int = 2, ignore_eos: bool = True,
+        prompts=None, input_len: int | None = None, warmup: int = 2, ignore_eos: bool | None = None,
         temperature: float = 0.0, seed: int = 0, label: str | None = None, **load_options) -> BenchResult:
     """Benchmark the kernel's engine (loading `model` on `engine` first when they are given).
 
     Levels: each concurrency in `concurrency`, or each Poisson rate (requests/s) in `request_rate`.
     Workload: `prompts` (list or DataFrame column), else random token prompts of `input_len`
-    tokens, else a fixed list. Every request asks for `max_tokens` (ignore_eos so engines produce
-    equal counts where they allow it). Engines that cannot run requests together (llama.cpp in
+    tokens, else a fixed list. Every request asks for `max_tokens` (ignore_eos, by default wherever
+    the engine takes it, so engines produce equal counts). Engines that cannot run requests together (llama.cpp in
     process) run them in turn at every level; the summary says so in `concurrent`. `label` names
     the rows (default: the engine, or the kind of server the openai engine talks to)."""
     import pandas as pd
@@ -146,18 +147,21 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
     from ..hardware import hardware
     from ..session import get_session
 
-    if isinstance(num_requests, bool) or not isinstance(num_requests, int) or num_requests < 1:
-        raise VllamaError(f"num_requests must be a whole number >= 1 (got {num_requests!r})")
+    num_requests = Option("num_requests", "int", 16, "requests per level", low=1).check(num_requests)
     levels = [request_rate] if isinstance(request_rate, (int, float)) else list(request_rate or [])
     conc = [concurrency] if isinstance(concurrency, int) else list(concurrency)
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in conc) or not conc:
         raise VllamaError(f"concurrency must be a whole number >= 1 or a list of them (got {concurrency!r})")
     if any(not isinstance(r, (int, float)) or r <= 0 for r in levels):
         raise VllamaError(f"request_rate must be a positive number of requests/s (got {request_rate!r})")
-    sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos)
+    sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed,
+                        ignore_eos=True if ignore_eos is None else ignore_eos)
 
     session = get_session()
     eng = session.ensure(model, engine, **load_options)
+    if ignore_eos is None:   # wherever the engine takes it
+        ignore_eos = eng.capabilities().ignore_eos
+        sampling = replace(sampling, ignore_eos=ignore_eos)
     if prompts is not None:
         work = workloads.from_items(prompts, num_requests)
     elif input_len:
@@ -166,7 +170,7 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
         work = workloads.fixed(num_requests)
 
     info = eng.info()
-    label = label or (info["version"] if info["engine"] == "openai" else info["engine"])
+    label = label or (info["engine"] if eng.capabilities().in_process else info["version"])
     rows, req_rows = [], []
     with session.hold("generating"):
         for p in work[:warmup]:

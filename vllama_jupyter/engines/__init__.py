@@ -3,10 +3,43 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import dataclass
 
 from ..errors import VllamaError
 
 ENGINES = ("llamacpp", "vllm", "openai")
+REMOTE = "openai"   # the engine that talks to a server
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What is known of an engine before it loads anything (its loaded model's facts are its
+    capabilities())."""
+    label: str
+    in_process: bool               # runs in the kernel (False: talks to a server)
+    context_option: str | None     # the load option that sets the context (None: the server's own)
+
+
+KINDS = {"llamacpp": Kind("llama.cpp", True, "n_ctx"), "vllm": Kind("vLLM", True, "max_model_len"),
+         "openai": Kind("OpenAI-compatible server", False, None)}
+
+
+def kind(name: str) -> Kind:
+    return KINDS[check_name(name)]
+
+
+def local_installed() -> tuple[str, ...]:
+    """The installed engines that run in the kernel."""
+    return tuple(n for n in installed() if KINDS[n].in_process)
+
+
+def reference(model, name: str, options: dict | None = None):
+    """The typed reference `model` names for engine `name`: a server's model, or a local file or folder."""
+    if not kind(name).in_process:
+        from .remote import remote_ref
+        return remote_ref(model, options or {})
+    from ..models import resolve
+    return resolve(model, check_name(name))
 
 # engine name -> (module holding the Engine class, package whose presence means installed, extra)
 _SPECS = {

@@ -1,13 +1,17 @@
-"""The engine protocol: everything the session, the magics, the widgets and the benchmarks use
-of an engine is declared here, so no caller probes an engine for what it has.
+"""The engine contract: everything the session, the magics, the widgets, the share and the
+benchmarks use of an engine is declared here, and what an engine and its loaded model can do is
+one value, `capabilities()`, so no caller asks which engine it holds.
 
-An engine's `stream` validates its input eagerly (bad input fails before anything runs) and
-returns a `Stream` that opens the request only when its first delta is asked for."""
+`stream`, `chat` and `batch` are the only ways in: each holds the request against the
+capabilities (gate.check) and then hands it to the engine's `_complete` / `_chat`, which never
+see an option they cannot honour. A stream validates its input eagerly (bad input fails before
+anything runs) and opens the request only when its first delta is asked for."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
+from .. import gate
+from ..capabilities import Capabilities
 from ..errors import VllamaError
 from ..result import Result, Stream
 from ..messages import check_messages, has_images
@@ -19,10 +23,10 @@ from ..templates import plain_prompt, reasoning_format, render_template, think_k
 
 class BaseEngine:
     name = "base"
-    concurrent = False   # True when requests may run at once from several threads
 
     def __init__(self) -> None:
         self.model_name = ""
+        self.ref = None   # what is loaded (models.ModelRef or models.RemoteRef)
         self._about: dict | None = None
 
     # -- to implement ---------------------------------------------------------------------
@@ -35,11 +39,26 @@ class BaseEngine:
     def load(self, ref, **options) -> None:
         raise NotImplementedError
 
-    def stream(self, prompt: str | list[int], sampling: Sampling | None = None) -> Stream:
+    def capabilities(self) -> Capabilities:
+        """What this engine and its loaded model can do."""
         raise NotImplementedError
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of `text` as a prompt (with BOS where the model adds one)."""
+    def _complete(self, prompt: str | list[int], s: Sampling) -> Stream:
+        """A completion of a prompt that gate.check has passed."""
+        raise NotImplementedError
+
+    def _chat(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> Stream:
+        """A chat turn that gate.check has passed."""
+        raise NotImplementedError
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text` as a prompt (with BOS where the model adds one). special=True: the
+        text is a rendered chat template, whose special tokens are read as such and which carries
+        its own BOS."""
+        raise NotImplementedError
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text of token ids."""
         raise NotImplementedError
 
     def vocab_size(self) -> int:
@@ -149,12 +168,7 @@ class BaseEngine:
                 raise VllamaError(self.why_no_images() or NO_PROJECTOR)
             msgs = with_markers(msgs, self.image_marker())
         template = self.chat_template()
-        if not template:
-            if tools:
-                raise VllamaError("this model has no chat template, so it cannot be offered tools: load a model "
-                                  "whose template has them")
-            if think is not None:
-                raise VllamaError("this model has no chat template, so it has no thinking switch: leave think out")
+        if not template:   # gate.check has refused tools and think for such a model
             return plain_prompt(msgs)
         return self.render(template, msgs, tools, think_kwargs(template, think))
 
@@ -164,22 +178,10 @@ class BaseEngine:
     def chat_plan(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> tuple[str, object]:
         """The prompt for a chat request and the splitter that reads thinking and tool calls from its output."""
         template = self.chat_template()
-        if s.tool_choice is not None and not tools:
-            raise VllamaError(f"tool_choice={s.tool_choice!r} needs tools: pass tools=[...] (or --tools f,g)")
         offered = tools if s.tool_choice != "none" else None
         calls = tool_format(template) if offered else None
-        if offered and template and calls is None:
-            raise VllamaError("this model's chat template writes tool calls in a format vllama cannot read (it reads "
-                              "Hermes/Qwen, Mistral, gpt-oss and Llama 3 calls): leave tools out, or use a server that parses them")
         prompt = self.chat_prompt(messages, offered, s.think)
         fmt = reasoning_format(template)
-        if s.max_thinking is not None and fmt is None:
-            raise VllamaError("this model does not mark its thinking (its template has no <think> or channels), "
-                              "so max_thinking cannot be honoured: leave it out")
-        constrained = s.grammar or s.json_schema or s.tool_choice not in (None, "auto", "none")
-        if s.max_thinking is not None and constrained:
-            raise VllamaError("max_thinking cannot be combined with a grammar, a JSON schema or a forced tool call "
-                              "(the constraint covers the whole output): give one of them")
         return prompt, Splitter(fmt, thinking=opens_thinking(prompt, fmt), tools=calls)
 
     @staticmethod
@@ -188,29 +190,52 @@ class BaseEngine:
         from ..reasoning import CLOSE_FOR_CALL
         from ..tools import call_grammar
 
-        if s.json_schema or s.grammar:
-            raise VllamaError("give one constraint: json_schema, grammar, or a forced tool_choice")
         before = CLOSE_FOR_CALL[splitter.fmt] if splitter.state == "reasoning" else ""
         return call_grammar(tools, s.tool_choice, splitter.tools, before)
+
+    # -- the ways in: each request passes the gate first --------------------------------------
+    def stream(self, prompt: str | list[int], sampling: Sampling | None = None) -> Stream:
+        """A completion of `prompt` (text or token ids)."""
+        s = sampling or Sampling()
+        gate.check(self.capabilities(), s, chat=False)
+        return self._complete(prompt, s)
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
         """Answer a conversation (OpenAI message shape); `tools` are OpenAI tool schemas."""
         s = sampling or Sampling()
-        prompt, splitter = self.chat_plan(messages, s, tools)
-        st = self.stream(prompt, replace(s, tool_choice=None, think=None))
-        st.splitter = splitter
-        return st
+        gate.check(self.capabilities(), s, chat=True, tools=tools)
+        return self._chat(messages, s, tools)
 
     def generate(self, prompt: str | list[int], sampling: Sampling | None = None) -> Result:
         return self.stream(prompt, sampling).run()
 
     def batch(self, prompts: list, sampling: Sampling | None = None) -> list[Result]:
-        """Run prompts in turn; engines that batch override this to run them together."""
-        return [self.generate(p, sampling) for p in check_batch(prompts, self.check_prompt)]
+        """Completions of several prompts: run together where the engine can (`_batch`), else in turn."""
+        s = sampling or Sampling()
+        gate.check(self.capabilities(), s, chat=False)
+        return self._batch(check_batch(prompts, self.check_prompt), s)
+
+    def _batch(self, prompts: list, s: Sampling) -> list[Result]:
+        return [self._complete(p, s).run() for p in prompts]
 
     def check_prompt(self, prompt) -> None:
         """Text, or token ids inside this model's vocabulary."""
         check_prompt(prompt, self.vocab_size())
+
+
+def template_capabilities(template: str | None) -> dict:
+    """The capabilities a chat template gives an in-process engine's model."""
+    from ..capabilities import think_values
+
+    return {"chat_template": bool(template), "thinking": reasoning_format(template),
+            "think_values": think_values(template) if template else (), "tool_calls": tool_format(template)}
+
+
+def check_room(n_prompt: int, context: int, option: str, what: str = "") -> None:
+    """One line when a prompt of `n_prompt` tokens leaves no room in a `context`-token window."""
+    if n_prompt >= context:
+        raise VllamaError(f"the prompt is {n_prompt} tokens{what} but the context holds {context}: "
+                          f"shorten the prompt or load the model with a larger {option}")
 
 
 def check_batch(prompts, check=None) -> list:

@@ -11,28 +11,30 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import gate
+from ..capabilities import Capabilities
 from ..errors import VllamaError
+from ..finish import STOP, from_wire
 from ..redact import redact
 from ..models import RemoteRef
 from ..result import Delta, Result, Stream, finished
 from ..sampling import Sampling, with_seed
 from ..images import as_image
 from ..messages import check_messages, has_images, image_urls
-from ..options import to_openai
+from ..options import THINK_LEVELS, forced, to_openai
 from ..reasoning import Splitter
-from .base import BaseEngine, check_batch, check_prompt
+from .base import BaseEngine, check_prompt
 from .chunks import Malformed, NoLogprobs, ServerError, parse_chunk
 from .openai_endpoints import Endpoints
 from .remote import PRESETS, check_options, remote_ref
 
 
 class Engine(Endpoints, BaseEngine):
-    """OpenAI-compatible server. Options: url, preset (vllm, ollama, llamacpp-server, max,
+    """OpenAI-compatible server. Options: url, preset (vllm, ollama, llamacpp-server, llama-server, max,
     sglang, tgi), api_key_env (the NAME of an environment variable), timeout, concurrency,
     context_length (the server's context in tokens, for servers that do not list it)."""
 
     name = "openai"
-    concurrent = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +51,7 @@ class Engine(Endpoints, BaseEngine):
         self._lengths: dict[str, int] = {}
         self._tokenizer: tuple | None = None     # the tokenize endpoint that answered
         self._gone: str | None = None             # why a shared engine stopped answering
+        self._behind: dict[str, dict] = {}        # a share's model -> the capabilities of the engine behind it
 
     @classmethod
     def check(cls, ref: RemoteRef, options: dict) -> RemoteRef:
@@ -132,6 +135,8 @@ class Engine(Endpoints, BaseEngine):
         good = [m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
         self._lengths = {m["id"]: m["max_model_len"] for m in good
                          if isinstance(m.get("max_model_len"), int) and m["max_model_len"] > 0}
+        if self.shared_by:   # a vllama share says what the model behind it can do
+            self._behind = {m["id"]: m["capabilities"] for m in good if isinstance(m.get("capabilities"), dict)}
         return [m["id"] for m in good]
 
     def _request(self, method: str, path: str, body: dict | None = None):
@@ -181,31 +186,41 @@ class Engine(Endpoints, BaseEngine):
         raise self._fail(f"the server at {self.url} refused the request (HTTP {status}): {detail}")
 
     # -- requests -------------------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        self._require()
+        p = self.preset
+        behind = self._behind.get(self.model_name)
+        if behind is not None:   # another notebook's engine: its model's facts, through the wire
+            fields = {k: v for k, v in behind.items() if k in Capabilities.__dataclass_fields__}
+            fields["think_values"] = tuple(fields.get("think_values") or ())
+            return Capabilities(**{**fields, "engine": "openai", "label": p.label, "in_process": False,
+                                   "shared_from": self.shared_by, "close_thought": False, "parallel": self.concurrency,
+                                   "concurrent": True})
+        return Capabilities(
+            "openai", p.label, False, model=self.model_name, context_length=self.max_model_len,
+            shared_from=self.shared_by, think_values=(True, False, *THINK_LEVELS) if p.think else (),
+            tool_calls="server", images=True, grammar=p.grammar, json_schema=p.schema_field is not None,
+            logprobs=True, top_k=p.top_k, ignore_eos=p.ignore_eos,
+            embeddings=True, parallel=self.concurrency, concurrent=True)
+
     def _body(self, s: Sampling, stream: bool, chat: bool = False) -> dict:
-        if s.max_thinking is not None:
-            raise VllamaError("max_thinking needs an in-process engine (llamacpp or vllm): a server cannot be "
-                              "told to close a thought; leave it out")
         body = {"model": self.model_name, "stream": stream, **to_openai(s, self.preset, chat)}
         body.update(self.preset.extra)
         if stream:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def stream(self, prompt, sampling: Sampling | None = None) -> Stream:
+    def _complete(self, prompt, s: Sampling) -> Stream:
         self._require()
         check_prompt(prompt)
-        s = with_seed(sampling or Sampling())
-        if s.think is not None or s.tool_choice is not None:
-            raise VllamaError("think and tool_choice apply to chat: use chat(), %%vllama --chat or -s")
+        s = with_seed(s)
         body = self._body(s, True)
         body["prompt"] = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
         return self._open("/completions", body, False, s)
 
-    def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
+    def _chat(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> Stream:
         self._require()
-        s = with_seed(sampling or Sampling())
-        if s.tool_choice is not None and not tools:
-            raise VllamaError(f"tool_choice={s.tool_choice!r} needs tools: pass tools=[...] (or --tools f,g)")
+        s = with_seed(s)
         body = self._body(s, True, chat=True)
         body["messages"] = check_messages(messages)
         # a broken image fails here, not at the server; the record keeps each one's hash
@@ -235,11 +250,12 @@ class Engine(Endpoints, BaseEngine):
                 if "text/event-stream" not in r.headers.get("content-type", ""):
                     raise self._fail(f"the server at {self.url} did not answer with an event stream "
                                      f"(content-type {r.headers.get('content-type', 'none')!r}): is it OpenAI-compatible?")
-                reason, counted = None, False
+                reason, counted, called = None, False, False
                 for event in source.iter_sse():
                     if event.data.strip() == "[DONE]":
                         break
                     for d in self._chunk(event.data, chat, logprobs):
+                        called = called or bool(d.tool_calls) or "<tool_call>" in d.text
                         tokens += 1 if d.text or d.token_ids else 0
                         counted = counted or d.usage is not None
                         reason = d.finish_reason or reason
@@ -252,7 +268,10 @@ class Engine(Endpoints, BaseEngine):
                     if reason is None:  # some servers end with a finish reason and no [DONE]
                         raise self._fail(f"the server at {self.url} closed the stream after {tokens} chunks "
                                          "without finishing it: the output is truncated")
-                yield Delta("", (), time.perf_counter(), _reason(reason))
+                if forced(body.get("tool_choice")) and not called:
+                    raise self._fail(f"tool_choice: the server at {self.url} answered without the tool call it was "
+                                     "told to make (it does not force calls for this model): leave tool_choice out")
+                yield Delta("", (), time.perf_counter(), from_wire(reason, STOP))
         except httpx.HTTPError as e:
             raise self._http_error(e) from None
         except (SSEError, UnicodeDecodeError) as e:
@@ -279,7 +298,9 @@ class Engine(Endpoints, BaseEngine):
         """One non-streaming completion request (the server's own text, for comparisons)."""
         self._require()
         check_prompt(prompt)
-        body = self._body(sampling or Sampling(), False)
+        s = sampling or Sampling()
+        gate.check(self.capabilities(), s, chat=False)
+        body = self._body(s, False)
         body["prompt"] = prompt if isinstance(prompt, str) else list(prompt)
         t0 = time.perf_counter()
         data = self._request("POST", "/completions", body)
@@ -289,15 +310,17 @@ class Engine(Endpoints, BaseEngine):
             raise self._bad("a completion without choices[0].text")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         counts = (usage.get("prompt_tokens"), usage.get("completion_tokens")) if usage else None
-        delta = Delta(choices[0]["text"], (), time.perf_counter(), _reason(choices[0].get("finish_reason") or "stop"),
+        delta = Delta(choices[0]["text"], (), time.perf_counter(), from_wire(choices[0].get("finish_reason"), STOP),
                       usage=counts)
         return finished([delta], t_start=t0, prompt_tokens=0, engine=self.name, model=self.model_name)
 
-    def batch(self, prompts, sampling: Sampling | None = None) -> list[Result]:
+    def _batch(self, prompts: list, s: Sampling) -> list[Result]:
         """Requests sent concurrently (at most `concurrency` at once), so the server batches them."""
-        prompts = check_batch(prompts)
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
-            return list(pool.map(lambda p: self.generate(p, sampling), prompts))
+            return list(pool.map(lambda p: self._complete(p, s).run(), prompts))
+
+    def check_prompt(self, prompt) -> None:
+        check_prompt(prompt)   # the vocabulary of a remote model is not known
 
     def version(self) -> str:
         return self.preset.label
@@ -343,10 +366,6 @@ class Engine(Endpoints, BaseEngine):
 
 VISION_FIX = ("serve a vision model there with its projector (llama.cpp: --mmproj, or clip_model_path with "
               "chat_format mtmd; vLLM: a vision-language model)")
-
-
-def _reason(r: str | None) -> str:
-    return {"abort": "cancelled", None: "stop"}.get(r, r)
 
 
 def _error_text(text: str) -> str:

@@ -13,20 +13,30 @@ from ..models import EMBEDDED_NAMES, RemoteRef
 class Preset:
     label: str
     url: str
-    top_k: bool = False          # accepts top_k / ignore_eos extensions
-    schema_field: str = "response_format"
+    top_k: bool = False          # takes the top_k extension
+    ignore_eos: bool = False     # takes the ignore_eos extension
+    schema_field: str | None = "response_format"   # where a JSON schema goes (None: it takes none)
+    grammar: bool = False        # takes a GBNF grammar (in structured_outputs where that is its schema field)
     extra: tuple = ()            # body fields that make its sampling match the in-process engines
+    think: bool = False          # takes the thinking switch (chat_template_kwargs, reasoning_effort)
 
 
 PRESETS = {
-    "vllm": Preset("vLLM", "http://127.0.0.1:8000/v1", top_k=True, schema_field="structured_outputs"),
+    "vllm": Preset("vLLM", "http://127.0.0.1:8000/v1", top_k=True, ignore_eos=True, schema_field="structured_outputs",
+                   grammar=True, think=True),
     "ollama": Preset("Ollama", "http://127.0.0.1:11434/v1"),
-    "llamacpp-server": Preset("llama.cpp server", "http://127.0.0.1:8080/v1", top_k=True, schema_field="json_schema",
-                              extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
-    "max": Preset("MAX", "http://127.0.0.1:8000/v1", top_k=True),
-    "sglang": Preset("SGLang", "http://127.0.0.1:30000/v1", top_k=True),
+    # llama-cpp-python's server (what `%vllama serve llamacpp` starts): grammars, no schema or ignore_eos field
+    "llamacpp-server": Preset("llama-cpp-python server", "http://127.0.0.1:8000/v1", top_k=True, schema_field=None,
+                              grammar=True, extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
+    # llama.cpp's own llama-server
+    "llama-server": Preset("llama.cpp llama-server", "http://127.0.0.1:8080/v1", top_k=True, ignore_eos=True,
+                           schema_field="json_schema", grammar=True, think=True,
+                           extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
+    "max": Preset("MAX", "http://127.0.0.1:8000/v1", top_k=True, ignore_eos=True),
+    "sglang": Preset("SGLang", "http://127.0.0.1:30000/v1", top_k=True, ignore_eos=True, think=True),
     "tgi": Preset("TGI", "http://127.0.0.1:8080/v1"),
-    "vllama": Preset("vllama shared engine", "", top_k=True, schema_field="json_schema"),
+    "vllama": Preset("vllama shared engine", "", top_k=True, ignore_eos=True, schema_field="json_schema", grammar=True,
+                     think=True),
     "openai": Preset("OpenAI-compatible", ""),
 }
 

@@ -18,6 +18,7 @@ a model that does not repeat runs at about its plain speed."""
 from __future__ import annotations
 
 from ..errors import VllamaError
+from . import llama_private as private
 
 KINDS = ("ngram",)
 DRAFT_MAX = 8     # drafted tokens per step, at most
@@ -54,7 +55,7 @@ class Decoder:
 
     def __init__(self, llm, first, counts: dict | None = None, pick=None):
         self.llm, self.first, self.counts = llm, first, counts
-        self.pick = pick or (lambda row: llm._sampler.sample(llm._ctx, row))
+        self.pick = pick or (lambda row: private.sample(llm, row))
         self.row = -1
         self.ready: list[int] = []   # sampled tokens of the last batch not handed out yet
         self.pending: int | None = None   # sampled, not yet in the KV cache
@@ -82,8 +83,7 @@ class Decoder:
                 self.lookup.extend((self.pending,))
                 self.wait -= 1
             llm = self.llm
-            llm._batch.set_batch(batch=(self.pending,), n_past=llm.n_tokens, logits_all=False)
-            llm._ctx.decode(llm._batch)
+            private.decode(llm, (self.pending,), llm.n_tokens, False)
             llm.input_ids[llm.n_tokens] = self.pending
             llm.n_tokens += 1
             self.row, self.pending = -1, self.pick(-1)
@@ -99,8 +99,7 @@ class Decoder:
         room = self.n_ctx - past - 1
         draft = self.lookup(min(self.width, room)) if room > 0 else []
         batch = [self.pending, *draft]
-        llm._batch.set_batch(batch=batch, n_past=past, logits_all=True)
-        llm._ctx.decode(llm._batch)
+        private.decode(llm, batch, past, True)
         llm.input_ids[past:past + len(batch)] = batch
         llm.n_tokens = past + len(batch)
         for i in range(len(batch)):
@@ -109,7 +108,7 @@ class Decoder:
             self.ready.append((row, tok))
             if i + 1 < len(batch) and tok != batch[i + 1]:   # the draft went wrong here
                 llm.n_tokens = past + i + 1
-                llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+                private.forget_from(llm, llm.n_tokens)
                 break
         taken = len(self.ready) - 1
         self.counts["drafted"] += len(draft)
@@ -131,7 +130,7 @@ def greedy(llm):
     import llama_cpp
     import numpy as np
 
-    ctx, vocab, logits = llm._ctx.ctx, llm.n_vocab(), llama_cpp.llama_get_logits_ith
+    ctx, vocab, logits = private.context(llm), llm.n_vocab(), llama_cpp.llama_get_logits_ith
     return lambda row: int(np.argmax(np.ctypeslib.as_array(logits(ctx, row), shape=(vocab,))))
 
 

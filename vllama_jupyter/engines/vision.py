@@ -10,6 +10,7 @@ import weakref
 from pathlib import Path
 
 from ..errors import VllamaError
+from . import llama_private as private
 
 NO_PROJECTOR = ("this model has no vision projector: load one with mmproj=… (an mmproj-*.gguf beside the "
                 "model is found by itself) or pick a vision model")
@@ -144,7 +145,7 @@ class Prepared:
         if not self.parts or self.parts[-1][0] != "text":
             raise VllamaError("the prompt ends with an image: put some text after it")
         llm.reset()
-        llm._ctx.kv_cache_clear()
+        private.clear(llm)
         *head, (_, last, _) = self.parts
         for kind, what, n in head + [("text", last[:-1], len(last) - 1)]:
             if kind == "text":
@@ -152,7 +153,7 @@ class Prepared:
                     llm.eval(what)
                 continue
             past = llama_cpp.llama_pos(0)
-            rc = mtmd.mtmd_helper_eval_chunk_single(projector.ctx, llm._ctx.ctx, what, llm.n_tokens, 0,
+            rc = mtmd.mtmd_helper_eval_chunk_single(projector.ctx, private.context(llm), what, llm.n_tokens, 0,
                                                     llm.n_batch, False, ctypes.byref(past))
             if rc != 0:
                 raise VllamaError(f"llama.cpp could not encode an image (mtmd error {rc})")

@@ -15,17 +15,19 @@ import threading
 import time
 import weakref
 
+from ..capabilities import Capabilities
+from ..options import forced
 from ..templates import PLAIN_STOPS
-from ..errors import VllamaError
+from ..errors import VllamaError, first_line
 from ..models import ModelRef
-from ..result import Delta, Result, Stream, TokenLogprob, finished
+from ..result import Result, Stream, finished
 from ..sampling import Sampling, with_seed
-from .base import BaseEngine, check_batch
+from .base import BaseEngine, check_room, template_capabilities
+from .vllm_stream import DONE, as_delta, cancel_tasks, drain, think_then_answer
 from .children import alive, cmdline, reap, rss, stop_resource_tracker
 from . import speculative
 from .vllm_options import check_options, gpu_present, nvidia
 
-_DONE = object()
 _ids = itertools.count()
 _ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()   # this process's vLLM engines
 
@@ -36,7 +38,6 @@ class Engine(BaseEngine):
     plus cpu_kv_cache_gb on CPU hosts."""
 
     name = "vllm"
-    concurrent = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -109,7 +110,7 @@ class Engine(BaseEngine):
             self.close()
             if isinstance(e, (VllamaError, KeyboardInterrupt)):
                 raise
-            raise VllamaError(f"vLLM could not start it ({_first_line(e)})") from None
+            raise VllamaError(f"vLLM could not start it ({first_line(e)})") from None
         self.load_seconds = time.perf_counter() - t0
         self.ref, self.model_name, self.options = ref, ref.name, opts
         self.tokenizer = self.llm.get_tokenizer()
@@ -142,7 +143,7 @@ class Engine(BaseEngine):
             self._pooler = None
         if self.loop is not None:
             try:  # first the loop's tasks (output handlers), so none sees the engine go away
-                asyncio.run_coroutine_threadsafe(_cancel_tasks(), self.loop).result(timeout=30)
+                asyncio.run_coroutine_threadsafe(cancel_tasks(), self.loop).result(timeout=30)
             except Exception:
                 pass
         if self.llm is not None:
@@ -188,7 +189,7 @@ class Engine(BaseEngine):
                                "(or vllama_jupyter.load()); the kernel is fine")
         if isinstance(e, VllamaError):
             return e
-        return VllamaError(f"vLLM refused the request: {_first_line(e)}")
+        return VllamaError(f"vLLM refused the request: {first_line(e)}")
 
     def _require(self) -> None:
         if self.llm is None:
@@ -204,8 +205,9 @@ class Engine(BaseEngine):
         return None
 
     # -- requests -------------------------------------------------------------------------
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=special))
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        # a rendered template (special) carries its own BOS; the tokenizer reads special tokens in any text
+        return list(self.tokenizer.encode(text, add_special_tokens=not special))
 
     def vocab_size(self) -> int:
         return len(self.tokenizer)
@@ -223,13 +225,11 @@ class Engine(BaseEngine):
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def _prepare(self, prompt, s: Sampling, add_special: bool = True):
+    def _prepare(self, prompt, s: Sampling, special: bool = False):
         self._require()
         self.check_prompt(prompt)
-        ids = self.tokenize(prompt, add_special) if isinstance(prompt, str) else [int(t) for t in prompt]
-        if len(ids) >= self.max_model_len:
-            raise VllamaError(f"the prompt is {len(ids)} tokens but the context holds {self.max_model_len}: "
-                              "shorten the prompt or load the model with a larger max_model_len")
+        ids = self.tokenize(prompt, special) if isinstance(prompt, str) else [int(t) for t in prompt]
+        check_room(len(ids), self.max_model_len, "max_model_len")
         s = with_seed(s)
         return ids, s, self._params(s, min(s.max_tokens, self.max_model_len - len(ids)))
 
@@ -250,9 +250,8 @@ class Engine(BaseEngine):
             return renderer.render_cmpl([{"prompt_token_ids": ids}])[0]
         return {"prompt_token_ids": ids}
 
-    def stream(self, prompt, sampling: Sampling | None = None, _special: bool = True) -> Stream:
-        s = sampling or Sampling()
-        ids, s, params = self._prepare(prompt, s, _special)
+    def _complete(self, prompt, s: Sampling, special: bool = False) -> Stream:
+        ids, s, params = self._prepare(prompt, s, special)
         return self._new_stream(lambda: self._deltas(ids, params), len(ids), s, self.max_model_len)
 
     def _deltas(self, ids: list[int], params):
@@ -269,21 +268,21 @@ class Engine(BaseEngine):
                 if isinstance(e, asyncio.CancelledError):
                     raise
             finally:
-                q.put(_DONE)
+                q.put(DONE)
         fut = asyncio.run_coroutine_threadsafe(pump(), self.loop)
         try:
             while True:
                 item = q.get()
-                if item is _DONE:
+                if item is DONE:
                     return
                 if isinstance(item, BaseException):
                     raise self._translate(item)
                 t, out = item
-                yield _delta(out.outputs[0], t, params.logprobs)
+                yield as_delta(out.outputs[0], t, params.logprobs)
         finally:
             if not fut.done():
                 fut.cancel()  # cancels generate(), which aborts the request in the engine
-                _drain(q)
+                drain(q)
 
     def why_no_images(self) -> str | None:
         if getattr(getattr(self.llm, "model_config", None), "is_multimodal_model", False):
@@ -299,72 +298,44 @@ class Engine(BaseEngine):
             return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
                                                       add_generation_prompt=True, **kwargs)
         except Exception as e:
-            raise VllamaError(f"the model's chat template refused these messages: {_first_line(e)}") from None
+            raise VllamaError(f"the model's chat template refused these messages: {first_line(e)}") from None
 
-    def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
-        s = sampling or Sampling()
+    def capabilities(self) -> Capabilities:
+        if self.llm is None:
+            raise VllamaError("no model is loaded: call load() first")
+        return Capabilities(
+            "vllm", "vLLM", True, model=self.model_name, context_length=self.max_model_len,
+            context_option="max_model_len", **template_capabilities(self.chat_template()), images=False,
+            why_no_images=self.why_no_images(), grammar=True, json_schema=True, logprobs=True, top_k=True, ignore_eos=True,
+            close_thought=True, embeddings=True, speculation=self.speculative, parallel=None, concurrent=True)
+
+    def _chat(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> Stream:
         templated = bool(self.chat_template())
         if not templated and not s.stop:
             s = dataclasses.replace(s, stop=PLAIN_STOPS)
         prompt, splitter = self.chat_plan(messages, s, tools)
-        if s.tool_choice not in (None, "auto", "none"):   # a forced call: the call's grammar
+        if forced(s.tool_choice):   # a forced call: the call's grammar
             s = dataclasses.replace(s, grammar=self.forced_call(tools, s, splitter))
         s = dataclasses.replace(s, think=None, tool_choice=None)
-        # a rendered template carries its own BOS
         if s.max_thinking is None:
-            st = self.stream(prompt, s, _special=not templated)
+            st = self._complete(prompt, s, special=templated)
         else:
-            st = self._think_then_answer(prompt, s, splitter, not templated)
+            st = think_then_answer(self, prompt, s, splitter, templated)
         st.splitter = splitter
         return st
 
-    def _think_then_answer(self, prompt: str, s: Sampling, splitter, special: bool) -> Stream:
-        """max_thinking: generate at most N tokens; if the model is still thinking then, close the
-        thought (as the model would) and go on from there with the rest of max_tokens."""
-        from ..reasoning import CLOSE, Splitter
-
-        ids, s, _ = self._prepare(prompt, s, special)
-        room = min(s.max_tokens, self.max_model_len - len(ids))
-        close = self.tokenizer.encode(CLOSE[splitter.fmt], add_special_tokens=False)
-
-        def deltas():
-            follow = Splitter(splitter.fmt, splitter.state == "reasoning")
-            out: list[int] = []
-            last = None
-            for d in self._deltas(ids, self._params(s, min(s.max_thinking, room))):
-                follow.feed(d.text)
-                out.extend(d.token_ids)
-                if d.finish_reason:
-                    last = d
-                    break
-                yield d
-            if last is None or last.finish_reason != "length" or len(out) >= room:
-                if last is not None:
-                    yield last
-                return
-            extra = close if follow.state == "reasoning" else []
-            if len(out) + len(extra) >= room:
-                yield last
-                return
-            yield last._replace(finish_reason=None)
-            if extra:
-                yield Delta(self.tokenizer.decode(extra), tuple(extra), time.perf_counter())
-            yield from self._deltas(ids + out + extra, self._params(s, room - len(out) - len(extra)))
-        return self._new_stream(deltas, len(ids), s, self.max_model_len)
-
-    def batch(self, prompts: list, sampling: Sampling | None = None) -> list[Result]:
+    def _batch(self, prompts: list, s: Sampling) -> list[Result]:
         """All prompts submitted at once (continuous batching), with a progress bar."""
         from tqdm.auto import tqdm
 
-        s = sampling or Sampling()
-        prepared = [self._prepare(p, s) for p in check_batch(prompts, self.check_prompt)]
+        prepared = [self._prepare(p, s) for p in prompts]
         bar = tqdm(total=len(prepared), desc="vllm batch", unit="req", leave=False, disable=len(prepared) < 8)
 
         async def one(ids, _s, params):
             t0 = time.perf_counter()
             deltas = []
             async for out in self.llm.generate(self._input(ids), params, f"vllama-{next(_ids)}"):
-                deltas.append(_delta(out.outputs[0], time.perf_counter(), params.logprobs))
+                deltas.append(as_delta(out.outputs[0], time.perf_counter(), params.logprobs))
             bar.update(1)
             return t0, deltas
 
@@ -395,46 +366,3 @@ class Engine(BaseEngine):
                 "chat_template": "from tokenizer" if getattr(self.tokenizer, "chat_template", None) else "plain",
                 **({"speculative": self.speculative} if self.speculative else {})}
 
-
-async def _cancel_tasks() -> None:
-    """Cancel what vLLM left running on the loop (output handlers) and let it finish."""
-    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _delta(o, t: float, n: int | None) -> Delta:
-    """A Delta from a vLLM CompletionOutput (DELTA kind), with its logprobs when asked for."""
-    lp = None
-    if n is not None:
-        lp = tuple(_logprob(tok, step or {}, n) for tok, step in zip(o.token_ids, o.logprobs or ()))
-    return Delta(o.text, tuple(o.token_ids), t, _reason(o.finish_reason), logprobs=lp)
-
-
-def _logprob(tok: int, step: dict, n: int) -> TokenLogprob:
-    """vLLM's {token id: Logprob(logprob, rank, decoded_token)} for one step."""
-    chosen = step.get(tok)
-    ranked = sorted((lp.rank, lp.decoded_token or "", lp.logprob) for lp in step.values() if lp.rank and lp.rank <= n)
-    return TokenLogprob(chosen.decoded_token or "" if chosen else "", float(chosen.logprob) if chosen else float("nan"),
-                        tuple((text, float(v)) for _, text, v in ranked[:n]), tok)
-
-
-def _reason(r: str | None) -> str | None:
-    return {"abort": "cancelled"}.get(r, r) if r else None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
-
-
-def _drain(q: queue.Queue, timeout: float = 10.0) -> None:
-    """Wait until the cancelled request's task has finished (its abort has been sent)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if q.get(timeout=max(0.01, deadline - time.monotonic())) is _DONE:
-                return
-        except queue.Empty:
-            return

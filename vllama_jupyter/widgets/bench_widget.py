@@ -12,7 +12,7 @@ from ..errors import VllamaError
 
 class BenchWidget:
     def __init__(self):
-        local = [e for e in engines.installed() if e != "openai"]
+        local = list(engines.local_installed())
         self.engines = W.SelectMultiple(options=local, value=tuple(local[:1]), description="Engines")
         self.model = W.Text(value="", placeholder="embedded", description="Model")
         self.workload = W.Dropdown(options=[("fixed prompts", "fixed"), ("random tokens", "random")],

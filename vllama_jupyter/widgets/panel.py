@@ -13,7 +13,7 @@ from ..errors import VllamaError
 from ..hardware import hardware
 from ..labstatus import shared_text
 from ..models import list_models
-from ..options import BY_NAME, OPTIONS
+from ..options import BY_NAME, OPTIONS, is_chat
 from ..sampling import Sampling
 from ..session import get_session
 from ..tokenview import tokens_html
@@ -95,8 +95,8 @@ class Panel:
         engine = None if self.engine.value == "auto" else self.engine.value
         model = self.model.value.strip() or "embedded"
         options = {}
-        if engine == "openai" or (engine is None and self.url.value.strip()):
-            engine, options = "openai", {"url": self.url.value.strip()}
+        if (engine is None and self.url.value.strip()) or (engine is not None and not engines.kind(engine).in_process):
+            engine, options = engines.REMOTE, {"url": self.url.value.strip()}
         self.progress.layout.visibility = "visible"
         self.progress.bar_style = "info"
         self._set_status(f"loading {model or 'the embedded model'}…")
@@ -118,7 +118,7 @@ class Panel:
         try:
             s = self.sampling()
             images = [self.image] if self.image is not None else None
-            if self.chat_mode.value or images or s.think is not None or s.max_thinking is not None:
+            if self.chat_mode.value or images or is_chat(s):
                 stream = self.session.chat(self.prompt.value.strip(), s, system=self.system.value.strip() or None,
                                            keep=self.chat_mode.value, images=images)
             else:

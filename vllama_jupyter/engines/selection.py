@@ -9,9 +9,10 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import engines
-from .errors import VllamaError
-from .hardware import Hardware
+from . import check_name, install_advice
+from . import installed as installed_engines
+from ..errors import VllamaError
+from ..hardware import Hardware
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,14 @@ class Choice:
 def choose(hw: Hardware, installed: Iterable[str] | None = None, override: str | None = None,
            config: str | None = None) -> Choice:
     """Pick the engine from hardware facts, installed engines and an override."""
-    have = set(engines.installed() if installed is None else installed)
+    have = set(installed_engines() if installed is None else installed)
     for source, value in (("argument", override), ("VLLAMA_ENGINE", os.environ.get("VLLAMA_ENGINE")),
                           ("config", config)):
         if value and value.strip().lower() != "auto":
-            name = engines.check_name(value)
+            name = check_name(value)
             if name not in have:
                 raise VllamaError(f"engine {name!r} was asked for ({source}) but is not installed: "
-                                  f"{engines.install_advice(name)}")
+                                  f"{install_advice(name)}")
             reason = f"{name} asked for ({source})"
             if name == "vllm" and not (hw.nvidia or hw.rocm):
                 reason += "; no GPU found, so vLLM runs on the CPU"
@@ -51,8 +52,8 @@ def _auto(hw: Hardware, have: set[str]) -> Choice:
             return Choice("vllm", f"{found} and vllm is installed -> vllm")
         if "llamacpp" in have:
             return Choice("llamacpp", f"{found} but vllm is not installed -> llamacpp",
-                          advice=f"for vLLM: {engines.install_advice('vllm')}")
-        raise VllamaError(f"{found} but no local engine is installed: {engines.install_advice('vllm')}")
+                          advice=f"for vLLM: {install_advice('vllm')}")
+        raise VllamaError(f"{found} but no local engine is installed: {install_advice('vllm')}")
     if hw.os == "darwin" and hw.apple_silicon:
         where = "Apple Silicon found"
         if hw.rosetta:
@@ -64,6 +65,6 @@ def _auto(hw: Hardware, have: set[str]) -> Choice:
         note = "; vllm is installed and runs on CPU only when asked (engine='vllm')" if "vllm" in have else ""
         return Choice("llamacpp", label + note)
     if "vllm" in have:
-        raise VllamaError(f"{label}, but llama-cpp-python is not installed: {engines.install_advice('llamacpp')} "
+        raise VllamaError(f"{label}, but llama-cpp-python is not installed: {install_advice('llamacpp')} "
                           "(or ask for vLLM on CPU with engine='vllm')")
-    raise VllamaError(f"{label}, but no local engine is installed: {engines.install_advice('llamacpp')}")
+    raise VllamaError(f"{label}, but no local engine is installed: {install_advice('llamacpp')}")
