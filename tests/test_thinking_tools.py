@@ -85,7 +85,7 @@ def test_gpt_oss_channels_and_reasoning_effort():
     msgs = [{"role": "user", "content": "hi"}]
     assert "Reasoning: low" in eng.chat_prompt(msgs, think="low")
     with pytest.raises(v.VllamaError, match="this model always reasons"):
-        eng.chat_prompt(msgs, think=False)
+        v.chat("hi", keep=False, think=False)
     r = v.chat("Who goes there?", keep=False, temperature=0, max_tokens=120, grammar=HARMONY, think="low").run()
     check_parts(r)
     # its markers are control tokens in the vocabulary; llama.cpp renders them (it marks gpt-oss's

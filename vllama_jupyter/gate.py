@@ -55,6 +55,9 @@ def _tools(caps: Capabilities, s, tools) -> None:
     if caps.chat_template is False:
         raise VllamaError(f"{named}this model has no chat template, so it cannot be offered tools: load a model "
                           "whose template has them")
+    if caps.tool_calls is None and not caps.in_process:
+        raise VllamaError(f"{named}the {caps.label} makes no tool calls vllama can read: leave tools out, or use a "
+                          "vLLM server or llama.cpp's llama-server")
     if caps.tool_calls is None:
         raise VllamaError(f"{named}this model's chat template writes tool calls in a format vllama cannot read (it "
                           "reads Hermes/Qwen, Mistral, gpt-oss and Llama 3 calls): leave tools out, or use a server "

@@ -135,7 +135,7 @@ class Engine(Endpoints, BaseEngine):
         good = [m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
         self._lengths = {m["id"]: m["max_model_len"] for m in good
                          if isinstance(m.get("max_model_len"), int) and m["max_model_len"] > 0}
-        if self.shared_by:   # a vllama share says what the model behind it can do
+        if self.preset_name == "vllama":   # a share says what the model behind it can do
             self._behind = {m["id"]: m["capabilities"] for m in good if isinstance(m.get("capabilities"), dict)}
         return [m["id"] for m in good]
 
@@ -199,7 +199,7 @@ class Engine(Endpoints, BaseEngine):
         return Capabilities(
             "openai", p.label, False, model=self.model_name, context_length=self.max_model_len,
             shared_from=self.shared_by, think_values=(True, False, *THINK_LEVELS) if p.think else (),
-            tool_calls="server", images=True, grammar=p.grammar, json_schema=p.schema_field is not None,
+            tool_calls="server" if p.tools else None, images=True, grammar=p.grammar, json_schema=p.schema_field is not None,
             logprobs=True, top_k=p.top_k, ignore_eos=p.ignore_eos,
             embeddings=True, parallel=self.concurrency, concurrent=True)
 

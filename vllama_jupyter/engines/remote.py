@@ -19,15 +19,17 @@ class Preset:
     grammar: bool = False        # takes a GBNF grammar (in structured_outputs where that is its schema field)
     extra: tuple = ()            # body fields that make its sampling match the in-process engines
     think: bool = False          # takes the thinking switch (chat_template_kwargs, reasoning_effort)
+    tools: bool = True           # makes tool calls (as tool_calls, or as text vllama reads)
 
 
 PRESETS = {
     "vllm": Preset("vLLM", "http://127.0.0.1:8000/v1", top_k=True, ignore_eos=True, schema_field="structured_outputs",
                    grammar=True, think=True),
     "ollama": Preset("Ollama", "http://127.0.0.1:11434/v1"),
-    # llama-cpp-python's server (what `%vllama serve llamacpp` starts): grammars, no schema or ignore_eos field
+    # llama-cpp-python's server (what `%vllama serve llamacpp` starts): grammars, no schema or ignore_eos field,
+    # tool calls only in chat formats of its own
     "llamacpp-server": Preset("llama-cpp-python server", "http://127.0.0.1:8000/v1", top_k=True, schema_field=None,
-                              grammar=True, extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
+                              grammar=True, tools=False, extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
     # llama.cpp's own llama-server
     "llama-server": Preset("llama.cpp llama-server", "http://127.0.0.1:8080/v1", top_k=True, ignore_eos=True,
                            schema_field="json_schema", grammar=True, think=True,
