@@ -70,6 +70,8 @@ class Option:
                 return f"in ({g(self.low)}, {g(self.high)}]"
             return f"{what} from {g(self.low)} to {g(self.high)}" if self.kind == "int" else \
                 f"between {g(self.low)} and {g(self.high)}"
+        if self.low == 0 and self.low_open:
+            return "a positive number"
         if self.low is not None:
             return f"{what} >= {g(self.low)}" if not self.low_open else f"{what} > {g(self.low)}"
         return what

@@ -7,11 +7,13 @@ import time
 import uuid
 
 from .errors import VllamaError
+from .options import Option
 from .finish import to_wire
 from .options import check_fields, from_openai
 from .sampling import Sampling
 
 MAX_N = 64   # the most choices one request may ask for
+N = Option("n", "int", 1, "choices to generate", low=1, high=MAX_N, optional=True)
 
 
 class Plan:
@@ -20,11 +22,7 @@ class Plan:
     def __init__(self, body: dict, chat: bool):
         check_fields(body)
         self.chat = chat
-        n = body.get("n", 1)
-        if n is None:
-            n = 1
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-            raise VllamaError(f"n must be a whole number from 1 to {MAX_N} (got {n!r})")
+        n = N.check(body.get("n", 1)) or 1
         self.sampling = Sampling.make(**from_openai(body, chat))
         opts = body.get("stream_options")
         if opts is not None and (not body.get("stream") or not isinstance(opts, dict)):

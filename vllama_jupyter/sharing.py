@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import VllamaError
+from .options import Option
 from .seam import IDLE_TIMEOUT_S, Seam
 
 PREFIX = "vllama-shared-"
@@ -158,19 +159,19 @@ def connect_options(info: dict) -> dict:
             "shared_file": info["file"]}
 
 
+IDLE = Option("idle_timeout", "float", IDLE_TIMEOUT_S, "seconds without a request before the share stops",
+              low=0, low_open=True)
+PORT = Option("port", "int", None, "a port on 127.0.0.1 a user may bind, or leave it out for a free one",
+              low=1024, high=65535, optional=True)
+
+
 def check_idle_timeout(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise VllamaError(f"idle_timeout must be a positive number of seconds (got {value!r})")
-    return float(value)
+    return IDLE.check(value)
 
 
 def check_port(value) -> int:
     """0 (a free port) for None; else a port number a user may bind."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= 65535:
-        raise VllamaError(f"port must be a whole number from 1024 to 65535 (got {value!r}), or left out for a free one")
-    return value
+    return PORT.check(value) or 0
 
 
 def client(own: Sharing | None = None, **kwargs):

@@ -150,8 +150,9 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
     num_requests = Option("num_requests", "int", 16, "requests per level", low=1).check(num_requests)
     levels = [request_rate] if isinstance(request_rate, (int, float)) else list(request_rate or [])
     conc = [concurrency] if isinstance(concurrency, int) else list(concurrency)
-    if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in conc) or not conc:
-        raise VllamaError(f"concurrency must be a whole number >= 1 or a list of them (got {concurrency!r})")
+    if not conc:
+        raise VllamaError("concurrency must be a whole number >= 1 or a list of them (got an empty list)")
+    conc = [Option("concurrency", "int", 1, "requests at once", low=1).check(c) for c in conc]
     if any(not isinstance(r, (int, float)) or r <= 0 for r in levels):
         raise VllamaError(f"request_rate must be a positive number of requests/s (got {request_rate!r})")
     sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed,

@@ -10,6 +10,7 @@ from collections import deque
 from pathlib import Path
 
 from ..errors import VllamaError
+from ..options import Option
 from . import openmp
 
 openmp.prepare()   # before anything here loads llama.cpp (and libgomp with it)
@@ -67,10 +68,8 @@ def check_options(options: dict) -> None:
     if unknown:
         raise VllamaError(f"unknown llama.cpp option {unknown[0]!r}: see help(llama_cpp.Llama) for the options")
     for key, least in (("n_ctx", 16), ("n_batch", 1), ("n_ubatch", 1), ("n_threads", 1), ("n_threads_batch", 1)):
-        v = options.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
-            raise VllamaError(f"{key} must be a whole number >= {least} (got {v!r})"
-                              + ("; leave it out to use the context the model was trained on" if key == "n_ctx" else ""))
+        why = "leave it out to use the context the model was trained on" if key == "n_ctx" else ""
+        Option(key, "int", None, why, low=least, optional=True).check(options.get(key))
     if options.get("prompt_cache") is not None and not isinstance(options["prompt_cache"], bool):
         raise VllamaError(f"prompt_cache must be True, False or None (got {options['prompt_cache']!r})")
     for key in ("type_k", "type_v"):

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import VllamaError
+from ..options import Option
 from ..models import EMBEDDED_NAMES, RemoteRef
 
 
@@ -43,6 +44,9 @@ PRESETS = {
 }
 
 
+NUMBERS = (Option("concurrency", "int", 8, "requests sent at once", low=1),
+           Option("context_length", "int", None, "the server's context in tokens", low=16, optional=True),
+           Option("timeout", "float", 60.0, "seconds to wait for the server", low=0, low_open=True))
 OPTIONS = ("url", "preset", "api_key_env", "timeout", "concurrency", "context_length",
            "shared_by", "shared_file")   # the last two: set when using another notebook's shared engine
 
@@ -84,12 +88,5 @@ def check_options(options: dict) -> None:
     env = options.get("api_key_env")
     if env is not None and (not isinstance(env, str) or not os.environ.get(env)):
         raise VllamaError(f"the environment variable {env} (api_key_env) is not set: export it before loading")
-    conc = options.get("concurrency", 8)
-    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
-        raise VllamaError(f"concurrency must be a whole number >= 1 (got {conc!r})")
-    ctx = options.get("context_length")
-    if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 16):
-        raise VllamaError(f"context_length must be a whole number >= 16: the server's context in tokens (got {ctx!r})")
-    timeout = options.get("timeout", 60.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise VllamaError(f"timeout must be a positive number of seconds (got {timeout!r})")
+    for o in NUMBERS:
+        o.check(options.get(o.name, o.default))

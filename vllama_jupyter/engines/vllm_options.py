@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import VllamaError
+from ..options import Option
 
 # our option -> what it means; everything else must be an AsyncEngineArgs field
 OUR_OPTIONS = {"cpu_kv_cache_gb": "GiB of KV cache on CPU hosts (VLLM_CPU_KVCACHE_SPACE)",
@@ -37,9 +38,7 @@ def check_options(options: dict) -> None:
     if check_speculative(options.get("speculative")) and options.get("speculative_config") is not None:
         raise VllamaError("give speculative='ngram' or a speculative_config of your own, not both")
     for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_model_len"):
-        v = options.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise VllamaError(f"{key} must be a whole number >= 1 (got {v!r})")
+        Option(key, "int", None, "", low=1, optional=True).check(options.get(key))
     gmu = options.get("gpu_memory_utilization")
     if gmu is not None and not (isinstance(gmu, (int, float)) and 0 < gmu <= 1):
         raise VllamaError(f"gpu_memory_utilization must be in (0, 1] (got {gmu!r})")
