@@ -16,8 +16,10 @@ def main(quick: bool = False) -> list[Ratio]:
     from vllama_jupyter.models import resolve
     from vllama_jupyter.servers import make
 
-    short = Sampling(max_tokens=16, temperature=0.0, ignore_eos=True)
-    long = Sampling(max_tokens=400, temperature=0.0, ignore_eos=True)
+    # llama-cpp-python's server takes no ignore_eos; the embedded model never ends by itself, so
+    # both sides give every token asked for
+    short = Sampling(max_tokens=16, temperature=0.0)
+    long = Sampling(max_tokens=400, temperature=0.0)
     local = Local()
     local.load(resolve(None, "llamacpp"))
     server = make("llamacpp").start()

@@ -65,7 +65,7 @@ def embedding_server():
 def test_logprobs_record_replay_count_and_overflow(remote, engine, capsys):
     check_logprobs(remote)
     rec = check_record_and_replay(remote)
-    assert rec["server"] == remote.url and rec["engine_version"] == "llama.cpp server"
+    assert rec["server"] == remote.url and rec["engine_version"] == "llama-cpp-python server"
     for text in ("ROMEO:", "What light through yonder window breaks?", "ünïcödé ✓"):
         n = remote.count_tokens(text)
         assert n == len(engine.tokenize(text))                    # the same model's tokenizer

@@ -17,7 +17,7 @@ from .tools import MAX_ROUNDS
 from .about import __version__
 from .seam import IDLE_TIMEOUT_S
 
-__all__ = ["load", "unload", "status", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "panel", "bench_widget", "hardware",
+__all__ = ["load", "unload", "status", "capabilities", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -35,6 +35,13 @@ def unload() -> None:
 def status() -> dict:
     """Engine, model, device, memory, and why this engine was chosen."""
     return get_session().status()
+
+
+def capabilities():
+    """What the loaded engine and model can do (a Capabilities value: chat template, thinking
+    switch, tool calls, images, grammar, JSON schema, logprobs, ...); the default model is loaded
+    first when none is. An option it cannot honour fails its request in one line."""
+    return get_session().capabilities()
 
 
 def generate(prompt, sampling: Sampling | None = None, images=None, **sampling_options) -> Result:

@@ -208,6 +208,10 @@ class Session(Conversation, ShareCoordinator, EngineLock):
             self.last = results[-1]
         return results
 
+    def capabilities(self):
+        """What the loaded engine and model can do (the default model is loaded first)."""
+        return self._engine().capabilities()
+
     def count_tokens(self, text: str) -> int:
         """How many tokens `text` is for the loaded model (the default one is loaded first)."""
         return self._engine().count_tokens(text)
