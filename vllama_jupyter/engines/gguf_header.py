@@ -46,19 +46,25 @@ def _lib():
     return lib
 
 
+class Unreadable(Exception):
+    """llama.cpp's reader refused the file (its reason is in ggml's log)."""
+
+
+def route_log(callback) -> None:
+    """Send ggml's own log lines (the GGUF reader's among them) to `callback` (a llama_log_callback)."""
+    lib = _lib()
+    lib.ggml_log_set.restype, lib.ggml_log_set.argtypes = None, [type(callback), ctypes.c_void_p]
+    lib.ggml_log_set(callback, None)
+
+
 def read_header(path: Path, wanted) -> dict:
     """The header keys for which `wanted(key)` is true (text, numbers; an array as its length),
-    plus "gguf.data_end": where the last tensor's data ends. One line for a file llama.cpp's
-    reader refuses or whose tensors run past its end."""
-    from .gguf import last_error, logs, route_logs
-
+    plus "gguf.data_end": where the last tensor's data ends. Unreadable when llama.cpp's reader
+    refuses the file; one line when its tensors run past its end."""
     lib = _lib()
-    route_logs()
-    logs.clear()
     ctx = lib.gguf_init_from_file(str(path).encode(), _Params(True, None))
     if not ctx:
-        raise VllamaError(f"{path} is not a valid GGUF file ({last_error()}); it may be truncated: download or "
-                          "convert it again")
+        raise Unreadable(str(path))
     try:
         meta: dict = {}
         for i in range(lib.gguf_get_n_kv(ctx)):
