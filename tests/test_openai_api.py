@@ -14,7 +14,7 @@ from vllama_jupyter.session import get_session
 from .helpers import needs_vllm
 
 openai = pytest.importorskip("openai")
-ENGINES = ["llamacpp", pytest.param("vllm", marks=needs_vllm)]
+ENGINES = ["llamacpp", pytest.param("vllm", marks=[needs_vllm, pytest.mark.vllm])]
 MSG = [{"role": "user", "content": "ROMEO:"}]
 
 

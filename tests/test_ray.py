@@ -57,8 +57,30 @@ def cluster():
         assert json.loads(probe.stdout.strip().splitlines()[-1])["CPU"] == 2.0
         yield address
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_cluster(temp: Path) -> None:
+    """Stop this cluster's processes only: those whose command line names its temp dir, and their
+    children (`ray stop` would stop every Ray on the host)."""
+    own = [p for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
+    procs = {c.pid: c for p in own for c in [p, *_children(p)]}.values()
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(procs), timeout=30)
+    for p in alive:
+        p.kill()
+
+
+def _children(p) -> list:
+    try:
+        return p.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 @pytest.mark.skipif(RAY_RUNS, reason="this vLLM platform runs the Ray executor")

@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 import vllama_jupyter as v
 from benchmarks.models import VISION, chat_model, vision_model
 from vllama_jupyter.bench.kernel import stream_text
-from vllama_jupyter.engines.vision import NO_PROJECTOR
+from vllama_jupyter.gate import NO_PROJECTOR
 from vllama_jupyter.images import as_image
 from vllama_jupyter.session import get_session
 

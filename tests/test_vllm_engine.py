@@ -122,7 +122,7 @@ def test_seed_stop_chat_and_json_schema(vllm_engine):
     out = vllm_engine.generate("KING LEAR:\n", Sampling(max_tokens=60, temperature=0.0, json_schema=schema))
     assert set(json.loads(out.text)) == {"name"}
     # a text-only model on vLLM refuses an image in one line, and goes on
-    from vllama_jupyter.engines.vision import NO_PROJECTOR
+    from vllama_jupyter.gate import NO_PROJECTOR
     from vllama_jupyter.images import as_image
 
     image = as_image(np.zeros((8, 8, 3), np.uint8)).part()

@@ -34,10 +34,6 @@ class Capabilities:
     parallel: int | None = 1          # sequences decoded at once (None: as many as the engine schedules)
     concurrent: bool = False          # requests may run at once from several threads
 
-    @property
-    def where(self) -> str:
-        return "in the kernel" if self.in_process else "a server"
-
 
 def think_values(template: str | None) -> tuple:
     """The values of `think` a chat template's switch takes: True/False where it has a switch,

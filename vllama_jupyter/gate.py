@@ -6,13 +6,19 @@ from __future__ import annotations
 
 from .capabilities import Capabilities
 from .errors import VllamaError
+from .messages import check_messages, has_images
 from .options import BY_NAME, CHAT_ONLY, forced
 
 CHAT_FIX = "use chat(), %%vllama --chat or -s"
+NO_PROJECTOR = ("this model has no vision projector: load one with mmproj=… (an mmproj-*.gguf beside the "
+                "model is found by itself) or pick a vision model")
 
 
-def check(caps: Capabilities, s, chat: bool, tools: list | None = None) -> None:
-    """Raise one VllamaError line for the first option in `s` this engine and model cannot honour."""
+def check(caps: Capabilities, s, chat: bool, tools: list | None = None, messages: list | None = None) -> None:
+    """Raise one VllamaError line for the first option in `s` (or image in `messages`) this engine
+    and model cannot honour."""
+    if messages is not None:
+        check_images(caps, check_messages(messages))
     if not chat:
         for name in CHAT_ONLY:
             if getattr(s, name) is not None:
@@ -23,6 +29,11 @@ def check(caps: Capabilities, s, chat: bool, tools: list | None = None) -> None:
         _tools(caps, s, tools)
         _think(caps, s)
         _max_thinking(caps, s)
+
+
+def check_images(caps: Capabilities, messages: list[dict]) -> None:
+    if has_images(messages) and not caps.images:
+        raise VllamaError(caps.why_no_images or NO_PROJECTOR)
 
 
 def _sampler(caps: Capabilities, s) -> None:

@@ -96,9 +96,9 @@ class Session(Conversation, ShareCoordinator, EngineLock):
         if shared:
             choice, options = shared
         else:
-            choice = selection.choose(hardware(), override=engine, config=self.config_engine)
+            choice = selection.choose(hardware, override=engine, config=self.config_engine)
         cls = engines.engine_class(choice.engine)
-        ref = cls.check(self.resolve(model, choice.engine, options), options)
+        ref = cls.check(self.resolve(model, choice.engine, options), options, replacing=self.engine is not None)
         with self.hold("loading", wait=self._end_sharing()):
             previous = self.loaded
             self.stop_sharing()

@@ -31,9 +31,11 @@ class BaseEngine:
 
     # -- to implement ---------------------------------------------------------------------
     @classmethod
-    def check(cls, ref, options: dict):
+    def check(cls, ref, options: dict, replacing: bool = True):
         """Validate the reference and options with nothing loaded and nothing freed (files,
-        headers, option ranges, memory, a server's reachability). Returns the reference to load."""
+        headers, option ranges, memory, a server's reachability). Returns the reference to load.
+        replacing=False: no model would be freed for this one, so a check that costs a partial
+        load (the load itself would fail the same way) may be left out."""
         raise NotImplementedError
 
     def load(self, ref, **options) -> None:
@@ -91,9 +93,8 @@ class BaseEngine:
     def prefetch_identity(self) -> None:
         """Start what `identity` needs in the background (called once the model is loaded)."""
         from ..provenance import prefetch
-        ref = getattr(self, "ref", None)
-        if ref is not None and ref.path.exists():
-            prefetch(ref.path)
+        if self.ref is not None and self.ref.path.exists():
+            prefetch(self.ref.path)
 
     def settings(self) -> dict:
         """The options the engine runs with (for the record)."""
@@ -162,10 +163,9 @@ class BaseEngine:
         its thinking switch set to `think`; a plain play-script rendering for models without one."""
         msgs = check_messages(messages)
         if has_images(msgs):
-            from .vision import NO_PROJECTOR, with_markers
+            from .vision import with_markers
 
-            if self.image_marker() is None:
-                raise VllamaError(self.why_no_images() or NO_PROJECTOR)
+            gate.check_images(self.capabilities(), msgs)
             msgs = with_markers(msgs, self.image_marker())
         template = self.chat_template()
         if not template:   # gate.check has refused tools and think for such a model
@@ -203,7 +203,7 @@ class BaseEngine:
     def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
         """Answer a conversation (OpenAI message shape); `tools` are OpenAI tool schemas."""
         s = sampling or Sampling()
-        gate.check(self.capabilities(), s, chat=True, tools=tools)
+        gate.check(self.capabilities(), s, chat=True, tools=tools, messages=messages)
         return self._chat(messages, s, tools)
 
     def generate(self, prompt: str | list[int], sampling: Sampling | None = None) -> Result:

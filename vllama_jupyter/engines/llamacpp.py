@@ -45,15 +45,17 @@ class Engine(BaseEngine):
         self.speculative: str | None = None   # "ngram": prompt-lookup drafts (speculative.py)
 
     @classmethod
-    def check(cls, ref: ModelRef, options: dict) -> ModelRef:
-        """Options, GGUF header, an architecture this llama.cpp knows, and memory for the context."""
+    def check(cls, ref: ModelRef, options: dict, replacing: bool = True) -> ModelRef:
+        """Options, GGUF header, memory for the context, and (when a loaded model would be freed for
+        it) an architecture and vocabulary this llama.cpp can read."""
         from .vision import check_projector, find_projector
 
         check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative")})
         speculative.check(options.get("speculative"))
         meta = check_gguf(ref.path)
         check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192))
-        probe(ref.path)
+        if replacing:
+            probe(ref.path)
         projector = find_projector(ref.path, options.get("mmproj"))
         if projector is not None:
             check_projector(projector)

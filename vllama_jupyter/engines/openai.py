@@ -54,7 +54,7 @@ class Engine(Endpoints, BaseEngine):
         self._behind: dict[str, dict] = {}        # a share's model -> the capabilities of the engine behind it
 
     @classmethod
-    def check(cls, ref: RemoteRef, options: dict) -> RemoteRef:
+    def check(cls, ref: RemoteRef, options: dict, replacing: bool = True) -> RemoteRef:
         """Options, then the server: reachable, and serving the model (the first it lists when none is named)."""
         check_options(options)
         probe = cls()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from . import check_name, install_advice
 from . import installed as installed_engines
@@ -25,9 +25,11 @@ class Choice:
         return self.reason + (f" ({self.advice})" if self.advice else "")
 
 
-def choose(hw: Hardware, installed: Iterable[str] | None = None, override: str | None = None,
-           config: str | None = None) -> Choice:
-    """Pick the engine from hardware facts, installed engines and an override."""
+def choose(hw: Hardware | Callable[[], Hardware], installed: Iterable[str] | None = None,
+           override: str | None = None, config: str | None = None) -> Choice:
+    """Pick the engine from hardware facts, installed engines and an override. `hw` may be the
+    function that finds the facts: it is called only when the choice needs them."""
+    facts = hw if callable(hw) else (lambda: hw)
     have = set(installed_engines() if installed is None else installed)
     for source, value in (("argument", override), ("VLLAMA_ENGINE", os.environ.get("VLLAMA_ENGINE")),
                           ("config", config)):
@@ -37,10 +39,10 @@ def choose(hw: Hardware, installed: Iterable[str] | None = None, override: str |
                 raise VllamaError(f"engine {name!r} was asked for ({source}) but is not installed: "
                                   f"{install_advice(name)}")
             reason = f"{name} asked for ({source})"
-            if name == "vllm" and not (hw.nvidia or hw.rocm):
+            if name == "vllm" and not (facts().nvidia or facts().rocm):
                 reason += "; no GPU found, so vLLM runs on the CPU"
             return Choice(name, reason)
-    return _auto(hw, have)
+    return _auto(facts(), have)
 
 
 def _auto(hw: Hardware, have: set[str]) -> Choice:

@@ -12,8 +12,6 @@ from pathlib import Path
 from ..errors import VllamaError
 from . import llama_private as private
 
-NO_PROJECTOR = ("this model has no vision projector: load one with mmproj=… (an mmproj-*.gguf beside the "
-                "model is found by itself) or pick a vision model")
 
 
 def find_projector(model: Path, given) -> Path | None:

@@ -56,7 +56,7 @@ class Engine(BaseEngine):
         self._gpu: tuple | None = None   # (devices, bytes used before the load, total) on NVIDIA GPUs
 
     @classmethod
-    def check(cls, ref: ModelRef, options: dict) -> ModelRef:
+    def check(cls, ref: ModelRef, options: dict, replacing: bool = True) -> ModelRef:
         check_options(options)
         config = ref.path / "config.json"
         try:
