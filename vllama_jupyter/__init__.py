@@ -17,7 +17,7 @@ from .tools import MAX_ROUNDS
 from .about import __version__
 from .seam import IDLE_TIMEOUT_S
 
-__all__ = ["load", "unload", "status", "capabilities", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "panel", "bench_widget", "hardware",
+__all__ = ["load", "unload", "status", "capabilities", "fit", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -35,6 +35,13 @@ def unload() -> None:
 def status() -> dict:
     """Engine, model, device, memory, and why this engine was chosen."""
     return get_session().status()
+
+
+def fit(model: str | None = None, n_ctx: int | None = None, engine: str | None = None, **options):
+    """Whether `model` fits in memory with a context of `n_ctx` tokens, before loading it: weights,
+    KV cache, compute buffer and projector against the free memory, and the largest context that
+    fits. Nothing is loaded or freed."""
+    return get_session().fit(model, n_ctx, engine, **options)
 
 
 def capabilities():

@@ -45,6 +45,9 @@ def _subcommands() -> dict[str, Parser]:
     P = {}
     P["status"] = Parser("status", "engine, model, device, memory, and why this engine")
     P["hardware"] = Parser("hardware", "what was found on this machine")
+    p = P["fit"] = Parser("fit", "will a model fit in memory, and the largest context that does (nothing is loaded)")
+    p.add_argument("model", nargs="?")
+    p.add_argument("--n-ctx", type=int, metavar="N", help="context length in tokens")
     p = P["load"] = Parser("load", "load a model (path, repo id, alias, 'embedded'), or connect to a server with --url")
     p.add_argument("model", nargs="?")
     p.add_argument("-e", "--engine", metavar="ENGINE")
@@ -287,8 +290,10 @@ class VllamaMagics(Magics):
               f"why:    {st['why']}")
 
     def _cmd_hardware(self, a):
-        from .hardware import hardware
         print(hardware().summary())
+
+    def _cmd_fit(self, a):
+        print(get_session().fit(a.model or self.model or None, a.n_ctx))
 
     def _cmd_load(self, a):
         remote = {k: v for k, v in (("url", a.url), ("preset", a.preset), ("api_key_env", a.api_key_env)) if v}
@@ -318,12 +323,12 @@ class VllamaMagics(Magics):
         print(f"{server.kind} server for {server.model} at {server.url}")
 
     def _cmd_bench(self, a):
+        from IPython.display import display
+
+        from . import bench
         if a.widget:
             from .widgets import bench_widget
-            from IPython.display import display
-            display(bench_widget())
-            return
-        from . import bench
+            return display(bench_widget())
         try:
             conc = [int(x) for x in a.concurrency.split(",")]
             rates = [float(x) for x in a.rate.split(",")] if a.rate else None
@@ -333,7 +338,6 @@ class VllamaMagics(Magics):
                         request_rate=rates, max_tokens=a.max_tokens, input_len=a.input_len)
         if a.csv:
             print("wrote " + ", ".join(res.to_csv(a.csv)))
-        from IPython.display import display
         display(res)
 
     def _tokens(self, text: str | None):
@@ -344,8 +348,7 @@ class VllamaMagics(Magics):
         if not text.strip():
             raise VllamaError("nothing to count: write %vllama tokens TEXT, or the text below %%vllama tokens")
         session = get_session()
-        n = session.count_tokens(text)
-        name = session.loaded.ref.name
+        n, name = session.count_tokens(text), session.loaded.ref.name
         try:
             ctx = session.engine.context_length()
         except VllamaError:
@@ -362,7 +365,6 @@ class VllamaMagics(Magics):
 
     def _cmd_panel(self, a):
         from IPython.display import display
-
         from .widgets import panel
         display(panel(self.throttle))
 

@@ -41,6 +41,12 @@ class BaseEngine:
     def load(self, ref, **options) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def plan(cls, ref, n_ctx: int | None = None, options: dict | None = None):
+        """The memory plan for loading `ref` with a context of `n_ctx` tokens (nothing is loaded)."""
+        raise VllamaError(f"the {cls.name} engine makes no memory plan: plans are made for GGUF models on llama.cpp "
+                          "(engine='llamacpp')")
+
     def capabilities(self) -> Capabilities:
         """What this engine and its loaded model can do."""
         raise NotImplementedError

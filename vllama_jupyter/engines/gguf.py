@@ -44,15 +44,16 @@ def _read_gguf(path: Path) -> dict:
     logs.clear()
     try:
         return read_header(path, lambda key: key in _NAMED_KEYS or key.endswith(_SHAPE_KEYS))
-    except Unreadable:
-        raise VllamaError(f"{path} is not a valid GGUF file ({last_error()}); it may be truncated: download or "
+    except Unreadable:   # the reader's first complaint is the cause, the later ones its echo
+        why = " ".join(logs[0].split())[:200] if logs else last_error()
+        raise VllamaError(f"{path} is not a valid GGUF file ({why}); it may be truncated: download or "
                           "convert it again") from None
 
 
 _NAMED_KEYS = ("general.architecture", "general.file_type", "tokenizer.chat_template", "tokenizer.ggml.tokens",
                "clip.has_vision_encoder", "clip.projector_type", "clip.vision.projector_type")   # the last three: a vision projector (mmproj)
 _SHAPE_KEYS = (".context_length", ".pooling_type", ".block_count", ".embedding_length", ".attention.head_count",
-               ".attention.head_count_kv")
+               ".attention.head_count_kv", ".attention.key_length", ".attention.value_length", ".vocab_size")
 
 
 def check_options(options: dict) -> None:
@@ -82,24 +83,11 @@ def trained_context(meta: dict) -> int:
     return meta.get(f"{_arch(meta)}.context_length", 4096)
 
 
-def kv_bytes(meta: dict, n_ctx: int) -> int:
-    """f16 K and V for every layer and position (llama.cpp's default cache types)."""
-    a = _arch(meta)
-    layers, embd = meta.get(f"{a}.block_count", 32), meta.get(f"{a}.embedding_length", 4096)
-    heads = meta.get(f"{a}.attention.head_count", 32) or 1
-    kv_heads = meta.get(f"{a}.attention.head_count_kv", heads)
-    return 2 * layers * n_ctx * (embd // heads) * kv_heads * 2
+def check_memory(path: Path, meta: dict, n_ctx: int, options: dict | None = None) -> None:
+    """One line with the memory plan (fit.py) when the model and this context would not fit."""
+    from .fit import check
 
-
-def check_memory(path: Path, meta: dict, n_ctx: int) -> None:
-    import psutil
-
-    need = kv_bytes(meta, n_ctx) + path.stat().st_size
-    free = psutil.virtual_memory().available
-    if need > 0.8 * free:
-        raise VllamaError(f"a context of {n_ctx:,} tokens needs about {need / 2**30:.1f} GiB (KV cache + weights) "
-                          f"but {free / 2**30:.1f} GiB of memory is free: use a smaller n_ctx "
-                          f"(the model was trained on {trained_context(meta):,})")
+    check(path, meta, n_ctx, options)
 
 
 def probe(path: Path) -> None:

@@ -53,13 +53,20 @@ class Engine(BaseEngine):
         check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative")})
         speculative.check(options.get("speculative"))
         meta = check_gguf(ref.path)
-        check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192))
+        check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192), options)
         if replacing:
             probe(ref.path)
         projector = find_projector(ref.path, options.get("mmproj"))
         if projector is not None:
             check_projector(projector)
         return ref
+
+    @classmethod
+    def plan(cls, ref: ModelRef, n_ctx: int | None = None, options: dict | None = None):
+        from .fit import plan
+
+        check_options({k: v for k, v in (options or {}).items() if k not in ("mmproj", "speculative")})
+        return plan(ref.path, check_gguf(ref.path), n_ctx, options, ref.name)
 
     def load(self, ref: ModelRef, **options) -> None:
         import llama_cpp
