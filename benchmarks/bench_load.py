@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 from models import gemma, qwen_shaped, real_tokenizer
 from paired import Ratio, paired
@@ -67,4 +66,3 @@ if __name__ == "__main__":
     from paired import show
 
     show(main("--quick" in sys.argv))
-    time.sleep(0)
