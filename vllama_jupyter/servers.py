@@ -99,7 +99,7 @@ class Server:
                 self.stop()
                 raise VllamaError(f"the {self.kind} server exited with code {self.proc.returncode} while starting: {tail}")
             try:
-                if httpx.get(f"{self.url}/models", headers=headers, timeout=2.0).status_code == 200:
+                if self._serves(httpx.get(f"{self.url}/models", headers=headers, timeout=2.0)):
                     return self
             except httpx.HTTPError:
                 pass
@@ -107,6 +107,16 @@ class Server:
         tail = self.log_tail(1)
         self.stop()
         raise VllamaError(f"the {self.kind} server was not ready within {timeout:.0f}s: {tail or 'it wrote nothing'}")
+
+    def _serves(self, r) -> bool:
+        """Ready: the answer lists the model this server was started with (not merely any 200 on
+        the port, which another server could give)."""
+        try:
+            body = r.json() if r.status_code == 200 else None
+        except ValueError:
+            return False
+        data = body.get("data") if isinstance(body, dict) else None
+        return isinstance(data, list) and any(isinstance(m, dict) and m.get("id") == self.model for m in data)
 
     def log_tail(self, lines: int = 20) -> str:
         """The log's last lines, without the time and level that MAX puts before each."""
