@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VllamaError
+from .gguf import trained_context
 
 MARGIN = 0.8        # a plan fits when it needs at most this share of the free memory
 UBATCH = 512        # llama.cpp's micro-batch: the logits rows of the compute buffer
@@ -80,8 +81,6 @@ def plan(path: Path, meta: dict, n_ctx: int | None = None, options: dict | None 
     """The memory plan for loading the GGUF at `path` (header `meta`) with `n_ctx` (default: the
     context a load would take) and the load `options` (type_k, type_v, mmproj)."""
     import psutil
-
-    from .gguf import trained_context
 
     options = options or {}
     trained = trained_context(meta)

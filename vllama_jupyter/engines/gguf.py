@@ -83,13 +83,6 @@ def trained_context(meta: dict) -> int:
     return meta.get(f"{_arch(meta)}.context_length", 4096)
 
 
-def check_memory(path: Path, meta: dict, n_ctx: int, options: dict | None = None) -> None:
-    """One line with the memory plan (fit.py) when the model and this context would not fit."""
-    from .fit import check
-
-    check(path, meta, n_ctx, options)
-
-
 def probe(path: Path) -> None:
     """Read the model's architecture, hyper-parameters and vocabulary (no weights): a model this
     llama.cpp cannot run is refused here, before anything loaded is given up."""

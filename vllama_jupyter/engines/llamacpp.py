@@ -23,7 +23,8 @@ from . import llamacpp_grammar as grammars
 from . import speculative
 from .llamacpp_loop import Detokenizer, token_loop
 from .worker import Worker, shared as shared_worker
-from .gguf import check_options, check_gguf, check_memory, last_error, logs, probe, route_logs, trained_context
+from .fit import check as check_memory
+from .gguf import check_options, check_gguf, last_error, logs, probe, route_logs, trained_context
 
 
 class Engine(BaseEngine):
