@@ -39,7 +39,7 @@ def test_generate_streams_into_output_with_stats(panel, engine):
     assert not panel.generate_button.disabled and panel.stop_button.disabled
 
 
-def test_stop_aborts_within_a_token_and_panel_keeps_working(panel, session):
+def test_stop_aborts_the_generation_and_panel_keeps_working(panel, session):
     session.load(None, "llamacpp", n_ctx=16384)
     panel.max_tokens.value, panel.temperature.value = 16000, 0.0
     panel.generate_button.click()
