@@ -335,8 +335,10 @@ class Engine(Endpoints, BaseEngine):
         return {"preset": self.preset_name, "context_length": self.max_model_len}
 
     def vocab_size(self) -> int:
-        raise VllamaError("the vocabulary of a remote model is not known: give prompts as text, "
-                          "or load the model in-process (llamacpp or vllm)")
+        raise VllamaError(UNKNOWN_VOCABULARY)
+
+    def detokenize(self, ids: list[int]) -> str:
+        raise VllamaError(UNKNOWN_VOCABULARY)
 
     def context_length(self) -> int:
         if self.max_model_len is None:
@@ -364,6 +366,8 @@ class Engine(Endpoints, BaseEngine):
         return f"<openai engine {self.model_name!r} at {self.url}>"
 
 
+UNKNOWN_VOCABULARY = ("the vocabulary of a remote model is not known: give prompts as text, "
+                      "or load the model in-process (llamacpp or vllm)")
 VISION_FIX = ("serve a vision model there with its projector (llama.cpp: --mmproj, or clip_model_path with "
               "chat_format mtmd; vLLM: a vision-language model)")
 
