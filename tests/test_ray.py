@@ -3,11 +3,13 @@ The cluster runs and is reachable at the address given. Where vLLM's platform ru
 executor (a GPU host) the embedded model loads through it, streams and unloads; vLLM's CPU build
 cannot ("current platform cpu does not support ray"): there the load is refused with that reason
 in one line before anything is freed (the loaded engine stays). No Ray process is left."""
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -33,7 +35,7 @@ def ray_processes() -> list:
     out = []
     for p in psutil.process_iter(["name", "cmdline"]):
         line = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
-        if any(n in line for n in names) and p.pid != os.getpid():
+        if any(n in line for n in names) and p.pid != os.getpid() and _running(p):
             out.append(p)
     return out
 
@@ -65,15 +67,31 @@ def stop_cluster(temp: Path) -> None:
     """Stop this cluster's processes only: those whose command line names its temp dir, and their
     children (`ray stop` would stop every Ray on the host)."""
     own = [p for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
-    procs = {c.pid: c for p in own for c in [p, *_children(p)]}.values()
+    procs = list({c.pid: c for p in own for c in [p, *_children(p)]}.values())
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(procs), timeout=30)
-    for p in alive:
-        p.kill()
+    deadline = time.monotonic() + 30
+    while procs and time.monotonic() < deadline:
+        procs = [p for p in procs if _running(p)]
+        time.sleep(0.1)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+        _running(p)
+
+
+def _running(p) -> bool:
+    """Whether `p` still runs. A zombie runs nothing; one of ours is reaped (this process may be the
+    subreaper that inherited Ray's daemons when `ray start` exited)."""
+    try:
+        if p.status() != psutil.STATUS_ZOMBIE:
+            return True
+    except psutil.NoSuchProcess:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(p.pid, os.WNOHANG)
+    return False
 
 
 def _children(p) -> list:
@@ -110,7 +128,7 @@ def test_vllm_through_a_ray_cluster(cluster):
 
 
 def test_no_ray_process_is_left():
-    """After the cluster fixture's `ray stop`."""
+    """After the cluster fixture has stopped its processes."""
     assert ray_processes() == []
 
 
