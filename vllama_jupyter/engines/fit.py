@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VllamaError
-from .gguf import trained_context
+from .gguf import CACHE_TYPES, _arch, trained_context
 
 MARGIN = 0.8        # a plan fits when it needs at most this share of the free memory
 UBATCH = 512        # llama.cpp's micro-batch: the logits rows of the compute buffer
 COMPUTE_EXTRA = 8 * 2**20   # the compute buffer's activations, besides the logits (a few MiB)
 # bytes per element of a KV cache type (llama.cpp's type numbers, as in gguf.CACHE_TYPES)
 ELEMENT = {0: 4.0, 1: 2.0, 30: 2.0, 8: 34 / 32, 2: 18 / 32, 3: 20 / 32, 6: 22 / 32, 7: 24 / 32, 20: 18 / 32}
-TYPE_NAMES = {0: "f32", 1: "f16", 30: "bf16", 8: "q8_0", 2: "q4_0", 3: "q4_1", 6: "q5_0", 7: "q5_1", 20: "iq4_nl"}
+TYPE_NAMES = {n: name for name, n in CACHE_TYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,6 @@ def check(path: Path, meta: dict, n_ctx: int, options: dict | None = None) -> No
     p = plan(path, meta, n_ctx, options)
     if not p.fits:
         raise VllamaError(p.refusal())
-
-
-def _arch(meta: dict) -> str:
-    return meta.get("general.architecture", "")
 
 
 def _kv_row(meta: dict) -> tuple[int, int]:
