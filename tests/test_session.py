@@ -73,7 +73,9 @@ def test_public_api_round_trip(session):
 
 
 def test_switch_then_unload_returns_rss(tmp_path):
-    """Loading another model then unloading brings the process RSS back within 10 %."""
+    """Loading another model then unloading hands back what the models took: over three cycles of
+    load, switch, unload the process's memory after each unload stays level (the first use of a
+    second file keeps a few MB of caches once), well below what the loaded models held."""
     other = tmp_path / "other.gguf"
     shutil.copy(EMBEDDED_DIR / "model.gguf", other)
     code = f"""
@@ -81,20 +83,24 @@ import gc, json, psutil, vllama_jupyter as v
 import llama_cpp  # the library itself stays imported; we measure what a model costs
 rss = lambda: psutil.Process().memory_info().rss
 v.load(None, "llamacpp"); v.generate("ROMEO:", max_tokens=8); v.unload(); gc.collect()
-before = rss()
-v.load(None, "llamacpp", n_ctx=1024)
-v.generate("ROMEO:", max_tokens=8)
-v.load({str(other)!r}, "llamacpp", n_ctx=1024, use_mmap=False)   # switch: the first is freed first
-v.generate("ROMEO:", max_tokens=8)
-loaded = rss()
-v.unload(); gc.collect()
-print(json.dumps({{"before": before, "loaded": loaded, "after": rss()}}))
+before, loaded, after = rss(), [], []
+for _ in range(3):
+    v.load(None, "llamacpp", n_ctx=1024)
+    v.generate("ROMEO:", max_tokens=8)
+    v.load({str(other)!r}, "llamacpp", n_ctx=1024, use_mmap=False)   # switch: the first is freed first
+    v.generate("ROMEO:", max_tokens=8)
+    loaded.append(rss())
+    v.unload(); gc.collect()
+    after.append(rss())
+print(json.dumps({{"before": before, "loaded": loaded, "after": after}}))
 """
     r = run_python(code)
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout.strip().splitlines()[-1])
-    assert m["loaded"] - m["before"] > 5 * 2**20, m  # the model really took memory
-    assert m["after"] <= m["before"] * 1.10, m
+    took = min(m["loaded"]) - m["before"]
+    assert took > 5 * 2**20, m  # the model really took memory
+    assert max(m["after"]) - m["after"][0] <= 2 * 2**20, m   # no cycle keeps more than the first
+    assert max(m["after"]) - m["before"] <= 0.5 * took, m
 
 
 def test_import_and_load_ext_pull_in_no_engine():
