@@ -6,6 +6,7 @@ through its share. Where the engine's capabilities say the option can be honoure
 observes its effect; where not, the call fails with one line naming the option. The matrix is
 made from options.OPTIONS and engines.ENGINES: a new option or engine fails here until it has a
 check and an engine under test."""
+import functools
 import json
 import os
 
@@ -14,7 +15,8 @@ import pytest
 from vllama_jupyter import engines
 from vllama_jupyter.engines.openai import Engine as Remote
 from vllama_jupyter.errors import VllamaError
-from vllama_jupyter.options import CHAT_ONLY, OPTIONS
+from vllama_jupyter.models import EMBEDDED_DIR
+from vllama_jupyter.options import CHAT_ONLY, OPTIONS, SAMPLERS
 from vllama_jupyter.sampling import Sampling
 from vllama_jupyter.servers import make
 from vllama_jupyter.session import Session
@@ -106,12 +108,97 @@ def _tool_choice(eng, mode):
     assert [c["function"]["name"] for c in r.tool_calls] == ["lookup"]
 
 
+def _first_change(base, other) -> tuple[int, list[str]]:
+    """Where `other`'s tokens leave greedy's, and greedy's tokens (texts, from logprobs)."""
+    a, b = [t.token for t in base.logprobs], [t.token for t in other.logprobs]
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    assert i is not None, ("the control changed nothing", base.text)
+    return i, a
+
+
+def _penalty(name, value, n=48):
+    def effect(eng, mode):   # greedy would repeat a token here; the penalty took another
+        long = {"max_tokens": n, "logprobs": 0, "stop": ["@@"]}   # a chat turn's own stop: no end at a new line
+        base, pen = (run(eng, mode, **long, **kw) for kw in ({}, {name: value}))
+        i, a = _first_change(base, pen)
+        assert a[i] in a[:i] or a[i] in PROMPT, (a[:i + 1], pen.text)
+    return effect
+
+
+def _repeat_last_n(eng, mode):   # a window of 0 turns the penalty off
+    pen = {"repetition_penalty": 1.5, "max_tokens": 48}
+    assert run(eng, mode, repeat_last_n=0, **pen).text == run(eng, mode, max_tokens=48).text != \
+        run(eng, mode, repeat_last_n=64, **pen).text
+
+
+def _min_p(eng, mode):   # only tokens as likely as the likeliest: greedy, whatever the temperature
+    assert run(eng, mode, temperature=1.5, seed=1, min_p=1.0).text == run(eng, mode).text
+
+
+def _typical_p(eng, mode):   # one typical token is left: the seed no longer matters
+    a, b = (run(eng, mode, temperature=1.5, seed=k, typical_p=0.001).text for k in (1, 2))
+    assert a == b != run(eng, mode, temperature=1.5, seed=1).text
+
+
+@functools.cache
+def token_id(text: str) -> int:
+    """The embedded model's id of the one token `text` (every engine under test holds that model)."""
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(str(EMBEDDED_DIR / "model.gguf"), vocab_only=True, verbose=False)
+    if text == "</s>":
+        return vocab.token_eos()
+    head = vocab.tokenize(b"\n")
+    ids = vocab.tokenize(b"\n" + text.encode())[len(head):]
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+def _logit_bias(eng, mode):   # +100 forces a token; a token's text works in the process, ids everywhere
+    key = " the" if eng.capabilities().in_process else token_id(" the")
+    r = run(eng, mode, logit_bias={key: 100})
+    assert r.text == " the" * r.output_tokens and r.output_tokens == BASE["max_tokens"], r.text
+
+
+def _min_tokens(eng, mode):   # the end of text, forced by a bias, comes only after min_tokens
+    eos = {token_id("</s>"): 100}
+    assert run(eng, mode, logit_bias=eos).output_tokens == 0
+    r = run(eng, mode, logit_bias=eos, min_tokens=5)
+    assert (r.output_tokens, r.finish_reason) == (5, "stop"), (r.output_tokens, r.finish_reason)
+
+
+def _banned(eng, mode):
+    full = run(eng, mode).text
+    word = full.split()[2]
+    r = run(eng, mode, banned=[word])
+    assert r.text != full and word not in r.text.split(), (full, word, r.text)
+
+
+XTC = {"temperature": 1.0, "seed": 1, "xtc_probability": 1.0}
+
+
+def _xtc_probability(eng, mode):
+    assert run(eng, mode, xtc_threshold=0.05, **XTC).text != run(eng, mode, temperature=1.0, seed=1).text
+
+
+def _xtc_threshold(eng, mode):   # no two tokens are each above 0.5: nothing is cut
+    assert run(eng, mode, xtc_threshold=0.5, **XTC).text == run(eng, mode, temperature=1.0, seed=1).text != \
+        run(eng, mode, xtc_threshold=0.05, **XTC).text
+
+
 EFFECTS = {"max_tokens": _max_tokens, "temperature": _temperature, "top_p": _top_p, "top_k": _top_k, "seed": _seed,
            "stop": _stop, "ignore_eos": _ignore_eos, "json_schema": _json_schema, "grammar": _grammar,
-           "logprobs": _logprobs, "think": _think, "max_thinking": _max_thinking, "tool_choice": _tool_choice}
+           "logprobs": _logprobs, "think": _think, "max_thinking": _max_thinking, "tool_choice": _tool_choice,
+           "repetition_penalty": _penalty("repetition_penalty", 1.5), "repeat_last_n": _repeat_last_n,
+           "presence_penalty": _penalty("presence_penalty", 1.5), "frequency_penalty": _penalty("frequency_penalty", 1.5),
+           "min_p": _min_p, "typical_p": _typical_p, "logit_bias": _logit_bias, "min_tokens": _min_tokens,
+           "banned": _banned, "dry_multiplier": _penalty("dry_multiplier", 2.0, 160), "xtc_probability": _xtc_probability,
+           "xtc_threshold": _xtc_threshold}
 # the value each refusal is tried with
 TRIED = {"top_k": 5, "ignore_eos": True, "json_schema": SCHEMA, "grammar": 'root ::= "yes"', "logprobs": 2,
-         "think": True, "max_thinking": 4, "tool_choice": "required"}
+         "think": True, "max_thinking": 4, "tool_choice": "required", "repetition_penalty": 1.3, "repeat_last_n": 32,
+         "presence_penalty": 0.5, "frequency_penalty": 0.5, "min_p": 0.1, "typical_p": 0.5, "logit_bias": {5: 5.0},
+         "min_tokens": 3, "banned": ["the"], "dry_multiplier": 0.8, "xtc_probability": 0.5, "xtc_threshold": 0.2}
 
 
 def honoured(caps, name: str, mode: str) -> bool:
@@ -123,6 +210,7 @@ def honoured(caps, name: str, mode: str) -> bool:
         "tool_choice": chat and caps.chat_template is not False and caps.tool_calls is not None,
         "top_k": caps.top_k, "ignore_eos": caps.ignore_eos, "grammar": caps.grammar,
         "json_schema": caps.json_schema, "logprobs": caps.logprobs,
+        **{n: n in caps.samplers for n in SAMPLERS},
     }.get(name, True)
 
 
@@ -184,7 +272,8 @@ def engine_of(made):
 def test_the_matrix_covers_every_option_and_engine():
     assert set(EFFECTS) == {o.name for o in OPTIONS}
     assert set(COVERS.values()) == set(engines.ENGINES)
-    assert set(TRIED) >= {"think", "max_thinking", "tool_choice", "top_k", "ignore_eos", "grammar", "json_schema"}
+    assert set(TRIED) >= {"think", "max_thinking", "tool_choice", "top_k", "ignore_eos", "grammar", "json_schema",
+                          *SAMPLERS}
 
 
 @pytest.mark.parametrize("mode", ["generate", "chat"])

@@ -216,11 +216,19 @@ def test_log_softmax_top_matches_float64_reference(shift):
         assert abs(lse - (x.max() + np.log(np.exp(x - x.max()).sum()))) < 1e-3
 
 
+CONTROLS = {"repetition_penalty": ("repeat_penalty", 1.3), "presence_penalty": ("presence_penalty", 0.4),
+            "frequency_penalty": ("frequency_penalty", 0.3), "min_p": ("min_p", 0.05), "typical_p": ("typical_p", 0.9)}
+
+
+@pytest.mark.parametrize("controls", [False, True], ids=["neutral", "penalties-min_p-typical_p"])
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_token_loop_gives_llama_cpp_pythons_own_tokens(engine, temperature):
-    """Our loop (the largest logit for greedy requests, the sampler otherwise) against
-    llama-cpp-python's generate() on the same context, 300 tokens."""
-    s = Sampling(max_tokens=300, temperature=temperature, seed=5, ignore_eos=True)
+def test_token_loop_gives_llama_cpp_pythons_own_tokens(engine, temperature, controls):
+    """Our loop and sampler chain (the largest logit for greedy requests without controls, llama.cpp's
+    sampler objects otherwise) against llama-cpp-python's generate() on the same context, 300
+    tokens: with every control neutral, and with the controls its own sampler takes."""
+    given = {name: v for name, (_, v) in CONTROLS.items()} if controls else {}
+    theirs_kw = {"min_p": 0.0, "repeat_penalty": 1.0, **({their: v for their, v in CONTROLS.values()} if controls else {})}
+    s = Sampling(max_tokens=300, temperature=temperature, seed=5, ignore_eos=True, **given)
     ours = engine.generate("ROMEO:\n", s).token_ids
     llm = engine.llm
     ids = engine.tokenize("ROMEO:\n")
@@ -229,7 +237,7 @@ def test_token_loop_gives_llama_cpp_pythons_own_tokens(engine, temperature):
         llm.reset()
         llm.set_seed(5)
         out = []
-        for tok in llm.generate(ids, temp=temperature, top_k=s.top_k, top_p=s.top_p, min_p=0.0, repeat_penalty=1.0):
+        for tok in llm.generate(ids, temp=temperature, top_k=s.top_k, top_p=s.top_p, **theirs_kw):
             out.append(tok)
             if len(out) == 300:
                 return out

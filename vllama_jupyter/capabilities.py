@@ -28,6 +28,7 @@ class Capabilities:
     logprobs: bool = False
     top_k: bool = False               # top_k reaches the sampler
     ignore_eos: bool = False          # the end of text can be ignored
+    samplers: tuple = ()              # the sampling controls (options.SAMPLERS) that reach its sampler
     close_thought: bool = False       # max_thinking: the engine can end a thought after N tokens
     embeddings: bool = False
     speculation: str | None = None    # the speculative decoding in use (ngram), None: none

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .capabilities import Capabilities
 from .errors import VllamaError
 from .messages import check_messages, has_images
-from .options import BY_NAME, CHAT_ONLY, forced
+from .options import BY_NAME, CHAT_ONLY, SAMPLERS, forced, is_set
 
 CHAT_FIX = "use chat(), %%vllama --chat or -s"
 NO_PROJECTOR = ("this model has no vision projector: load one with mmproj=… (an mmproj-*.gguf beside the "
@@ -45,6 +45,16 @@ def _sampler(caps: Capabilities, s) -> None:
                           "leave ignore_eos out, or use a vLLM server or llama.cpp's llama-server")
     if s.logprobs is not None and not caps.logprobs:
         raise VllamaError(f"logprobs: the {caps.label} engine gives none: leave logprobs out")
+    for name in SAMPLERS:
+        if name not in caps.samplers and is_set(name, getattr(s, name)):
+            where = " (llama.cpp's own sampler)" if name in LLAMA_ONLY else ""
+            raise VllamaError(f"{name}={getattr(s, name)!r} cannot reach the {caps.label}{where}: leave {name} out"
+                              + (f", or use {LLAMA_ONLY[name]}" if name in LLAMA_ONLY else ""))
+
+
+# controls only llama.cpp has, and where to find them
+LLAMA_ONLY = {n: "the llamacpp engine or llama.cpp's llama-server" for n in
+              ("repeat_last_n", "typical_p", "dry_multiplier", "xtc_probability", "xtc_threshold")}
 
 
 def _constraints(caps: Capabilities, s) -> None:
@@ -55,6 +65,11 @@ def _constraints(caps: Capabilities, s) -> None:
                           "a vLLM server or llama.cpp's llama-server")
     if (s.json_schema is not None) + (s.grammar is not None) + forced(s.tool_choice) > 1:
         raise VllamaError("give one constraint: json_schema, grammar, or a forced tool_choice")
+    constrained = s.json_schema is not None or s.grammar is not None or forced(s.tool_choice)
+    for name in ("min_tokens", "banned"):
+        if constrained and is_set(name, getattr(s, name)):
+            raise VllamaError(f"{name} cannot be combined with a grammar, a JSON schema or a forced tool call (the "
+                              "constraint decides which tokens may come, and where the output ends): give one of them")
 
 
 def _tools(caps: Capabilities, s, tools) -> None:

@@ -116,11 +116,13 @@ class VllamaMagics(Magics):
     max_tokens = options.trait("max_tokens")
     temperature = options.trait("temperature")
     top_p = options.trait("top_p")
+    repetition_penalty = options.trait("repetition_penalty")
+    min_p = options.trait("min_p")
     format = Unicode("text", help="Default --format: text, markdown, code, json or tokens.").tag(config=True)
     throttle = Float(0.1, help="Seconds between display updates while streaming.").tag(config=True)
     show_stats = Bool(True, help="Print the stats line after each generation.").tag(config=True)
 
-    @validate("max_tokens", "temperature", "top_p")
+    @validate(*options.CONFIGURED)
     def _valid(self, proposal):
         try:
             return options.BY_NAME[proposal["trait"].name].check(proposal["value"])
@@ -164,7 +166,7 @@ class VllamaMagics(Magics):
             raise VllamaError("the cell is empty: write a prompt below %%vllama")
         fmt = args.format or ("json" if args.json_schema else self.format)
         given = options.from_args(args)
-        for name in ("max_tokens", "temperature", "top_p"):   # %config defaults
+        for name in options.CONFIGURED:   # %config defaults
             if given[name] is None:
                 given[name] = getattr(self, name)
         given["stop"] = tuple(_unescape(x) for x in given["stop"] or ())

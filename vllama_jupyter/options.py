@@ -15,7 +15,7 @@ THINK_LEVELS = ("low", "medium", "high")
 @dataclass(frozen=True)
 class Option:
     name: str
-    kind: str            # int, float, bool, text, texts, schema, think
+    kind: str            # int, float, bool, text, texts, schema, think, bias
     default: Any
     help: str
     flags: tuple[str, ...] = ()
@@ -60,6 +60,8 @@ class Option:
             if isinstance(v, bool) or v in THINK_LEVELS:
                 return v
             raise bad(f"True, False or one of {', '.join(THINK_LEVELS)}")
+        if self.kind == "bias":
+            return _bias(v)
         raise AssertionError(self.kind)
 
     def _range_words(self) -> str:
@@ -105,12 +107,77 @@ OPTIONS: tuple[Option, ...] = (
            ("--max-thinking",), low=1, optional=True, panel="Max thinking"),
     Option("tool_choice", "text", None, "auto, none, required, or a tool's name (required/name force a call)",
            ("--tool-choice",), optional=True),
+    # the sampling controls (SAMPLERS below): each one's default is neutral, as in vLLM and the OpenAI API
+    Option("repetition_penalty", "float", 1.0, "above 1 makes tokens already seen less likely (1 means off)",
+           ("--repetition-penalty", "--repeat-penalty"), low=0, high=2, low_open=True, wire="repetition_penalty",
+           panel="Repetition penalty"),
+    Option("repeat_last_n", "int", None, "tokens the penalties look back over (0 off, -1 the whole context; "
+           "llama.cpp's default 64)", ("--repeat-last-n",), low=-1, optional=True, wire="repeat_last_n"),
+    Option("presence_penalty", "float", 0.0, "subtracted from each token already generated", ("--presence-penalty",),
+           low=-2, high=2, wire="presence_penalty", panel="Presence penalty"),
+    Option("frequency_penalty", "float", 0.0, "subtracted once per time a token was generated",
+           ("--frequency-penalty",), low=-2, high=2, wire="frequency_penalty", panel="Frequency penalty"),
+    Option("min_p", "float", 0.0, "drop tokens less likely than min_p x the likeliest (0 means off)", ("--min-p",),
+           low=0, high=1, wire="min_p", panel="Min-p"),
+    Option("typical_p", "float", 1.0, "locally typical sampling (1 means off)", ("--typical-p",), low=0, high=1,
+           low_open=True, wire="typical_p"),
+    Option("logit_bias", "bias", None, "added to a token's logit, -100 bans it, 100 forces it: {token: bias}, "
+           "a token as its id or its text (--logit-bias TOKEN=BIAS, repeatable)", ("--logit-bias",), optional=True,
+           wire="logit_bias"),
+    Option("min_tokens", "int", 0, "tokens to generate before the end of text is allowed", ("--min-tokens",), low=0,
+           wire="min_tokens"),
+    Option("banned", "texts", (), "text never to generate (repeatable)", ("--ban",), wire="bad_words"),
+    Option("dry_multiplier", "float", 0.0, "DRY: penalise tokens that extend a repeated run (0 means off; 0.8 is "
+           "a common start)", ("--dry",), low=0, high=10, wire="dry_multiplier"),
+    Option("xtc_probability", "float", 0.0, "XTC: how often the likeliest tokens are cut (0 means off)",
+           ("--xtc-probability",), low=0, high=1, wire="xtc_probability"),
+    Option("xtc_threshold", "float", 0.1, "XTC: tokens at least this likely are cut, all but the least likely of "
+           "them", ("--xtc-threshold",), low=0, high=0.5, wire="xtc_threshold"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 # Options that only a chat turn can honour: given to a %%vllama cell, the cell is a chat turn.
 CHAT_ONLY = ("think", "max_thinking", "tool_choice")
 # Options that constrain the whole output; at most one per request (a forced tool call is one).
 CONSTRAINTS = ("json_schema", "grammar", "tool_choice")
+# The sampling controls beyond temperature, top-p and top-k: each engine honours those its
+# capabilities name (Capabilities.samplers); another one set away from its default is refused.
+SAMPLERS = ("repetition_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty", "min_p", "typical_p",
+            "logit_bias", "min_tokens", "banned", "dry_multiplier", "xtc_probability", "xtc_threshold")
+# The options a %config default can be given for (VllamaMagics traits).
+CONFIGURED = ("max_tokens", "temperature", "top_p", "repetition_penalty", "min_p")
+
+
+def is_set(name: str, value) -> bool:
+    """Whether option `name` holds something other than its neutral default."""
+    return value not in (BY_NAME[name].default, None, (), {})
+
+
+def _bias(v) -> dict:
+    """logit_bias as {token id (int) or token text (str): bias}: a dict, or TOKEN=BIAS words."""
+    if isinstance(v, (list, tuple)):
+        v = dict(_bias_word(w) for w in v)
+    if not isinstance(v, dict):
+        raise VllamaError(f"logit_bias must be a dict like {{' sea': -100, 1234: 5}} (got {type(v).__name__})")
+    out: dict = {}
+    for key, bias in v.items():
+        if isinstance(key, str) and key.strip().isdigit():
+            key = int(key)   # as the OpenAI API writes ids
+        if isinstance(key, bool) or not isinstance(key, (int, str)) or key == "" or (isinstance(key, int) and key < 0):
+            raise VllamaError(f"logit_bias key {key!r} is not a token: give a token id (>= 0) or its text")
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
+            raise VllamaError(f"logit_bias of {key!r} must be a number from -100 to 100 (got {bias!r})")
+        out[key] = float(bias)
+    return out
+
+
+def _bias_word(word) -> tuple:
+    if not isinstance(word, str) or "=" not in word:
+        raise VllamaError(f"--logit-bias takes TOKEN=BIAS, like 1234=-100 or ' sea'=-100 (got {word!r})")
+    token, _, bias = word.rpartition("=")
+    try:
+        return token, float(bias)
+    except ValueError:
+        raise VllamaError(f"--logit-bias {word!r}: the bias after '=' must be a number from -100 to 100") from None
 
 
 def is_chat(values) -> bool:
@@ -137,6 +204,8 @@ def arguments() -> list[tuple[tuple[str, ...], dict]]:
             kw.update(action="store_const", const=True)
         elif o.kind == "texts":
             kw.update(action="append", metavar="TEXT")
+        elif o.kind == "bias":
+            kw.update(action="append", metavar="TOKEN=BIAS")
         elif o.kind == "think":
             kw.update(nargs="?", const=True, metavar="LEVEL", type=_think_word)
         else:
@@ -183,7 +252,7 @@ def trait(name: str):
 
 # -- OpenAI request bodies ---------------------------------------------------------------
 # Fields other names OpenAI clients send for the same option (the first one given wins).
-ALIASES = {"max_tokens": ("max_completion_tokens",)}
+ALIASES = {"max_tokens": ("max_completion_tokens",), "repetition_penalty": ("repeat_penalty",)}
 # Request fields read besides the options' own (by from_openai below and the share server).
 READ_FIELDS = ("model", "prompt", "messages", "stream", "stream_options", "n", "tools", "tool_choice", "logprobs",
                "top_logprobs", "response_format", "structured_outputs", "grammar", "json_schema", "reasoning_effort",
@@ -191,8 +260,7 @@ READ_FIELDS = ("model", "prompt", "messages", "stream", "stream_options", "n", "
 # Fields OpenAI clients send routinely that change nothing in the tokens: accepted, not used.
 ROUTINE_FIELDS = ("user", "metadata", "store", "service_tier")
 # Fields that change the output and cannot be honoured, with the value that means "off" (accepted).
-NEUTRAL = {"best_of": 1, "frequency_penalty": 0, "presence_penalty": 0, "repetition_penalty": 1, "min_p": 0,
-           "logit_bias": {}, "echo": False, "suffix": None, "parallel_tool_calls": True, "min_tokens": 0}
+NEUTRAL = {"best_of": 1, "echo": False, "suffix": None, "parallel_tool_calls": True}
 
 
 def check_fields(body: dict) -> None:
@@ -259,15 +327,16 @@ def _response_format(fmt):
 def to_openai(s, preset, chat: bool) -> dict:
     """The OpenAI request fields for Sampling `s` on a server of `preset` (remote.Preset)."""
     body: dict = {}
+    rename = dict(preset.rename)
     for o in OPTIONS:
         v = getattr(s, o.name)
         if o.wire is None or v is None or v == () or (o.kind == "bool" and not v):
             continue
         if (o.name == "top_k" and not preset.top_k) or (o.name == "ignore_eos" and not preset.ignore_eos):
             continue   # gate.check refused a value the server cannot take
-        if o.name == "top_k" and not v:
-            continue
-        body[o.wire] = list(v) if o.kind == "texts" else v
+        if (o.name == "top_k" and not v) or (o.name in SAMPLERS and not is_set(o.name, v)):
+            continue   # neutral: the server's own default is the same
+        body[rename.get(o.name, o.wire)] = list(v) if o.kind == "texts" else v
     if s.logprobs is not None:
         body.update({"logprobs": True, "top_logprobs": s.logprobs} if chat else {"logprobs": s.logprobs})
     if s.json_schema:   # gate.check: only where the preset has a schema field

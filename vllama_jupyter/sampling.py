@@ -43,7 +43,11 @@ def with_seed(s):
 def settings(s) -> dict:
     """Every sampling setting as JSON-ready values (Sampling.make(**settings(s)) gives `s` back)."""
     out = {f.name: getattr(s, f.name) for f in fields(s)}
-    out["stop"] = list(s.stop)
+    for o in OPTIONS:
+        if o.kind == "texts":
+            out[o.name] = list(out[o.name])
+        elif o.kind == "bias" and out[o.name] is not None:
+            out[o.name] = {str(k): v for k, v in out[o.name].items()}   # as JSON keeps them
     return out
 
 

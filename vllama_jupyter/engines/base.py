@@ -9,6 +9,7 @@ anything runs) and opens the request only when its first delta is asked for."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from .. import gate
 from ..capabilities import Capabilities
@@ -204,13 +205,13 @@ class BaseEngine:
         """A completion of `prompt` (text or token ids)."""
         s = sampling or Sampling()
         gate.check(self.capabilities(), s, chat=False)
-        return self._complete(prompt, s)
+        return self._complete(prompt, self.token_ids(s))
 
     def chat(self, messages: list[dict], sampling: Sampling | None = None, tools: list[dict] | None = None) -> Stream:
         """Answer a conversation (OpenAI message shape); `tools` are OpenAI tool schemas."""
         s = sampling or Sampling()
         gate.check(self.capabilities(), s, chat=True, tools=tools, messages=messages)
-        return self._chat(messages, s, tools)
+        return self._chat(messages, self.token_ids(s), tools)
 
     def generate(self, prompt: str | list[int], sampling: Sampling | None = None) -> Result:
         return self.stream(prompt, sampling).run()
@@ -219,10 +220,44 @@ class BaseEngine:
         """Completions of several prompts: run together where the engine can (`_batch`), else in turn."""
         s = sampling or Sampling()
         gate.check(self.capabilities(), s, chat=False)
-        return self._batch(check_batch(prompts, self.check_prompt), s)
+        return self._batch(check_batch(prompts, self.check_prompt), self.token_ids(s))
 
     def _batch(self, prompts: list, s: Sampling) -> list[Result]:
         return [self._complete(p, s).run() for p in prompts]
+
+    def token_ids(self, s: Sampling) -> Sampling:
+        """`s` with logit_bias keyed by token ids: a token's text becomes its id (one token, or
+        one line), an id is checked against the vocabulary where it is known."""
+        if not s.logit_bias:
+            return s
+        known = self.capabilities().in_process
+        out = {}
+        for key, bias in s.logit_bias.items():
+            if isinstance(key, str):
+                if not known:
+                    raise VllamaError(f"logit_bias {key!r}: a server's vocabulary is not known here, so give token "
+                                      "ids (see %vllama tokens on the same model)")
+                key = self.single_token(key)
+            elif known and key >= self.vocab_size():
+                raise VllamaError(f"logit_bias token id {key} is outside this model's vocabulary of "
+                                  f"{self.vocab_size():,} tokens: give an id below it")
+            out[key] = bias
+        return replace(s, logit_bias=out)
+
+    def single_token(self, text: str) -> int:
+        """The id of the one token `text` is, or one line saying what it is instead."""
+        ids = self.inner_tokens(text)
+        if len(ids) != 1:
+            raise VllamaError(f"logit_bias {text!r} is {len(ids)} tokens here ({ids}), not one: give one token's text "
+                              "or its id")
+        return ids[0]
+
+    def inner_tokens(self, text: str) -> list[int]:
+        """`text`'s tokens where it follows other text: no BOS, and no space that a tokenizer puts
+        before the start of a text (so ' sea' is the word inside a sentence, 'sea' a word's end)."""
+        head = self.tokenize("\n")
+        ids = self.tokenize("\n" + text)
+        return ids[len(head):] if ids[:len(head)] == head else ids
 
     def check_prompt(self, prompt) -> None:
         """Text, or token ids inside this model's vocabulary."""

@@ -16,6 +16,7 @@ USED = {
     "_ctx.kv_cache_clear": "an empty cache before an image prompt",
     "_batch.set_batch": "filling the batch our loop decodes",
     "_sampler.sample": "the request's sampler chain (and grammar) on a logits row",
+    "_init_sampler": "generate() starting with our sampler chain (llamacpp_sampler.Chain)",
     "_model.vocab": "the raw llama_vocab: end-of-generation tokens, the grammar probe",
 }
 
@@ -33,6 +34,9 @@ def check(llm) -> None:
                 raise VllamaError(f"llama-cpp-python {llama_cpp.__version__} has no Llama.{path} (used for {use}): "
                                   f"install llama-cpp-python<={TESTED}, the newest version vllama was tested on")
             obj = getattr(obj, part)
+    if not {"_grammar", "_root"} <= set(vars(llama_cpp.llama_grammar.LlamaGrammar(_grammar='root ::= "a"'))):
+        raise VllamaError(f"llama-cpp-python {llama_cpp.__version__} keeps a grammar's text elsewhere than "
+                          f"LlamaGrammar._grammar/_root: install llama-cpp-python<={TESTED}")
     if not hasattr(llama_cpp._internals.LlamaSampler, "sample"):
         raise VllamaError(f"llama-cpp-python {llama_cpp.__version__} has no LlamaSampler.sample: "
                           f"install llama-cpp-python<={TESTED}")
@@ -46,6 +50,22 @@ def context(llm):
 def vocab(llm):
     """The raw llama_vocab pointer."""
     return llm._model.vocab
+
+
+def use_sampler(llm, chain) -> None:
+    """generate() draws the prompt's first token with `chain` (llama-cpp-python would build its own,
+    without DRY, XTC, logit bias, min_tokens or banned text), and so does our loop after it.
+    None: llama-cpp-python's own again."""
+    if chain is None:
+        llm.__dict__.pop("_init_sampler", None)
+        llm._sampler = None
+    else:
+        llm._init_sampler = lambda **_: chain
+
+
+def grammar_source(grammar) -> tuple[bytes, bytes]:
+    """A LlamaGrammar's GBNF text and root rule, as llama.cpp's grammar sampler takes them."""
+    return grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
 
 
 def sample(llm, row: int) -> int:

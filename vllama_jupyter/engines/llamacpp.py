@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 
 from ..capabilities import Capabilities
-from ..options import forced
+from ..options import SAMPLERS, forced
 from ..reasoning import CLOSE, Splitter
 from ..templates import PLAIN_STOPS, render_template
 from ..errors import VllamaError, first_line, notice
@@ -109,6 +109,7 @@ class Engine(BaseEngine):
         private.check(self.llm)
         self._vocab = private.vocab(self.llm)
         self._eog: dict[int, bool] = {}
+        self._eog_ids: tuple[int, ...] | None = None
         self._pieces: dict[int, bytes] = {}
         special = lambda i: self.llm.detokenize([i], special=True).decode("utf-8", "replace")  # noqa: E731
         self._bos_text, self._eos_text = special(self.llm.token_bos()), special(self._eos)
@@ -134,6 +135,24 @@ class Engine(BaseEngine):
 
             eog = self._eog[tok] = tok == self._eos or bool(llama_cpp.llama_vocab_is_eog(self._vocab, tok))
         return eog
+
+    def eog_ids(self) -> tuple[int, ...]:
+        """Every end-of-generation token of the vocabulary (what min_tokens holds back)."""
+        if self._eog_ids is None:
+            import llama_cpp
+
+            is_eog = llama_cpp.llama_vocab_is_eog
+            self._eog_ids = tuple(i for i in range(self.llm.n_vocab()) if is_eog(self._vocab, i))
+        return self._eog_ids
+
+    def banned_ids(self, text: str) -> list[list[int]]:
+        """The token sequences that write `text`, at the start of a word and inside one (as vLLM's bad_words)."""
+        seqs: list[list[int]] = []
+        for t in dict.fromkeys((text, " " + text.lstrip(" "))):
+            ids = self.inner_tokens(t)
+            if ids and ids not in seqs:
+                seqs.append(ids)
+        return seqs
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
         add_bos = not (special and self._bos_text and text.startswith(self._bos_text))
@@ -166,8 +185,8 @@ class Engine(BaseEngine):
         return Capabilities(
             "llamacpp", "llama.cpp", True, model=self.model_name, context_length=self.llm.n_ctx(),
             context_option="n_ctx", **template_capabilities(self.template), images=self.projector is not None,
-            grammar=True, json_schema=True, logprobs=True, top_k=True, ignore_eos=True, close_thought=True, embeddings=True,
-            speculation=self.speculative)
+            grammar=True, json_schema=True, logprobs=True, top_k=True, ignore_eos=True, samplers=SAMPLERS,
+            close_thought=True, embeddings=True, speculation=self.speculative)
 
     def _chat(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> Stream:
         self._require()

@@ -10,6 +10,7 @@ from ..result import Delta, TokenLogprob
 from ..sampling import Sampling, StopMatcher
 from . import llama_private as private
 from . import speculative
+from .llamacpp_sampler import Chain, plain
 from .logprobs import log_softmax_top
 
 
@@ -37,15 +38,14 @@ def token_loop(eng, ids: list, s: Sampling, max_new: int, grammar, reuse: bool, 
     """The request's deltas: tokens from the speculative.Decoder, detokenized as they come, cut
     at stops and max_new, the thought closed after limit[0] tokens (max_thinking), logprobs kept."""
     llm = eng.llm
-    llm.set_seed(s.seed or 0)  # with_seed() gave sampled runs one; greedy ignores it
     if not isinstance(ids, list):   # a prompt with images: mtmd writes it into the cache first
         ids = ids.evaluate(eng.projector, llm)
     elif not reuse:
         llm.reset()   # no prefix of an earlier request is kept
-    plain = lambda prompt: llm.generate(prompt, top_k=s.top_k, top_p=s.top_p, min_p=0.0,  # noqa: E731
-                                        temp=s.temperature, repeat_penalty=1.0, grammar=grammar)
-    pick = speculative.greedy(llm) if s.temperature == 0 and grammar is None else None
-    generate = lambda prompt: speculative.Decoder(llm, plain(prompt), drafts, pick)  # noqa: E731
+    chain = Chain(eng, s, grammar)
+    private.use_sampler(llm, chain)   # generate() draws the first token with it, our loop the rest
+    pick = speculative.greedy(llm) if s.temperature == 0 and grammar is None and plain(s) else None
+    generate = lambda prompt: speculative.Decoder(llm, llm.generate(prompt), drafts, pick)  # noqa: E731
     tokens = generate(ids)
     out_ids: list[int] = []
     thought = 0
@@ -106,6 +106,8 @@ def token_loop(eng, ids: list, s: Sampling, max_new: int, grammar, reuse: bool, 
                 return
     finally:
         tokens.close()
+        private.use_sampler(llm, None)
+        chain.close()
 
 def scorer(eng, n: int, row=lambda: -1):
     """token id -> TokenLogprob from the logits the token was just sampled from."""

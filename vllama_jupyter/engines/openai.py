@@ -193,6 +193,7 @@ class Engine(Endpoints, BaseEngine):
         if behind is not None:   # another notebook's engine: its model's facts, through the wire
             fields = {k: v for k, v in behind.items() if k in Capabilities.__dataclass_fields__}
             fields["think_values"] = tuple(fields.get("think_values") or ())
+            fields["samplers"] = tuple(fields.get("samplers") or ())
             return Capabilities(**{**fields, "engine": "openai", "label": p.label, "in_process": False,
                                    "shared_from": self.shared_by, "close_thought": False, "parallel": self.concurrency,
                                    "concurrent": True})
@@ -200,12 +201,13 @@ class Engine(Endpoints, BaseEngine):
             "openai", p.label, False, model=self.model_name, context_length=self.max_model_len,
             shared_from=self.shared_by, think_values=(True, False, *THINK_LEVELS) if p.think else (),
             tool_calls="server" if p.tools else None, images=True, grammar=p.grammar, json_schema=p.schema_field is not None,
-            logprobs=True, top_k=p.top_k, ignore_eos=p.ignore_eos,
+            logprobs=True, top_k=p.top_k, ignore_eos=p.ignore_eos, samplers=p.samplers,
             embeddings=True, parallel=self.concurrency, concurrent=True)
 
     def _body(self, s: Sampling, stream: bool, chat: bool = False) -> dict:
         body = {"model": self.model_name, "stream": stream, **to_openai(s, self.preset, chat)}
-        body.update(self.preset.extra)
+        for key, v in self.preset.extra:   # unless the request sets them
+            body.setdefault(key, v)
         if stream:
             body["stream_options"] = {"include_usage": True}
         return body

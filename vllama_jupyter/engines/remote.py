@@ -21,26 +21,37 @@ class Preset:
     extra: tuple = ()            # body fields that make its sampling match the in-process engines
     think: bool = False          # takes the thinking switch (chat_template_kwargs, reasoning_effort)
     tools: bool = True           # makes tool calls (as tool_calls, or as text vllama reads)
+    samplers: tuple = ()         # the sampling controls (options.SAMPLERS) it takes
+    rename: tuple = ()           # (option, its field on this server) where the name differs
+
+
+OPENAI = ("presence_penalty", "frequency_penalty", "logit_bias")   # the OpenAI API's own
+VLLM = (*OPENAI, "repetition_penalty", "min_p", "min_tokens", "banned")
+LLAMA = (*OPENAI, "repetition_penalty", "min_p")      # llama-cpp-python's server
+LLAMA_SERVER = (*LLAMA, "repeat_last_n", "typical_p", "dry_multiplier", "xtc_probability", "xtc_threshold")
+REPEAT = (("repetition_penalty", "repeat_penalty"),)
 
 
 PRESETS = {
     "vllm": Preset("vLLM", "http://127.0.0.1:8000/v1", top_k=True, ignore_eos=True, schema_field="structured_outputs",
-                   grammar=True, think=True),
-    "ollama": Preset("Ollama", "http://127.0.0.1:11434/v1"),
+                   grammar=True, think=True, samplers=VLLM),
+    "ollama": Preset("Ollama", "http://127.0.0.1:11434/v1", samplers=OPENAI[:2]),
     # llama-cpp-python's server (what `%vllama serve llamacpp` starts): grammars, no schema or ignore_eos field,
     # tool calls only in chat formats of its own
     "llamacpp-server": Preset("llama-cpp-python server", "http://127.0.0.1:8000/v1", top_k=True, schema_field=None,
-                              grammar=True, tools=False, extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
+                              grammar=True, tools=False, extra=(("repeat_penalty", 1.0), ("min_p", 0.0)),
+                              samplers=LLAMA, rename=REPEAT),
     # llama.cpp's own llama-server
     "llama-server": Preset("llama.cpp llama-server", "http://127.0.0.1:8080/v1", top_k=True, ignore_eos=True,
                            schema_field="json_schema", grammar=True, think=True,
-                           extra=(("repeat_penalty", 1.0), ("min_p", 0.0))),
+                           extra=(("repeat_penalty", 1.0), ("min_p", 0.0)), samplers=LLAMA_SERVER, rename=REPEAT),
     "max": Preset("MAX", "http://127.0.0.1:8000/v1", top_k=True, ignore_eos=True),
-    "sglang": Preset("SGLang", "http://127.0.0.1:30000/v1", top_k=True, ignore_eos=True, think=True),
-    "tgi": Preset("TGI", "http://127.0.0.1:8080/v1"),
+    "sglang": Preset("SGLang", "http://127.0.0.1:30000/v1", top_k=True, ignore_eos=True, think=True,
+                     samplers=(*OPENAI[:2], "repetition_penalty", "min_p")),
+    "tgi": Preset("TGI", "http://127.0.0.1:8080/v1", samplers=OPENAI[:2]),
     "vllama": Preset("vllama shared engine", "", top_k=True, ignore_eos=True, schema_field="json_schema", grammar=True,
-                     think=True),
-    "openai": Preset("OpenAI-compatible", ""),
+                     think=True, samplers=VLLM),   # until the share says what the engine behind it takes
+    "openai": Preset("OpenAI-compatible", "", samplers=OPENAI),
 }
 
 

@@ -23,6 +23,7 @@ from ..models import ModelRef
 from ..result import Result, Stream, finished
 from ..sampling import Sampling, with_seed
 from .base import BaseEngine, check_room, template_capabilities
+from .remote import VLLM as SAMPLERS   # the sampling controls vLLM's SamplingParams take
 from .vllm_stream import DONE, as_delta, cancel_tasks, drain, think_then_answer
 from .children import alive, cmdline, reap, rss, stop_resource_tracker
 from . import speculative
@@ -240,6 +241,9 @@ class Engine(BaseEngine):
         return SamplingParams(
             max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0,
             seed=s.seed, stop=list(s.stop) or None, ignore_eos=s.ignore_eos,
+            repetition_penalty=s.repetition_penalty, presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty, min_p=s.min_p, logit_bias=s.logit_bias or None,
+            min_tokens=s.min_tokens, bad_words=list(s.banned) or None,
             output_kind=RequestOutputKind.DELTA, skip_special_tokens=True, logprobs=s.logprobs,
             structured_outputs=StructuredOutputsParams(json=s.json_schema) if s.json_schema else
             StructuredOutputsParams(grammar=s.grammar) if s.grammar else None)
@@ -307,7 +311,7 @@ class Engine(BaseEngine):
             "vllm", "vLLM", True, model=self.model_name, context_length=self.max_model_len,
             context_option="max_model_len", **template_capabilities(self.chat_template()), images=False,
             why_no_images=self.why_no_images(), grammar=True, json_schema=True, logprobs=True, top_k=True, ignore_eos=True,
-            close_thought=True, embeddings=True, speculation=self.speculative, parallel=None, concurrent=True)
+            samplers=SAMPLERS, close_thought=True, embeddings=True, speculation=self.speculative, parallel=None, concurrent=True)
 
     def _chat(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> Stream:
         templated = bool(self.chat_template())
