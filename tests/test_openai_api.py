@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 import vllama_jupyter as v
+from vllama_jupyter.sampling import Sampling
 from vllama_jupyter.session import get_session
 
 from .helpers import needs_vllm
@@ -138,7 +139,12 @@ def test_logprobs_whole_and_streamed(shared):
     ({"max_tokens": -3}, "max_tokens must be a whole number >= 1"),
     ({"temperature": "hot"}, "temperature must be between 0 and 2"),
     ({"n": 0}, "n must be a whole number from 1 to 64"),
-    ({"frequency_penalty": 0.5}, "frequency_penalty=0.5 is not supported"),
+    ({"frequency_penalty": 3}, "frequency_penalty must be between -2 and 2"),
+    ({"logit_bias": {"5": 500}}, "logit_bias of 5 must be a number from -100 to 100"),
+    ({"logit_bias": {"-4": 1}}, "logit_bias key -4 is not a token"),
+    ({"logit_bias": {"99999999": 1}}, "logit_bias token id 99999999 is outside this model's vocabulary"),
+    ({"logit_bias": {"ROMEO and JULIET": 1}}, "logit_bias 'ROMEO and JULIET' is "),
+    ({"extra_body": {"min_tokens": 2, "response_format": {"type": "json_object"}}}, "min_tokens cannot be combined"),
     ({"extra_body": {"mirostat": 2}}, "unknown request field 'mirostat'"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "message 0"),
     ({"messages": [{"role": "user", "content": 5}]}, "message 0 (user)"),
@@ -153,6 +159,37 @@ def test_bad_requests_are_openai_errors_with_one_line(shared, kwargs, line):
     message = e.value.body["message"]
     assert line in message and "\n" not in message
     assert client.chat.completions.create(model=info["model"], messages=MSG, max_tokens=2).usage.completion_tokens == 2
+
+
+def test_penalties_and_logit_bias_reach_the_engine(shared):
+    """Each sampling control the `openai` client sends (its own fields, vLLM's and llama.cpp's
+    extras) gives what the engine gives with it in the notebook, and greedy text without it differs."""
+    client, info, engine = shared
+    eng = get_session().engine
+    the = eng.single_token(" the")
+    r = client.completions.create(model=info["model"], prompt="ROMEO:", temperature=0, max_tokens=6,
+                                  logit_bias={str(the): 100})
+    assert r.choices[0].text == " the" * 6
+    base = whole_text(client, info["model"], temperature=0, max_tokens=48)
+    sent = [({"presence_penalty": 1.5}, {"presence_penalty": 1.5}),
+            ({"frequency_penalty": 1.5}, {"frequency_penalty": 1.5}),
+            ({"extra_body": {"repetition_penalty": 1.5}}, {"repetition_penalty": 1.5}),
+            ({"extra_body": {"repeat_penalty": 1.5, "min_p": 0.05}}, {"repetition_penalty": 1.5, "min_p": 0.05})]
+    for kw, mine in sent:
+        text = whole_text(client, info["model"], temperature=0, max_tokens=48, **kw)
+        assert text == v.generate("ROMEO:", temperature=0, max_tokens=48, **mine).text != base, kw
+
+
+def test_langchain_chat_openai_with_a_frequency_penalty(shared):
+    langchain_openai = pytest.importorskip("langchain_openai")
+    client, info, _ = shared
+    chat = lambda **kw: langchain_openai.ChatOpenAI(  # noqa: E731
+        base_url=info["url"], api_key=get_session().sharing.token, model=info["model"], temperature=0,
+        max_tokens=48, max_retries=0, stop=["@@"], **kw).invoke("ROMEO:").content
+    penalised = chat(frequency_penalty=1.5)
+    expected = get_session().engine.chat([{"role": "user", "content": "ROMEO:"}], Sampling(
+        temperature=0, max_tokens=48, stop=("@@",), frequency_penalty=1.5)).run().text
+    assert penalised == expected != chat()
 
 
 def test_routine_fields_are_accepted_and_a_wrong_key_is_refused(shared):

@@ -160,7 +160,7 @@ def _bias(v) -> dict:
         raise VllamaError(f"logit_bias must be a dict like {{' sea': -100, 1234: 5}} (got {type(v).__name__})")
     out: dict = {}
     for key, bias in v.items():
-        if isinstance(key, str) and key.strip().isdigit():
+        if isinstance(key, str) and key.strip().lstrip("-").isdigit():
             key = int(key)   # as the OpenAI API writes ids
         if isinstance(key, bool) or not isinstance(key, (int, str)) or key == "" or (isinstance(key, int) and key < 0):
             raise VllamaError(f"logit_bias key {key!r} is not a token: give a token id (>= 0) or its text")
