@@ -1,5 +1,6 @@
 """Checks of what a generation shows about itself (logprobs, token counts, records, embeddings),
 run on every engine: llama.cpp in-process, vLLM, and a real llama.cpp server."""
+import json
 import math
 
 import numpy as np
@@ -46,7 +47,22 @@ def check_record_and_replay(eng) -> dict:
     assert again.text == first.text and again.token_ids == first.token_ids
     other = eng.generate(PROMPT, Sampling(max_tokens=32, temperature=0.8))
     assert other.record["sampling"]["seed"] != seed
+    # the sampling controls this engine takes: kept in the record, and replayed from it as saved (JSON)
+    controls = {k: v for k, v in CONTROLS.items() if k in eng.capabilities().samplers}
+    assert controls, eng.capabilities().samplers
+    eng.generate(PROMPT, Sampling(max_tokens=1))
+    tuned = eng.generate(PROMPT, Sampling(max_tokens=32, temperature=0.8, **controls))
+    saved = json.loads(json.dumps(tuned.record["sampling"]))
+    assert {k: saved[k] for k in controls} == {k: json.loads(json.dumps(v)) for k, v in controls.items()}
+    eng.generate(PROMPT, Sampling(max_tokens=1))
+    assert eng.generate(PROMPT, Sampling.make(**saved)).token_ids == tuned.token_ids
     return rec
+
+
+# a value of each sampling control that changes tokens (those an engine takes are replayed)
+CONTROLS = {"repetition_penalty": 1.3, "presence_penalty": 0.4, "frequency_penalty": 0.2, "min_p": 0.05,
+            "typical_p": 0.9, "logit_bias": {7: -5.0}, "banned": ["JULIET"], "dry_multiplier": 0.8,
+            "xtc_probability": 0.3}
 
 
 def check_fit_context(eng, capsys) -> list[dict]:

@@ -41,6 +41,27 @@ def test_greedy_seed_and_sampling_options(k):
     assert k.value("c.token_ids == d.token_ids != e.token_ids")
 
 
+def test_sampling_controls_as_flags_and_config(k):
+    """The loop a small model falls into, and the one flag that breaks it; a token banned or forced
+    by its text; the same control as a %config default; every one kept in the record."""
+    run(k, "%%vllama -t 0 --max-tokens 48 -o plain\nROMEO:\n")
+    run(k, "%%vllama -t 0 --max-tokens 48 --repetition-penalty 1.5 -o pen\nROMEO:\n")
+    assert k.value("pen.text != plain.text and pen.record['sampling']['repetition_penalty'] == 1.5")
+    run(k, "%%vllama -t 0 --max-tokens 6 --logit-bias ' the=100' -o forced\nROMEO:\n")
+    assert k.value("forced.text") == " the" * 6
+    run(k, "%%vllama -t 0 --max-tokens 48 --ban JULIET --min-tokens 3 --dry 0.8 -o ban\nROMEO:\n")
+    assert k.value("'JULIET' in plain.text and 'JULIET' not in ban.text")
+    assert k.value("[ban.record['sampling'][k] for k in ('banned', 'min_tokens', 'dry_multiplier')]") == \
+        [["JULIET"], 3, 0.8]
+    run(k, "%config VllamaMagics.repetition_penalty = 1.5")
+    run(k, "%%vllama -t 0 --max-tokens 48 -o conf\nROMEO:\n")
+    run(k, "%config VllamaMagics.repetition_penalty = 1.0")
+    assert k.value("conf.text == pen.text")
+    said = stream_text(k.execute("%config VllamaMagics.repetition_penalty = 0"), "stderr")   # %config logs it
+    assert "repetition_penalty must be in (0, 2]" in said and k.value("get_ipython().find_magic('vllama').__self__"
+                                                                       ".repetition_penalty") == 1.0
+
+
 def test_config_traits(k):
     run(k, "%config VllamaMagics.max_tokens = 7")
     run(k, "%%vllama -t 0 -o r\nROMEO:\n")
@@ -155,6 +176,12 @@ def test_line_subcommands(k):
     ("%%vllama -e ollama\nhi", "unknown engine 'ollama'"),
     ("%%vllama --max-tokens 0\nhi", "max_tokens must be a whole number >= 1"),
     ("%%vllama -t 9\nhi", "temperature must be between 0 and 2"),
+    ("%%vllama --repetition-penalty 0\nhi", "repetition_penalty must be in (0, 2]"),
+    ("%%vllama --logit-bias the\nhi", "--logit-bias takes TOKEN=BIAS"),
+    ("%%vllama --logit-bias the=lots\nhi", "the bias after '=' must be a number"),
+    ("%%vllama --logit-bias ' the=400'\nhi", "logit_bias of ' the' must be a number from -100 to 100"),
+    ("%%vllama --logit-bias 'ROMEO and=5'\nhi", "logit_bias 'ROMEO and' is 3 tokens here"),
+    ("%%vllama --min-tokens 2 --grammar 'root ::= \"a\"'\nhi", "min_tokens cannot be combined with a grammar"),
     ("%%vllama\n   \n", "the cell is empty"),
     ("%%vllama\n" + "ROMEO: " * 900, "but the context holds"),
     ("%vllama load /nope/m.gguf", "model file not found"),

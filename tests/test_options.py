@@ -56,7 +56,11 @@ def test_panel_has_a_control_for_each_labelled_option(session):
 
 def test_openai_body_round_trips_every_wire_option():
     s = Sampling(max_tokens=7, temperature=0.3, top_p=0.5, top_k=3, seed=9, stop=("x",), ignore_eos=True,
-                 json_schema={"type": "object"}, logprobs=2, think="low", tool_choice="required")
+                 json_schema={"type": "object"}, logprobs=2, think="low", tool_choice="required",
+                 repetition_penalty=1.2, repeat_last_n=32, presence_penalty=0.5, frequency_penalty=-0.5, min_p=0.1,
+                 typical_p=0.9, logit_bias={5: -100.0, 7: 2.5}, min_tokens=3, banned=("x", "y"), dry_multiplier=0.8,
+                 xtc_probability=0.5, xtc_threshold=0.2)
+    assert {o.name for o in OPTIONS if o.wire and o.kind != "bool"} <= {k for k, v in vars(s).items() if v}
     for chat in (False, True):
         body = to_openai(s, PRESETS["vllama"], chat)
         back = Sampling.make(**from_openai(body, chat))

@@ -88,6 +88,9 @@ def test_readme_examples_run_verbatim(tmp_path):
         assert k.value("reply.text").lstrip("\n").startswith(text.rsplit(",", 1)[0])
         assert shown.strip().splitlines()[-1].startswith("— 80 tokens · TTFT")
         assert k.value("reply.output_tokens") == 80
+        # the one-flag fix for a loop: the penalty reached the sampler and changed the greedy text
+        assert k.value("varied.record['sampling']['repetition_penalty']") == 1.1
+        assert k.value("varied.text != v.generate('ROMEO:\\n', temperature=0, max_tokens=60).text")
         assert (tmp_path / "out" / "run1_summary.csv").exists()
     finally:
         k.stop()

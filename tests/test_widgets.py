@@ -39,6 +39,17 @@ def test_generate_streams_into_output_with_stats(panel, engine):
     assert not panel.generate_button.disabled and panel.stop_button.disabled
 
 
+def test_penalty_and_min_p_controls_reach_the_engine(panel, engine):
+    panel.max_tokens.value, panel.temperature.value = 48, 0.0
+    panel.repetition_penalty.value, panel.presence_penalty.value, panel.min_p.value = 1.5, 0.5, 0.1
+    panel.generate_button.click()
+    panel.wait()
+    s = v.Sampling(max_tokens=48, temperature=0.0, repetition_penalty=1.5, presence_penalty=0.5, min_p=0.1)
+    assert panel.output.value == engine.generate("ROMEO:\n", s).text != \
+        engine.generate("ROMEO:\n", v.Sampling(max_tokens=48, temperature=0.0)).text
+    assert (panel.frequency_penalty.min, panel.frequency_penalty.max, panel.frequency_penalty.value) == (-2, 2, 0)
+
+
 def test_stop_aborts_the_generation_and_panel_keeps_working(panel, session):
     session.load(None, "llamacpp", n_ctx=16384)
     panel.max_tokens.value, panel.temperature.value = 16000, 0.0
