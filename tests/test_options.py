@@ -1,6 +1,8 @@
 """Every generation option is declared once (options.OPTIONS); the magic, the CLI, the panel, the
 share server and the openai engine accept exactly the declared ones."""
 import argparse
+import subprocess
+import sys
 
 import pytest
 
@@ -8,6 +10,8 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.engines.remote import PRESETS
 from vllama_jupyter.options import OPTIONS, from_openai, to_openai
 from vllama_jupyter.sampling import settings
+
+from .conftest import ROOT
 
 DECLARED = {o.name for o in OPTIONS}
 # options that are not sampling settings but belong to the surface that shows them
@@ -98,3 +102,17 @@ def test_config_traits_are_checked_by_the_declaration(capsys):
     assert magics.temperature == before
     ip.run_line_magic("config", "VllamaMagics.top_p = 0.5")
     assert magics.top_p == 0.5
+
+
+@pytest.mark.parametrize("args, out, err", [
+    (["-t", "0", "--max-tokens", "6", "--logit-bias", " the=100", "--repeat-penalty", "1.2", "ROMEO:"],
+     "ROMEO: the the the the the the", ""),
+    (["--logit-bias", "the", "ROMEO:"], "", "vllama: --logit-bias takes TOKEN=BIAS"),
+    (["--min-p", "2", "ROMEO:"], "", "vllama: min_p must be between 0 and 1"),
+])
+def test_the_cli_takes_the_sampling_controls(args, out, err):
+    r = subprocess.run([sys.executable, "-m", "vllama_jupyter", *args], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT)
+    assert r.stdout.startswith(out) and (r.returncode == 0) == (not err), (r.stdout, r.stderr)
+    if err:
+        assert r.stderr.strip().splitlines()[-1].startswith(err) and "Traceback" not in r.stderr, r.stderr
