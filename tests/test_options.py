@@ -48,6 +48,12 @@ def test_panel_has_a_control_for_each_labelled_option(session):
     p = Panel()
     try:
         assert set(p.controls) == {o.name for o in OPTIONS if o.panel}
+        shown, todo = [], [p.widget]
+        while todo:   # every control is somewhere in the panel's tree
+            w = todo.pop()
+            shown.append(w)
+            todo += list(getattr(w, "children", ()))
+        assert all(any(c is w for w in shown) for c in p.controls.values())
         for o in OPTIONS:
             if o.panel:
                 assert p.controls[o.name].tooltip == o.help

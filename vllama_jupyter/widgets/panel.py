@@ -81,6 +81,7 @@ class Panel:
             W.HBox([self.engine, self.url]), W.HBox([self.model, self.load_button, self.unload_button, self.progress]),
             self.status,
             W.HBox([self.max_tokens, self.seed, self.logprobs]), W.HBox([self.temperature, self.top_p]),
+            W.HBox([self.repetition_penalty, self.min_p]), W.HBox([self.presence_penalty, self.frequency_penalty]),
             W.HBox([self.think, self.max_thinking]), self.system,
             W.HBox([self.upload, self.image_name, self.image_clear, self.thumbnail]),
             self.prompt, W.HBox([self.generate_button, self.stop_button, self.chat_mode, self.clear_button]),
