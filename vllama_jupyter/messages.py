@@ -83,7 +83,10 @@ def check_messages(messages: Any) -> list[dict]:
         except ValidationError as e:
             raise VllamaError(f"message {i} ({_role(m)}): {_first(e)}") from None
         _check_roles(i, msg)
-        out.append(msg.model_dump(exclude_none=True))
+        plain = msg.model_dump(exclude_none=True)
+        if msg.tool_calls:   # clients send content None beside calls; templates read message.content
+            plain.setdefault("content", "")
+        out.append(plain)
     return out
 
 
