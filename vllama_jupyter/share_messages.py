@@ -24,8 +24,9 @@ ERRORS = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
           500: "api_error"}
 
 
-def to_chat(body: dict) -> tuple[dict, dict]:
-    """(a chat-completions body, sampling overrides) for a Messages request."""
+def to_chat(body: dict, caps=None) -> tuple[dict, dict]:
+    """(a chat-completions body, sampling overrides) for a Messages request to a model that can do
+    `caps` (capabilities.Capabilities)."""
     for field in ("container", "mcp_servers", "context_management"):
         if body.get(field) is not None:
             raise VllamaError(f"{field} is not supported by the shared vllama engine: leave it out")
@@ -50,7 +51,10 @@ def to_chat(body: dict) -> tuple[dict, dict]:
             chat["chat_template_kwargs"] = {"enable_thinking": True}
             if budget is not None:
                 overrides["max_thinking"] = budget
-        elif kind not in ("disabled", "adaptive", "between_tools"):   # those: the model's own default
+        elif kind == "disabled":   # the switch off; a model that never thinks needs none
+            if caps is None or caps.thinking is not None or False in caps.think_values:
+                chat["chat_template_kwargs"] = {"enable_thinking": False}
+        elif kind not in ("adaptive", "between_tools"):   # those: the model's own default
             raise VllamaError("thinking must be {'type': 'enabled', 'budget_tokens': N}, {'type': 'adaptive'} or "
                               "{'type': 'disabled'}")
     _output_config(body.get("output_config"), chat)
@@ -204,6 +208,7 @@ class Reply:
         self.created = int(time.time())
         self.index = 0           # the next block's index
         self.open: str | None = None   # the block being streamed: thinking or text
+        self.texted = False            # a text block was streamed
 
     def message(self, content: list, result=None) -> dict:
         out = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
@@ -246,6 +251,7 @@ class Reply:
             out += self._close()
         if self.open is None:
             self.open = kind
+            self.texted = self.texted or kind == "text"
             block = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else \
                 {"type": "text", "text": ""}
             out.append(self.event("content_block_start", index=self.index, content_block=block))
@@ -264,7 +270,7 @@ class Reply:
 
     def end(self, result) -> list:
         out = self._close() if self.open is not None else []
-        if self.index == 0 and not result.tool_calls:
+        if not self.texted and not result.tool_calls:   # as the whole answer: a text block, empty if need be
             out += self._text("text", "") + self._close()
         for c in result.tool_calls:
             use = _use(c)

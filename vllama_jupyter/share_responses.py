@@ -25,7 +25,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def to_chat(body: dict) -> tuple[dict, dict]:
+def to_chat(body: dict, caps=None) -> tuple[dict, dict]:
     """(a chat-completions body, sampling overrides) for a Responses request."""
     if body.get("previous_response_id") is not None:
         raise VllamaError("previous_response_id: this share keeps no responses (it is stateless), so send the "
@@ -266,7 +266,7 @@ class Reply:
 
     def end(self, result) -> list:
         out = self._close() if self.open is not None else []
-        if not self.items and not result.tool_calls:
+        if not any(i["type"] == "message" for i in self.items) and not result.tool_calls:   # as whole() does
             out += self._text("message", "") + self._close()
         for c in result.tool_calls:
             item = _call(c)

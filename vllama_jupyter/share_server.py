@@ -350,7 +350,8 @@ class AgentAPI(Generate):
     api = share_responses
 
     def plan(self, body: dict) -> Plan:
-        chat, overrides = self.api.to_chat(body)
+        eng = _live(self.sharing)
+        chat, overrides = self.api.to_chat(body, eng.capabilities() if eng is not None else None)
         if chat.get("n") not in (None, 1):
             raise VllamaError(f"n={chat['n']!r}: this API gives one answer a request; send n requests")
         plan = Plan(chat, True)
