@@ -159,8 +159,11 @@ def test_messages_thinking_blocks_forced_tool_and_tool_result(share):
                                                                                          "ignore_eos": True}) as s:
         kinds = [e.type for e in s]
         final = s.get_final_message()
-    assert [b.type for b in final.content] == ["thinking", "text"], final.content   # the budget closed the thought
-    assert final.content[0].thinking.strip() and final.content[1].text.strip(), final.content
+    assert [b.type for b in final.content] == ["thinking", "text"], final.content
+    free = a.messages.create(model=m, max_tokens=24, messages=[{"role": "user", "content": "ROMEO:"}],
+                             thinking={"type": "enabled"}, extra_body={"temperature": 0, "ignore_eos": True})
+    # the budget closed the thought: without one, all 24 tokens are thinking
+    assert 0 < len(final.content[0].thinking.strip()) < len(free.content[0].thinking.strip()), (final, free)
     assert "content_block_delta" in kinds and kinds[-1] == "message_stop"
     used = a.messages.create(model=m, max_tokens=80, messages=[{"role": "user", "content": ASK}],
                              tools=[ANTHROPIC_TOOL], tool_choice={"type": "any"}, thinking={"type": "disabled"})

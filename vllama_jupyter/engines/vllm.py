@@ -17,7 +17,7 @@ import weakref
 
 from ..capabilities import Capabilities
 from ..options import forced
-from ..templates import PLAIN_STOPS
+from ..templates import PLAIN_STOPS, for_template
 from ..errors import VllamaError, first_line
 from ..models import ModelRef
 from ..result import Result, Stream, finished
@@ -299,7 +299,7 @@ class Engine(BaseEngine):
 
     def render(self, template: str, messages: list[dict], tools, kwargs: dict) -> str:
         try:   # transformers' own renderer, as vLLM's server uses
-            return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+            return self.tokenizer.apply_chat_template(for_template(messages), tools=tools, tokenize=False,
                                                       add_generation_prompt=True, **kwargs)
         except Exception as e:
             raise VllamaError(f"the model's chat template refused these messages: {first_line(e)}") from None
