@@ -335,3 +335,25 @@ def test_an_image_reaches_a_vision_model_through_both_apis():
         assert r.usage.input_tokens == m.usage.input_tokens == mine.prompt_tokens
     finally:
         s._shutdown()
+
+
+def test_the_lines_share_prints_for_agents_work_in_a_shell(share):
+    """The export lines `%vllama share` prints for OpenAI tools and for Claude Code, run in bash as
+    printed; the `openai` and `anthropic` clients read nothing else (their own environment variables)."""
+    import subprocess
+    import sys
+
+    lines = get_session().share()["how_to_use"].splitlines()
+    assert share["token"] not in "\n".join(lines)
+    exports = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in lines if "export " in line}
+    client = {"other tools": "import openai; r = openai.OpenAI().responses.create(model=M, input='ROMEO:', "
+                             "max_output_tokens=3, extra_body=OFF); print(r.usage.output_tokens)",
+              "Claude Code": "import anthropic, os; r = anthropic.Anthropic().messages.create(model=os.environ["
+                             "'ANTHROPIC_MODEL'], max_tokens=3, thinking={'type': 'disabled'}, messages=[{'role': "
+                             "'user', 'content': 'ROMEO:'}]); print(r.usage.output_tokens)"}
+    assert set(exports) == set(client)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    for name, code in client.items():
+        script = f"{exports[name]}\n{sys.executable} -c \"M = {share['model']!r}; OFF = {OFF!r}; {code}\""
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0 and r.stdout.strip() == "3", (name, r.stderr[-2000:])

@@ -146,10 +146,13 @@ class Sharing:
     def how_to_use(self) -> str:
         """Copy-paste lines for a script or tool on this machine (the token itself stays in the file)."""
         read = f"json.load(open({str(self.file)!r}))['token']"
+        token = f"$({shlex.quote(sys.executable)} -c \"import json; print({read})\")"
         return (f"from a script:  import json, openai; client = openai.OpenAI(base_url={self.url!r}, "
                 f"api_key={read})\n"
-                f"other tools:    export OPENAI_BASE_URL={self.url} "
-                f"OPENAI_API_KEY=$({shlex.quote(sys.executable)} -c \"import json; print({read})\")")
+                f"other tools:    export OPENAI_BASE_URL={self.url} OPENAI_API_KEY={token}\n"
+                f"                (Codex, the OpenAI Agents SDK, LangChain: /v1/responses, /v1/chat/completions)\n"
+                f"Claude Code:    export ANTHROPIC_BASE_URL={self.url.removesuffix('/v1')} "
+                f"ANTHROPIC_AUTH_TOKEN={token} ANTHROPIC_MODEL={shlex.quote(self.seam.model)}")
 
 
 def connect_options(info: dict) -> dict:
