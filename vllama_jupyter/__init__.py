@@ -108,12 +108,13 @@ def share(idle_timeout: float = IDLE_TIMEOUT_S, port: int | None = None) -> dict
     return get_session().share(idle_timeout, port)
 
 
-def client(**kwargs):
-    """An `openai.OpenAI` client on a shared engine: this kernel's when it shares one, else the
-    newest of your other notebooks' (keyword arguments go to openai.OpenAI)."""
+def client(api: str = "openai", **kwargs):
+    """A client on a shared engine: this kernel's when it shares one, else the newest of your other
+    notebooks'. `openai.OpenAI` (chat completions, responses), or with api='anthropic' an
+    `anthropic.Anthropic` (messages); keyword arguments go to the client."""
     from . import sharing
 
-    return sharing.client(get_session().sharing, **kwargs)
+    return sharing.client(get_session().sharing, api, **kwargs)
 
 
 def stop_sharing() -> None:

@@ -177,14 +177,15 @@ def check_port(value) -> int:
     return PORT.check(value) or 0
 
 
-def client(own: Sharing | None = None, **kwargs):
-    """An `openai.OpenAI` client pointed at a live shared engine: `own` (this kernel's), else the
-    newest one of the user's other kernels."""
+def client(own: Sharing | None = None, api: str = "openai", **kwargs):
+    """A client pointed at a live shared engine: `own` (this kernel's), else the newest one of the
+    user's other kernels; an `openai.OpenAI`, or with api='anthropic' an `anthropic.Anthropic`."""
+    if api not in CLIENTS:
+        raise VllamaError(f"api={api!r}: use 'openai' or 'anthropic'")
     try:
-        import openai
+        package = __import__(api)
     except ImportError:
-        raise VllamaError("the openai package is not installed: pip install openai "
-                          "(or vllama-jupyter[openai])") from None
+        raise VllamaError(f"the {api} package is not installed: pip install {api}") from None
     if own is not None:
         url, token = own.url, own.token
     else:
@@ -192,4 +193,9 @@ def client(own: Sharing | None = None, **kwargs):
         if not found:
             raise VllamaError("no shared engine is running: %vllama share in the notebook that has the model loaded")
         url, token = found[0]["url"], found[0]["token"]
-    return openai.OpenAI(base_url=url, api_key=token, **kwargs)
+    if api == "anthropic":   # its client adds /v1 itself
+        return package.Anthropic(base_url=url.removesuffix("/v1"), api_key=token, **kwargs)
+    return package.OpenAI(base_url=url, api_key=token, **kwargs)
+
+
+CLIENTS = ("openai", "anthropic")
