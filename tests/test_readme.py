@@ -93,7 +93,7 @@ def test_readme_examples_run_verbatim(tmp_path):
         assert k.value("varied.text != v.generate('ROMEO:\\n', temperature=0, max_tokens=60).text")
         # the agents' APIs answered through their own clients
         assert k.value("(r.status, r.usage.output_tokens, m.stop_reason, m.usage.output_tokens)") == \
-            ["incomplete", 20, "max_tokens", 20]
+            ("incomplete", 20, "max_tokens", 20)
         assert (tmp_path / "out" / "run1_summary.csv").exists()
     finally:
         k.stop()
