@@ -91,9 +91,9 @@ def test_readme_examples_run_verbatim(tmp_path):
         # the one-flag fix for a loop: the penalty reached the sampler and changed the greedy text
         assert k.value("varied.record['sampling']['repetition_penalty']") == 1.1
         assert k.value("varied.text != v.generate('ROMEO:\\n', temperature=0, max_tokens=60).text")
-        # the agents' APIs answered through their own clients
-        assert k.value("(r.status, r.usage.output_tokens, m.stop_reason, m.usage.output_tokens)") == \
-            ("incomplete", 20, "max_tokens", 20)
+        # the agents' APIs answered through their own clients (sampled: the answer may end before 20 tokens)
+        status, n, stop, m = k.value("(r.status, r.usage.output_tokens, m.stop_reason, m.usage.output_tokens)")
+        assert (status == "incomplete") == (n == 20) and (stop == "max_tokens") == (m == 20) and n and m
         assert (tmp_path / "out" / "run1_summary.csv").exists()
     finally:
         k.stop()
