@@ -166,11 +166,13 @@ def test_messages_thinking_blocks_forced_tool_and_tool_result(share):
     assert 0 < len(final.content[0].thinking.strip()) < len(free.content[0].thinking.strip()), (final, free)
     assert "content_block_delta" in kinds and kinds[-1] == "message_stop"
     used = a.messages.create(model=m, max_tokens=80, messages=[{"role": "user", "content": ASK}],
-                             tools=[ANTHROPIC_TOOL], tool_choice={"type": "any"}, thinking={"type": "disabled"})
+                             tools=[ANTHROPIC_TOOL], tool_choice={"type": "any"}, thinking={"type": "disabled"},
+                             extra_body={"temperature": 0})
     use = next(b for b in used.content if b.type == "tool_use")
     assert used.stop_reason == "tool_use" and use.name == "lookup" and use.input["name"] in ("ROMEO", "JULIET")
     with a.messages.stream(model=m, max_tokens=80, messages=[{"role": "user", "content": ASK}], tools=[ANTHROPIC_TOOL],
-                           tool_choice={"type": "tool", "name": "lookup"}, thinking={"type": "disabled"}) as s:
+                           tool_choice={"type": "tool", "name": "lookup"}, thinking={"type": "disabled"},
+                           extra_body={"temperature": 0}) as s:
         streamed = s.get_final_message()
     assert [b.type for b in streamed.content] == ["tool_use"] and streamed.content[0].input == use.input
     answer = a.messages.create(model=m, max_tokens=8, tools=[ANTHROPIC_TOOL], thinking={"type": "disabled"}, messages=[
@@ -246,7 +248,7 @@ RESPONSES_BAD = [
 MESSAGES_BAD = [
     ({"messages": [{"role": "user", "content": "hi"}]}, "max_tokens is required"),
     ({"max_tokens": 4, "messages": []}, "messages must be a non-empty list"),
-    ({"max_tokens": 4, "messages": [{"role": "system", "content": "hi"}]}, "role must be 'user' or 'assistant'"),
+    ({"max_tokens": 4, "messages": [{"role": "wizard", "content": "hi"}]}, "role must be 'user', 'assistant' or 'system'"),
     ({"max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "document"}]}]}, "'document' block"),
     ({"max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]},
      "an image's source must be"),
@@ -262,6 +264,9 @@ MESSAGES_BAD = [
     ({"max_tokens": 4, "messages": [{"role": "user", "content": "hi"}], "top_k": -1}, "top_k must be"),
     ({"max_tokens": 4, "messages": [{"role": "user", "content": "hi"}], "mcp_servers": []},
      "mcp_servers is not supported"),
+    ({"max_tokens": 4, "messages": [{"role": "user", "content": "hi"}],
+      "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
+     "context_management edit 'clear_tool_uses_20250919' is not supported"),
     ({"max_tokens": -1, "messages": [{"role": "user", "content": "hi"}]}, "max_tokens must be a whole number >= 1"),
 ]
 
@@ -357,3 +362,36 @@ def test_the_lines_share_prints_for_agents_work_in_a_shell(share):
         script = f"{exports[name]}\n{sys.executable} -c \"M = {share['model']!r}; OFF = {OFF!r}; {code}\""
         r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0 and r.stdout.strip() == "3", (name, r.stderr[-2000:])
+
+
+def test_requests_shaped_as_claude_code_and_codex_send_them(share):
+    """The fields Claude Code 2.1 and Codex 0.171 sent when tried by hand: text blocks, a system
+    message inside the conversation, adaptive thinking, effort, clear_thinking, namespaced tools,
+    client metadata; each is answered (streamed), and a call to a namespaced tool says its namespace."""
+    import httpx
+
+    claude = {"model": share["model"], "max_tokens": 6, "stream": True, "metadata": {"user_id": "u"},
+              "system": [{"type": "text", "text": "You are a coding agent.", "cache_control": {"type": "ephemeral"}}],
+              "messages": [{"role": "user", "content": [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+                                                        {"type": "text", "text": "Say hello"}]},
+                           {"role": "system", "content": "Agent types: claude."}],
+              "tools": [ANTHROPIC_TOOL], "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
+              "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}}
+    with httpx.stream("POST", share["url"] + "/messages", json=claude, timeout=120,
+                      headers={"Authorization": f"Bearer {share['token']}"}) as r:
+        events = [line.removeprefix("event: ") for line in r.iter_lines() if line.startswith("event: ")]
+    assert r.status_code == 200 and events[0] == "message_start" and events[-1] == "message_stop", events
+    space = {"type": "namespace", "name": "people", "description": "Who is where.", "tools": [TOOL]}
+    codex = {"model": share["model"], "stream": True, "store": False, "include": ["reasoning.encrypted_content"],
+             "prompt_cache_key": "k", "client_metadata": {"thread_id": "t"}, "reasoning": {"summary": "auto"},
+             "parallel_tool_calls": True, "tools": [space], "tool_choice": "required", "max_output_tokens": 80,
+             "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": ASK}]}], **OFF}
+    with share["openai"].responses.stream(**{k: v for k, v in codex.items() if k not in ("stream", "client_metadata", *OFF)},
+                                          extra_body={**OFF, "client_metadata": codex["client_metadata"]}) as s:
+        final = s.get_final_response()
+    call = next(o for o in final.output if o.type == "function_call")
+    assert (call.name, call.namespace) == ("lookup", "people")
+    twice = {**codex, "stream": False, "tools": [space, TOOL]}
+    r = httpx.post(share["url"] + "/responses", json=twice, timeout=60,
+                   headers={"Authorization": f"Bearer {share['token']}"})
+    assert r.status_code == 400 and "the name 'lookup' is given twice" in r.json()["error"]["message"]

@@ -27,7 +27,7 @@ ERRORS = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
 def to_chat(body: dict, caps=None) -> tuple[dict, dict]:
     """(a chat-completions body, sampling overrides) for a Messages request to a model that can do
     `caps` (capabilities.Capabilities)."""
-    for field in ("container", "mcp_servers", "context_management"):
+    for field in ("container", "mcp_servers"):
         if body.get(field) is not None:
             raise VllamaError(f"{field} is not supported by the shared vllama engine: leave it out")
     if body.get("max_tokens") is None:
@@ -57,12 +57,39 @@ def to_chat(body: dict, caps=None) -> tuple[dict, dict]:
         elif kind not in ("adaptive", "between_tools"):   # those: the model's own default
             raise VllamaError("thinking must be {'type': 'enabled', 'budget_tokens': N}, {'type': 'adaptive'} or "
                               "{'type': 'disabled'}")
-    _output_config(body.get("output_config"), chat)
+    _output_config(body.get("output_config"), chat, caps)
+    _context_management(body.get("context_management"), chat["messages"])
     return chat, overrides
 
 
-def _output_config(config, chat: dict) -> None:
-    """output_config: effort as the reasoning level, format as a JSON schema."""
+def _context_management(config, msgs: list[dict]) -> None:
+    """context_management's clear_thinking edits: earlier turns' thinking dropped, but for the last
+    `keep` turns (or all kept). Other edits are refused."""
+    if config is None:
+        return
+    edits = config.get("edits") if isinstance(config, dict) else None
+    if not isinstance(edits, list):
+        raise VllamaError("context_management must be {'edits': [...]}")
+    for edit in edits:
+        kind = edit.get("type", "") if isinstance(edit, dict) else ""
+        if not kind.startswith("clear_thinking"):
+            raise VllamaError(f"context_management edit {kind!r} is not supported by the shared vllama engine: only "
+                              "clear_thinking edits are")
+        keep = edit.get("keep", "all")
+        if keep == "all":
+            continue
+        n = keep.get("value") if isinstance(keep, dict) else None
+        if not isinstance(n, int) or n < 0:
+            raise VllamaError("clear_thinking's keep must be 'all' or {'type': 'thinking_turns', 'value': N}")
+        turns = [m for m in msgs if m["role"] == "assistant" and m.get("reasoning_content")]
+        for m in turns[:len(turns) - n]:
+            del m["reasoning_content"]
+
+
+def _output_config(config, chat: dict, caps) -> None:
+    """output_config: effort as the reasoning level where the model's template has levels (on
+    others it is advice the model follows as it does: Claude Code sends effort with every
+    request), format as a JSON schema."""
     if config is None:
         return
     if not isinstance(config, dict) or set(config) - {"effort", "format"}:
@@ -72,7 +99,8 @@ def _output_config(config, chat: dict) -> None:
         if effort not in ("low", "medium", "high"):
             raise VllamaError(f"output_config.effort={effort!r} cannot be honoured by the shared vllama engine: use "
                               "low, medium or high")
-        chat["reasoning_effort"] = effort
+        if caps is None or effort in caps.think_values:
+            chat["reasoning_effort"] = effort
     fmt = config.get("format")
     if fmt is not None:
         if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
@@ -83,21 +111,25 @@ def _output_config(config, chat: dict) -> None:
 def messages(msgs, system) -> list[dict]:
     """Messages (text, image, tool_use, tool_result and thinking blocks) and the system prompt as chat messages."""
     out: list[dict] = []
-    if system is not None:
-        out.append({"role": "system", "content": system if isinstance(system, str) else _text_of(system, "system")})
+    instructions = [] if system is None else [system if isinstance(system, str) else _text_of(system, "system")]
     if not isinstance(msgs, list) or not msgs:
         raise VllamaError("messages must be a non-empty list of {'role': 'user', 'content': ...}")
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            raise VllamaError(f"message {i}: role must be 'user' or 'assistant'")
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system"):
+            raise VllamaError(f"message {i}: role must be 'user', 'assistant' or 'system'")
         content = m.get("content")
-        if isinstance(content, str):
+        if isinstance(content, str) and m["role"] != "system":
             out.append({"role": m["role"], "content": content})
+            continue
+        if m["role"] == "system":
+            instructions.append(_text_of(content, f"message {i}"))
             continue
         if not isinstance(content, list):
             raise VllamaError(f"message {i}: content must be text or a list of content blocks")
         out += _user(i, content) if m["role"] == "user" else [_assistant(i, content)]
-    return out
+    # system messages inside the conversation (Claude Code sends them) join the system prompt:
+    # most chat templates take a system message only at the start
+    return ([{"role": "system", "content": "\n\n".join(instructions)}] if instructions else []) + out
 
 
 def _user(i: int, blocks: list) -> list[dict]:
@@ -156,6 +188,8 @@ def _image_url(i: int, source) -> str:
 
 
 def _text_of(blocks, where: str) -> str:
+    if isinstance(blocks, str):
+        return blocks
     if not isinstance(blocks, list) or any(not isinstance(b, dict) or b.get("type") != "text" for b in blocks):
         raise VllamaError(f"{where}: give text, or a list of text blocks")
     return "".join(b.get("text") or "" for b in blocks)

@@ -17,7 +17,7 @@ from .errors import VllamaError
 # Responses fields turned into chat-completions fields here; the rest pass to share_wire.Plan as they are
 OWN = ("input", "instructions", "max_output_tokens", "tools", "tool_choice", "text", "reasoning", "store",
        "previous_response_id", "include", "truncation", "top_logprobs", "stream_options", "prompt_cache_key",
-       "safety_identifier", "background")
+       "safety_identifier", "background", "client_metadata")
 INCLUDE = ("reasoning.encrypted_content", "message.output_text.logprobs")   # what `include` may ask for
 
 
@@ -39,7 +39,7 @@ def to_chat(body: dict, caps=None) -> tuple[dict, dict]:
         chat["max_tokens"] = body["max_output_tokens"]
     tools = body.get("tools")
     if tools:
-        chat["tools"] = [_tool(i, t) for i, t in enumerate(tools if isinstance(tools, list) else [tools])]
+        chat["tools"] = [_tool(i, t) for i, t in _functions(tools)]
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     fmt = _text(body.get("text"))
@@ -130,6 +130,27 @@ def _content(i: int, content):
     return parts
 
 
+def _functions(tools) -> list[tuple[int, dict]]:
+    """(index, tool) of every function tool, a namespace's functions taken out of it (Codex groups its
+    tools so); a name in two namespaces is one line."""
+    out, seen = [], set()
+    for i, t in enumerate(tools if isinstance(tools, list) else [tools]):
+        inner = t.get("tools") if isinstance(t, dict) and t.get("type") == "namespace" else None
+        for each in (inner if isinstance(inner, list) else [t]):
+            name = each.get("name") if isinstance(each, dict) else None
+            if name in seen:
+                raise VllamaError(f"tools[{i}]: the name {name!r} is given twice: give each function one name")
+            seen.add(name)
+            out.append((i, each))
+    return out
+
+
+def namespaces(tools) -> dict[str, str]:
+    """function name -> the namespace it was given in."""
+    return {f["name"]: t["name"] for t in tools or () if isinstance(t, dict) and t.get("type") == "namespace"
+            for f in t.get("tools") or () if isinstance(f, dict) and f.get("name")}
+
+
 def _tool(i: int, t) -> dict:
     if not isinstance(t, dict) or t.get("type") != "function" or not t.get("name"):
         kind = t.get("type") if isinstance(t, dict) else type(t).__name__
@@ -178,6 +199,7 @@ class Reply:
         self.id, self.created = new_id("resp"), int(time.time())
         self.seq = 0
         self.items: list[dict] = []      # output items done so far
+        self.spaces = namespaces(body.get("tools"))
         self.open: dict | None = None    # the item being streamed (reasoning or message)
 
     def response(self, status: str, result=None) -> dict:
@@ -203,7 +225,7 @@ class Reply:
             self.items.append(_reasoning(new_id("rs"), result.reasoning))
         if result.text or not result.tool_calls:
             self.items.append(_message(new_id("msg"), result.text, result.logprobs))
-        self.items += [_call(c) for c in result.tool_calls]
+        self.items += [_call(c, self.spaces) for c in result.tool_calls]
         return self.response("completed", result)
 
     # -- streamed --------------------------------------------------------------------------------
@@ -269,7 +291,7 @@ class Reply:
         if not any(i["type"] == "message" for i in self.items) and not result.tool_calls:   # as whole() does
             out += self._text("message", "") + self._close()
         for c in result.tool_calls:
-            item = _call(c)
+            item = _call(c, self.spaces)
             index = len(self.items)
             out.append(self.event("response.output_item.added", output_index=index,
                                   item={**item, "arguments": "", "status": "in_progress"}))
@@ -297,6 +319,8 @@ def _message(item_id: str, text: str, logprobs) -> dict:
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": lp}]}
 
 
-def _call(c: dict) -> dict:
-    return {"type": "function_call", "id": new_id("fc"), "call_id": c["id"], "name": c["function"]["name"],
-            "arguments": c["function"]["arguments"], "status": "completed"}
+def _call(c: dict, spaces: dict) -> dict:
+    name = c["function"]["name"]
+    return {"type": "function_call", "id": new_id("fc"), "call_id": c["id"], "name": name,
+            "arguments": c["function"]["arguments"], "status": "completed",
+            **({"namespace": spaces[name]} if name in spaces else {})}

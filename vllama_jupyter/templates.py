@@ -81,9 +81,13 @@ def render_template(template: str, messages: list[dict], bos: str = "", eos: str
 
 def for_template(messages: list[dict]) -> list[dict]:
     """Messages as Hugging Face templates read them: a tool call's arguments as a dict (OpenAI
-    sends JSON text; vLLM's server turns it into a dict the same way)."""
+    sends JSON text; vLLM's server turns it into a dict the same way), content of text parts only
+    as one text (templates call string methods on it)."""
     out = []
     for m in messages:
+        content = m.get("content")
+        if isinstance(content, list) and content and all(p.get("type") == "text" for p in content):
+            m = {**m, "content": "\n".join(p["text"] for p in content)}   # text parts as the text (as vLLM's server)
         if m.get("tool_calls"):
             calls = [{**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
                      for c in m["tool_calls"]]
