@@ -101,6 +101,17 @@ def test_responses_reasoning_item_forced_call_and_round_trip(share):
     assert answer.usage.input_tokens == len(get_session().engine.tokenize(prompt, special=True))
 
 
+def test_responses_reasoning_effort_is_the_thinking_switch(share):
+    """This template has a switch and no levels: effort none turns thinking off, low turns it on."""
+    c, m = share["openai"], share["model"]
+    off = c.responses.create(model=m, input=ASK, max_output_tokens=4, temperature=0, reasoning={"effort": "none"})
+    on = c.responses.create(model=m, input=ASK, max_output_tokens=4, temperature=0, reasoning={"effort": "low"})
+    assert [o.type for o in off.output] == ["message"] and [o.type for o in on.output] == ["reasoning"]
+    assert off.usage.input_tokens > on.usage.input_tokens   # the closed thought is in the prompt
+    with pytest.raises(openai.BadRequestError, match="think must be True, False or one of low, medium, high"):
+        c.responses.create(model=m, input=ASK, max_output_tokens=4, reasoning={"effort": 5})
+
+
 def test_responses_json_schema(share):
     schema = {"type": "object", "properties": {"a": {"type": "boolean"}}, "required": ["a"], "additionalProperties": False}
     r = share["openai"].responses.create(
@@ -159,7 +170,7 @@ def test_messages_thinking_blocks_forced_tool_and_tool_result(share):
                                                                                          "ignore_eos": True}) as s:
         kinds = [e.type for e in s]
         final = s.get_final_message()
-    assert [b.type for b in final.content] == ["thinking", "text"], final.content
+    assert final.content[0].type == "thinking", final.content
     free = a.messages.create(model=m, max_tokens=24, messages=[{"role": "user", "content": "ROMEO:"}],
                              thinking={"type": "enabled"}, extra_body={"temperature": 0, "ignore_eos": True})
     # the budget closed the thought: without one, all 24 tokens are thinking

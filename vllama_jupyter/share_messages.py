@@ -242,7 +242,6 @@ class Reply:
         self.created = int(time.time())
         self.index = 0           # the next block's index
         self.open: str | None = None   # the block being streamed: thinking or text
-        self.texted = False            # a text block was streamed
 
     def message(self, content: list, result=None) -> dict:
         out = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
@@ -257,7 +256,7 @@ class Reply:
         content = []
         if result.reasoning:
             content.append({"type": "thinking", "thinking": result.reasoning, "signature": ""})
-        if result.text or not result.tool_calls:
+        if result.text or not (result.reasoning or result.tool_calls):   # an answer, or an empty one
             content.append({"type": "text", "text": result.text})
         content += [_use(c) for c in result.tool_calls]
         return self.message(content, result)
@@ -285,7 +284,6 @@ class Reply:
             out += self._close()
         if self.open is None:
             self.open = kind
-            self.texted = self.texted or kind == "text"
             block = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else \
                 {"type": "text", "text": ""}
             out.append(self.event("content_block_start", index=self.index, content_block=block))
@@ -304,7 +302,7 @@ class Reply:
 
     def end(self, result) -> list:
         out = self._close() if self.open is not None else []
-        if not self.texted and not result.tool_calls:   # as the whole answer: a text block, empty if need be
+        if self.index == 0 and not result.tool_calls:   # as whole(): an empty answer rather than nothing
             out += self._text("text", "") + self._close()
         for c in result.tool_calls:
             use = _use(c)

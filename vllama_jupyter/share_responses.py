@@ -47,7 +47,7 @@ def to_chat(body: dict, caps=None) -> tuple[dict, dict]:
         chat["response_format"] = fmt
     effort = (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict) else None
     if effort is not None:
-        chat["reasoning_effort"] = effort
+        _effort(effort, chat, caps)
     include = body.get("include") or []
     bad = [x for x in include if x not in INCLUDE] if isinstance(include, list) else [include]
     if bad:
@@ -58,6 +58,19 @@ def to_chat(body: dict, caps=None) -> tuple[dict, dict]:
     if body.get("truncation") not in (None, "disabled", "auto"):
         raise VllamaError(f"truncation must be 'disabled' or 'auto' (got {body['truncation']!r})")
     return chat, {}
+
+
+def _effort(effort, chat: dict, caps) -> None:
+    """reasoning.effort as the model's thinking switch: its level where the template has levels;
+    on a template with only a switch, none/minimal turn it off and the others on."""
+    if caps is None or effort in caps.think_values or not isinstance(effort, str):
+        chat["reasoning_effort"] = effort   # levels (or a value the option's check refuses)
+    elif effort in ("none", "minimal"):
+        chat["chat_template_kwargs"] = {"enable_thinking": False}
+    elif effort in ("low", "medium", "high", "xhigh"):
+        chat["chat_template_kwargs"] = {"enable_thinking": True}
+    else:
+        chat["reasoning_effort"] = effort
 
 
 def messages(inp, instructions) -> list[dict]:
@@ -223,7 +236,7 @@ class Reply:
     def whole(self, result) -> dict:
         if result.reasoning:
             self.items.append(_reasoning(new_id("rs"), result.reasoning))
-        if result.text or not result.tool_calls:
+        if result.text or not (result.reasoning or result.tool_calls):   # an answer, or an empty one
             self.items.append(_message(new_id("msg"), result.text, result.logprobs))
         self.items += [_call(c, self.spaces) for c in result.tool_calls]
         return self.response("completed", result)
@@ -288,7 +301,7 @@ class Reply:
 
     def end(self, result) -> list:
         out = self._close() if self.open is not None else []
-        if not any(i["type"] == "message" for i in self.items) and not result.tool_calls:   # as whole() does
+        if not self.items and not result.tool_calls:   # as whole(): an empty answer rather than nothing
             out += self._text("message", "") + self._close()
         for c in result.tool_calls:
             item = _call(c, self.spaces)
