@@ -11,7 +11,7 @@ mode="${1:-all}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
 pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
 "${pip[@]}" install --upgrade pip
-extras="llamacpp,openai,server,widgets,lab"
+extras="llamacpp,openai,server,widgets,lab,mcp"
 vllm=""
 if [ "${VLLAMA_SETUP_VLLM:-1}" = 1 ] && [ "$(uname -s)" = Linux ]; then
     if nvidia-smi -L >/dev/null 2>&1; then vllm=vllm,ray

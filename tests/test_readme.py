@@ -11,7 +11,8 @@ README = Path(ROOT) / "README.md"
 
 THINKING = "## Thinking and tools"
 VISION = "## Images and plots"
-NEEDS_MODEL = (THINKING, VISION)   # sections whose examples need a kind of model loaded
+MCP = "## MCP servers as tools"
+NEEDS_MODEL = (THINKING, MCP, VISION)   # sections whose examples need a kind of model loaded
 
 
 def blocks(lang: str | None = None, section: str | None = None) -> list[tuple[str, str]]:
@@ -69,6 +70,27 @@ def test_readme_thinking_examples_run_verbatim(tmp_path):
         k.execute(f"v.load({str(chat_model('openai-gpt-oss-120b'))!r}, 'llamacpp')")
         msgs = k.execute(cells[2], timeout=600)
         assert msgs.status == "ok" and k.value("r.record['sampling']['think']") == "low"
+    finally:
+        k.stop()
+
+
+def test_readme_mcp_examples_run_verbatim(tmp_path):
+    """The MCP section's examples, verbatim, with a Qwen3-template model loaded: mcp-server-time
+    (from PyPI) offered to the model, then the section's own server answers a forced call."""
+    from benchmarks.models import chat_model
+
+    cells = [code for lang, code in blocks(section=MCP) if lang in ("ipython", "python")]
+    assert len(cells) == 4 and cells[3].startswith("%%vllama --mcp notes --run-tools")
+    k = Kernel(cwd=str(tmp_path))
+    try:
+        k.execute(f"%load_ext vllama_jupyter\nimport vllama_jupyter as v\n"
+                  f"v.load({str(chat_model('Qwen-Qwen3-0.6B'))!r}, 'llamacpp')")
+        for code in cells:
+            msgs = k.execute(code, timeout=600)
+            assert msgs.status == "ok", (code, [m["content"]["evalue"] for m in of_type(msgs, "error")])
+        out = "".join(m["content"]["text"] for m in of_type(msgs, "stream"))
+        assert '→ where(name="' in out and ("\n← Mantua" in out or "\n← Verona" in out), out
+        assert k.value("repr(clock)") == "MCP server mcp-time: python -m mcp_server_time · 2 tools · running"
     finally:
         k.stop()
 

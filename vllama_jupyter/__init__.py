@@ -16,8 +16,9 @@ from .session import get_session
 from .tools import MAX_ROUNDS
 from .about import __version__
 from .seam import IDLE_TIMEOUT_S
+from .mcp_tools import TIMEOUT as MCP_TIMEOUT
 
-__all__ = ["load", "unload", "status", "capabilities", "fit", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "panel", "bench_widget", "hardware",
+__all__ = ["load", "unload", "status", "capabilities", "fit", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "mcp", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -115,6 +116,18 @@ def client(api: str = "openai", **kwargs):
     from . import sharing
 
     return sharing.client(get_session().sharing, api, **kwargs)
+
+
+def mcp(server, name: str | None = None, env: dict | None = None, timeout: float = MCP_TIMEOUT.default):
+    """An MCP server's tools for the model: `server` is a command line ('python -m mcp_server_time';
+    'python' is this kernel's Python), a list of its words, or an http(s):// URL (streamable HTTP).
+    Pass the returned server in tools=[...] beside notebook functions, or name it in
+    %%vllama --mcp NAME; calls run only with run_tools=True. A started server's process ends with
+    the kernel. `env`: variables for its process; `timeout`: seconds to start and per call.
+    Asking again for a running server returns it; %vllama mcp list | stop NAME."""
+    from . import mcp_tools
+
+    return mcp_tools.connect(server, name, env, timeout)
 
 
 def stop_sharing() -> None:

@@ -65,11 +65,18 @@ class Conversation:
                 for call in result.tool_calls:
                     show(f"→ {shown(call)}  (not run: pass run_tools=True, or --run-tools, to run it)")
                 break
+            pictures, sees = [], self._engine().capabilities().images
             for call in result.tool_calls:
                 show(f"→ {shown(call)}")
-                out, _ok = run_call(call, table)
-                show(f"← {out}")
+                out, _ok, images = run_call(call, table)
+                if images and not sees:
+                    out += f"\n[{len(images)} image(s) this model cannot see]"
+                pictures += images if sees else []
+                show(f"← {out}" + (f"  (+ {len(images)} image(s), shown to the model)" if images and sees else ""))
                 msgs.append({"role": "tool", "tool_call_id": call["id"], "content": out})
+            if pictures:   # templates show images in user turns: the tools' images follow their results
+                msgs.append({"role": "user", "content": [{"type": "text", "text": "The images the tools returned:"}]
+                             + [{"type": "image_url", "image_url": {"url": u}} for u in pictures]})
             if forced(s.tool_choice):
                 s = replace(s, tool_choice="auto")   # a forced call is forced once; then the model answers
         else:

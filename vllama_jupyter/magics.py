@@ -10,7 +10,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, TraitError, Unicode, validate
 
-from . import engines, options, servers
+from . import engines, mcp_tools, options, servers
 from .engines import selection
 from .seam import IDLE_TIMEOUT_S
 from .errors import VllamaError
@@ -81,6 +81,11 @@ def _subcommands() -> dict[str, Parser]:
     p = P["tokens"] = Parser("tokens", "count the tokens of TEXT (or of the cell, in %%vllama tokens) and their share of the context")
     p.add_argument("text", nargs="*")
     P["record"] = Parser("record", "how the last output was made: engine, model SHA-256, settings with the seed used")
+    p = P["mcp"] = Parser("mcp", "MCP servers whose tools cells may use: add [--name N] [--timeout S] COMMAND|URL, list, stop NAME")
+    p.add_argument("action", choices=["add", "list", "stop"])
+    p.add_argument("--name", metavar="N")
+    p.add_argument("--timeout", type=float, default=mcp_tools.TIMEOUT.default, metavar="S")
+    p.add_argument("words", nargs="*")
     P["panel"] = Parser("panel", "the engine panel (widgets)")
     P["history"] = Parser("history", "the chat conversation so far")
     P["reset"] = Parser("reset", "clear the chat conversation")
@@ -105,6 +110,16 @@ def _words(line: str) -> list[str]:
         return shlex.split(line)
     except ValueError as e:
         raise VllamaError(f"could not read the options ({e}): check the quotes") from None
+
+
+def _command_last(words: list[str], with_value: tuple) -> list[str]:
+    """`add --name N python -m server` read as `--name N add -- python -m server`: the command's
+    own options stay its own."""
+    i = 1
+    while i < len(words) and words[i].startswith("-") and words[i] != "--":
+        i += 2 if words[i] in with_value else 1
+    rest = words[i + 1:] if i < len(words) and words[i] == "--" else words[i:]
+    return words[1:i] + words[:1] + ["--"] + rest if words else words
 
 
 @magics_class
@@ -138,6 +153,7 @@ class VllamaMagics(Magics):
     @argument("--image", action="append", metavar="IMG", help="show the model an image: a variable (figure, PIL image, "
               "array, bytes), Out[n], or a file path (repeatable)")
     @argument("--tools", metavar="F,G", help="notebook functions the model may call (names, comma-separated)")
+    @argument("--mcp", metavar="A,B", help="MCP servers whose tools the model may call (their names: %%vllama mcp list)")
     @argument("--run-tools", action="store_true", help="run the calls the model makes and send it the results")
     @argument("--max-rounds", type=int, default=MAX_ROUNDS, metavar="N", help="most rounds of tool calls (default 8)")
     @argument("-f", "--format", choices=FORMATS, help="how to show the output")
@@ -179,10 +195,10 @@ class VllamaMagics(Magics):
                 raise VllamaError(f"--grammar {args.grammar!r} names no variable holding GBNF text")
             given["grammar"] = ns[args.grammar]
         s = Sampling.make(**given)
-        tools = self._tools(args.tools, ns) if args.tools else None
+        tools = ((self._tools(args.tools, ns) if args.tools else []) + (mcp_tools.by_names(args.mcp) if args.mcp else [])) or None
         images = [self._image(x, ns) for x in args.image] if args.image else None
         if args.run_tools and not tools:
-            raise VllamaError("--run-tools needs --tools f,g: the notebook functions the model may call")
+            raise VllamaError("--run-tools needs --tools f,g (notebook functions) or --mcp NAME (an MCP server's tools)")
         session = get_session()
         session.config_engine = None if self.engine == "auto" else self.engine
         session.ensure(args.model if args.model is not None else (self.model or None), args.engine)
@@ -261,6 +277,8 @@ class VllamaMagics(Magics):
         cmd, rest = (words[0].lower(), words[1:]) if words else ("help", [])
         if cmd not in SUBCOMMANDS:
             raise VllamaError(f"unknown subcommand {cmd!r}: use one of {', '.join(SUBCOMMANDS)} (%vllama help)")
+        if cmd == "mcp":
+            rest = _command_last(rest, ("--name", "--timeout"))
         return getattr(self, f"_cmd_{cmd}")(SUBCOMMANDS[cmd].read(rest))
 
     def _cmd_help(self, a):
@@ -364,6 +382,20 @@ class VllamaMagics(Magics):
             print("(no output yet: the record of the next %%vllama cell or generate() shows here)")
             return
         print(json.dumps(last.record, indent=1, ensure_ascii=False))
+
+    def _cmd_mcp(self, a):
+        if a.action == "list":
+            print("\n".join(mcp_tools.listing()) or "(no MCP server: %vllama mcp add [--name N] COMMAND|URL)")
+        elif a.action == "stop":
+            if len(a.words) != 1:
+                raise VllamaError(f"%vllama mcp stop takes one server's name (running: {', '.join(mcp_tools.SERVERS) or 'none'})")
+            mcp_tools.stop(a.words[0])
+            print(f"stopped {a.words[0]}")
+        else:
+            if not a.words:
+                raise VllamaError("%vllama mcp add needs the server's command or URL, e.g. %vllama mcp add python -m mcp_server_time")
+            server = mcp_tools.connect(a.words[0] if len(a.words) == 1 else a.words, a.name, timeout=a.timeout)
+            print(f"{server!r}\ntools: {', '.join(t.name for t in server.mcp_tools())} · use them with %%vllama --mcp {server.name}")
 
     def _cmd_panel(self, a):
         from IPython.display import display

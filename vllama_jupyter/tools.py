@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import VllamaError
@@ -18,25 +18,33 @@ MAX_ROUNDS = 8   # model -> tools -> model rounds before the loop stops
 @dataclass
 class Tool:
     name: str
-    func: Callable
-    model: Any        # the pydantic model of its arguments
-    schema: dict      # OpenAI's {"type": "function", "function": {...}}
+    schema: dict                       # OpenAI's {"type": "function", "function": {...}}
+    check: Callable[[dict], dict]      # the arguments, checked (VllamaError says what is wrong)
+    run: Callable[[dict], Any]         # the call: a value, or a ToolOutput
+
+
+@dataclass
+class ToolOutput:
+    """What a tool sends back beside text: images (data: URLs) for a model that sees them."""
+    text: str
+    images: list = field(default_factory=list)
 
 
 def make_tools(funcs) -> dict[str, Tool]:
-    """Tools by name from a list of functions (or one function); one line per mistake."""
+    """Tools by name from a list of functions and MCP servers (v.mcp); one line per mistake."""
     if funcs is None:
         return {}
-    if callable(funcs):
+    if callable(funcs) or hasattr(funcs, "mcp_tools"):
         funcs = [funcs]
     if isinstance(funcs, (str, bytes, dict)) or not hasattr(funcs, "__iter__"):
-        raise VllamaError(f"tools must be a list of Python functions, not {type(funcs).__name__}")
+        raise VllamaError(f"tools must be a list of Python functions (or MCP servers), not {type(funcs).__name__}")
     out: dict[str, Tool] = {}
     for f in funcs:
-        t = _tool(f)
-        if t.name in out:
-            raise VllamaError(f"two tools are named {t.name!r}: give each function its own name")
-        out[t.name] = t
+        for t in f.mcp_tools() if hasattr(f, "mcp_tools") else [_tool(f)]:
+            if t.name in out:
+                raise VllamaError(f"two tools are named {t.name!r}: give each function its own name "
+                                  "(or leave out one of the MCP servers that have it)")
+            out[t.name] = t
     if not out:
         raise VllamaError("tools is an empty list: pass the functions the model may call, or leave tools out")
     return out
@@ -73,7 +81,17 @@ def _tool(f) -> Tool:
         prop.pop("title", None)
     doc = inspect.getdoc(f) or ""
     fn = {"name": name, "description": doc.split("\n\n")[0].strip(), "parameters": params}
-    return Tool(name, f, model, {"type": "function", "function": fn})
+
+    def check(args: dict) -> dict:
+        from pydantic import ValidationError
+
+        try:
+            valid = model.model_validate(args)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise VllamaError(f"{'.'.join(str(x) for x in err['loc']) or 'arguments'}: {err['msg']}") from None
+        return {k: getattr(valid, k) for k in model.model_fields}
+    return Tool(name, {"type": "function", "function": fn}, check, lambda args: f(**args))
 
 
 def schemas(tools: dict[str, Tool]) -> list[dict] | None:
@@ -197,32 +215,35 @@ def shown(call: dict) -> str:
     return f"{fn['name']}({inner})"
 
 
-def run_call(call: dict, tools: dict[str, Tool]) -> tuple[str, bool]:
-    """(the text sent back to the model, whether it went well). A tool that raises sends its error."""
-    from pydantic import ValidationError
-
+def run_call(call: dict, tools: dict[str, Tool]) -> tuple[str, bool, list]:
+    """(the text sent back to the model, whether it went well, the images it returned as data:
+    URLs). A tool that fails sends its error."""
     fn = call["function"]
     tool = tools.get(fn["name"])
     if tool is None:
-        return f"error: there is no tool named {fn['name']!r}; the tools are {', '.join(tools)}", False
+        return f"error: there is no tool named {fn['name']!r}; the tools are {', '.join(tools)}", False, []
     try:
-        args = tool.model.model_validate(json.loads(fn["arguments"]))
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "arguments"
-        return f"error: bad arguments for {tool.name}: {where}: {err['msg']}", False
+        args = json.loads(fn["arguments"])
     except ValueError:
-        return f"error: the arguments for {tool.name} are not JSON", False
+        return f"error: the arguments for {tool.name} are not JSON", False, []
     try:
-        value = tool.func(**{k: getattr(args, k) for k in tool.model.model_fields})
+        args = tool.check(args)
+    except VllamaError as e:
+        return f"error: bad arguments for {tool.name}: {e}", False, []
+    try:
+        value = tool.run(args)
+    except VllamaError as e:
+        return f"error: {tool.name}: {e}", False, []
     except Exception as e:
-        return f"error: {tool.name} raised {type(e).__name__}: {e}", False
+        return f"error: {tool.name} raised {type(e).__name__}: {e}", False, []
+    if isinstance(value, ToolOutput):
+        return value.text, True, list(value.images)
     if isinstance(value, str):
-        return value, True
+        return value, True, []
     try:
-        return json.dumps(value, ensure_ascii=False, default=str), True
+        return json.dumps(value, ensure_ascii=False, default=str), True, []
     except (TypeError, ValueError):
-        return str(value), True
+        return str(value), True, []
 
 
 def call_grammar(tools: list[dict], choice: str, fmt: str | None = "hermes", before: str = "") -> str:
