@@ -144,7 +144,7 @@ API_CASES = [
     ("v.chat([{'role': 'assistant', 'tool_calls': [{'id': 'a', 'type': 'function', 'function': {'name': 'f', 'arguments': '[1'}}]}])",
      "arguments must be JSON text of an object"),
     ("v.chat([{'role': 'system', 'content': [{'type': 'image_url', 'image_url': {'url': 'data:,'}}]}])", "images go in user messages"),
-    ("v.chat('hi', tools=5)", "tools must be a list of Python functions, not int"),
+    ("v.chat('hi', tools=5)", "tools must be a list of Python functions (or MCP servers), not int"),
     ("v.chat('hi', tools=[])", "tools is an empty list"),
     ("v.chat('hi', tools=[lambda x: x])", "a tool needs a name the model can call"),
     ("v.chat('hi', tools=[some_fn, some_fn])", "two tools are named 'some_fn'"),

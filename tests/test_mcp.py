@@ -70,6 +70,7 @@ def test_a_real_mcp_server_from_pypi_answers_a_forced_call(k):
     assert answer["timezone"] == "Europe/Paris" and answer["datetime"][:4].isdigit()
     # the same server again is the same session: no second process
     assert "MCP server time" in stream_text(succeeded(k.execute("%vllama mcp list")))
+    assert "mcp:    time (2 tools)" in stream_text(succeeded(k.execute("%vllama status")))
     assert k.value("v.mcp('python -m mcp_server_time --local-timezone UTC', name='time') is v.mcp("
                    "'python -m mcp_server_time --local-timezone UTC')") is True
 
@@ -126,6 +127,21 @@ def test_a_server_killed_mid_call_is_one_line_and_the_engine_goes_on(k):
     # started again, it works again
     succeeded(k.execute(f"notes = v.mcp([sys.executable, {NOTES!r}])"))
     msgs, out = cell(k, "--mcp notes --grammar ROMEO --run-tools --max-rounds 1")
+    assert '→ where(name="ROMEO")\n← Romeo is in Verona' in out
+
+
+def test_an_interrupt_during_a_call_stops_the_cell_and_the_server_goes_on(k):
+    import threading
+
+    succeeded(k.execute(f"notes = v.mcp([sys.executable, {NOTES!r}], timeout=60)"))
+    timer = threading.Timer(3.0, k.km.interrupt_kernel)
+    timer.start()
+    msgs, out = cell(k, "--mcp notes --grammar WAIT --run-tools --max-rounds 1")
+    timer.join()
+    assert msgs.status == "error" and "→ wait(seconds=30)" in out and "← " not in out
+    assert any(m["content"]["ename"] == "KeyboardInterrupt" for m in msgs if m["msg_type"] == "error")
+    msgs, out = cell(k, "--mcp notes --grammar ROMEO --run-tools --max-rounds 1")
+    succeeded(msgs)
     assert '→ where(name="ROMEO")\n← Romeo is in Verona' in out
 
 

@@ -308,6 +308,9 @@ class VllamaMagics(Magics):
               f"model:  {st['model']} ({st.get('path', '')})\n"
               f"state:  {' · '.join(facts)}\n"
               f"why:    {st['why']}")
+        if mcp_tools.SERVERS:
+            print("mcp:    " + ", ".join(f"{s.name} ({len(s.mcp_tools())} tools)" if s.alive else f"{s.name} (stopped)"
+                                         for s in mcp_tools.SERVERS.values()))
 
     def _cmd_hardware(self, a):
         print(hardware().summary())
