@@ -20,8 +20,10 @@ def where(name: str) -> str:
 
 
 @server.tool()
-def wait(seconds: float) -> str:
-    """Wait, then say so."""
+def wait(seconds: float, mark: str = "") -> str:
+    """Wait, then say so; `mark`: a file written when the wait starts."""
+    if mark:
+        open(mark, "w").close()
     time.sleep(seconds)
     return f"waited {seconds} s"
 

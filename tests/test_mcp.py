@@ -131,15 +131,28 @@ def test_a_server_killed_mid_call_is_one_line_and_the_engine_goes_on(k):
 
 
 def test_an_interrupt_during_a_call_stops_the_cell_and_the_server_goes_on(k):
+    import shutil
+    import tempfile
     import threading
+    import time
 
-    succeeded(k.execute(f"notes = v.mcp([sys.executable, {NOTES!r}], timeout=60)"))
-    timer = threading.Timer(3.0, k.km.interrupt_kernel)
-    timer.start()
-    msgs, out = cell(k, "--mcp notes --grammar WAIT --run-tools --max-rounds 1")
-    timer.join()
-    assert msgs.status == "error" and "→ wait(seconds=30)" in out and "← " not in out
+    short = Path(tempfile.mkdtemp(prefix="m"))   # a short path: the forced call spells it out in tokens
+    mark = short / "w"
+    succeeded(k.execute(f"notes = v.mcp([sys.executable, {NOTES!r}], timeout=60)\n"
+                        f"WAITMARK = {forced('wait', {'seconds': 30, 'mark': str(mark)})!r}"))
+
+    def interrupt_once_waiting():   # the server is inside the call: interrupt the cell there
+        deadline = time.monotonic() + 120
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        k.km.interrupt_kernel()
+    watcher = threading.Thread(target=interrupt_once_waiting)
+    watcher.start()
+    msgs, out = cell(k, "--mcp notes --grammar WAITMARK --run-tools --max-rounds 1")
+    watcher.join()
+    assert mark.exists() and msgs.status == "error" and "→ wait(seconds=30, mark=" in out and "← " not in out, out
     assert any(m["content"]["ename"] == "KeyboardInterrupt" for m in msgs if m["msg_type"] == "error")
+    shutil.rmtree(short)
     msgs, out = cell(k, "--mcp notes --grammar ROMEO --run-tools --max-rounds 1")
     succeeded(msgs)
     assert '→ where(name="ROMEO")\n← Romeo is in Verona' in out

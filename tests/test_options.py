@@ -15,7 +15,7 @@ from .conftest import ROOT
 
 DECLARED = {o.name for o in OPTIONS}
 # options that are not sampling settings but belong to the surface that shows them
-MAGIC_OWN = {"model", "engine", "system", "chat", "image", "tools", "run_tools", "max_rounds", "format", "out", "no_stream", "quiet",
+MAGIC_OWN = {"model", "engine", "system", "chat", "image", "tools", "mcp", "run_tools", "max_rounds", "format", "out", "no_stream", "quiet",
              "no_interpolate"}
 CLI_OWN = {"prompt", "model", "engine", "hardware", "system", "image"}
 
