@@ -151,6 +151,28 @@ def test_server_killed_mid_stream(session):
     server.stop()
 
 
+def test_a_port_taken_before_the_server_binds_it_is_picked_again():
+    """The race of a picked port: another process binds it between the pick and the server's bind.
+    The server comes up on another port; a port the user chose that is taken is one line."""
+    import socket
+
+    server = make("llamacpp")
+    taken = server.port
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", taken))
+        other.listen()
+        try:
+            server.start()
+            assert server.port != taken and server.running and str(server.port) in server.cmd
+            assert httpx.get(f"{server.url}/models").json()["data"][0]["id"] == server.model
+        finally:
+            server.stop()
+        with pytest.raises(VllamaError) as e:
+            make("llamacpp", port=taken).start()
+        assert str(e.value) == (f"the llamacpp server could not listen on port {taken}: another process does; "
+                                "choose another port, or leave it out for a free one")
+
+
 def test_session_serve_load_and_unload_stop_the_server(session):
     srv = session.serve("llamacpp")
     try:

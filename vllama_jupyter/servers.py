@@ -23,6 +23,13 @@ PRESETS = {"llamacpp": "llamacpp-server", "vllm": "vllm", "max": "max"}   # the 
 START_S = {"max": 900.0}   # MAX compiles the model at its first start: minutes on a CPU
 
 
+PORT_TRIES = 3
+
+
+class PortTaken(Exception):
+    """The port free_port() gave was bound by another process before the server bound it."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,6 +79,7 @@ class Server:
         self.log_path = log_folder() / f"{kind}-{port}.log"
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
+        self.picked = False   # the port is one free_port() gave, not the user's: another may be tried
 
     @property
     def url(self) -> str:
@@ -82,6 +90,21 @@ class Server:
         return PRESETS[self.kind]
 
     def start(self, timeout: float | None = None) -> "Server":
+        """Start it and wait until it serves its model. A port we picked that another process
+        bound before the server did is picked again (a few times) rather than failing."""
+        for _ in range(PORT_TRIES - 1):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                self._move(free_port())
+        return self._start(timeout)
+
+    def _move(self, port: int) -> None:
+        i = self.cmd.index("--port")
+        self.cmd[i + 1], self.port = str(port), port
+        self.log_path = log_folder() / f"{self.kind}-{port}.log"
+
+    def _start(self, timeout: float | None) -> "Server":
         import httpx
 
         timeout = timeout or START_S.get(self.kind, 300.0)
@@ -96,7 +119,13 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = self.log_tail(1)
+                taken = "address already in use" in self.log_tail(40).lower()
                 self.stop()
+                if taken and self.picked:
+                    raise PortTaken(self.port)
+                if taken:
+                    raise VllamaError(f"the {self.kind} server could not listen on port {self.port}: another process "
+                                      "does; choose another port, or leave it out for a free one")
                 raise VllamaError(f"the {self.kind} server exited with code {self.proc.returncode} while starting: {tail}")
             try:
                 if self._serves(httpx.get(f"{self.url}/models", headers=headers, timeout=2.0)):
@@ -155,7 +184,7 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
     """A server (not yet started) for `model` (default: the embedded one)."""
     if kind not in KINDS:
         raise VllamaError(f"unknown server kind {kind!r}: use {', '.join(KINDS)}")
-    port = port or free_port()
+    picked, port = port is None, port or free_port()
     env = {}
     key = None
     if api_key_env:
@@ -163,7 +192,9 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
         if not key:
             raise VllamaError(f"the environment variable {api_key_env} (api_key_env) is not set: export it first")
     if kind == "max":
-        return _max(model, port, key, n_ctx, extra_args)
+        server = _max(model, port, key, n_ctx, extra_args)
+        server.picked = picked
+        return server
     if kind == "llamacpp":
         ref = models.resolve(model, "llamacpp")
         n_ctx = n_ctx or (1024 if ref.source == "embedded" else 4096)
@@ -191,6 +222,7 @@ def make(kind: str, model: str | None = None, port: int | None = None, api_key_e
             env["VLLM_API_KEY"] = key
     server = Server(kind, cmd + list(extra_args or []), port, ref.name, env)
     server.context_length = n_ctx   # llama-cpp-python's server does not list it; vLLM's does
+    server.picked = picked
     return server
 
 
