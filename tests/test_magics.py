@@ -1,5 +1,6 @@
 """Every %%vllama option and %vllama subcommand, in a real kernel on the embedded model."""
 import json
+import re
 import shutil
 
 import pytest
@@ -163,7 +164,8 @@ def test_model_and_engine_options_switch(k, tmp_path):
 
 def test_line_subcommands(k):
     assert "GPU:" in stream_text(run(k, "%vllama hardware"))
-    assert "tiny-shakespeare  [embedded" in stream_text(run(k, "%vllama models"))
+    listed = stream_text(run(k, "%vllama models"))
+    assert re.search(r"tiny-shakespeare  \[embedded; gguf, hf\] · [\d.]+ [KM]iB: fits, up to [\d,]+ tokens of context", listed)
     assert "%vllama SUBCOMMAND" in stream_text(run(k, "%vllama help"))
     assert "unloaded" in stream_text(run(k, "%vllama unload"))
     assert "no model loaded" in stream_text(run(k, "%vllama status"))

@@ -1,5 +1,6 @@
 """The panel and the benchmark widget driven without a browser: set values, click, read state —
 on the real llama.cpp engine with the embedded model."""
+import html
 import shutil
 import time
 
@@ -93,6 +94,27 @@ def test_load_unload_switch_and_errors(panel, session, tmp_path):
     panel.generate_button.click()
     panel.wait()
     assert "3 tokens" in panel.stats.value
+
+
+def test_the_picker_shows_the_models_fit_before_a_load(panel, session, tmp_path):
+    """Size, verdict and the largest context of the picked model, from its header: nothing loads."""
+    loaded = session.ref
+    panel.engine.value = "llamacpp"
+    panel.model.value = ""
+    shown = html.unescape(panel.fit.value)
+    assert shown.startswith("<small>tiny-shakespeare: weights ") and " free RAM: fits; the largest context that fits is " in shown
+    other = tmp_path / "other.gguf"
+    shutil.copy(EMBEDDED_DIR / "model.gguf", other)
+    panel.model.value = str(other)
+    assert html.unescape(panel.fit.value).startswith("<small>other.gguf: weights ")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 8)
+    panel.model.value = str(broken)
+    assert "broken.gguf" in panel.fit.value and "weights" not in panel.fit.value   # the header's one line
+    panel.model.value = "org/not-downloaded-GGUF"
+    assert panel.fit.value == ""   # a name not on disk: the load says (it may download)
+    assert session.ref == loaded   # nothing was loaded or freed
+    panel.engine.value = "auto"
 
 
 def test_cell_and_panel_share_one_session(panel, session, tmp_path):

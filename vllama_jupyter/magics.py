@@ -122,6 +122,17 @@ def _command_last(words: list[str], with_value: tuple) -> list[str]:
     return words[1:i] + words[:1] + ["--"] + rest if words else words
 
 
+def _fit(session, row: dict) -> str:
+    """' · 253.1 MiB: fits, up to 32,768 tokens' for a GGUF on disk (nothing is loaded)."""
+    if "gguf" not in row["forms"] or row["where"] not in ("embedded", "local"):
+        return ""
+    try:
+        p = session.fit(row["model"], engine="llamacpp")
+    except VllamaError:
+        return ""
+    return f" · {p.brief()}"
+
+
 @magics_class
 class VllamaMagics(Magics):
     """Magics for prompting the kernel's local LLM. Configure with `%config VllamaMagics.<trait> = ...`."""
@@ -422,8 +433,9 @@ class VllamaMagics(Magics):
 
     def _cmd_models(self, a):
         from .models import list_models
+        session = get_session()
         for row in list_models(a.folders or None):
-            print(f"{row['model']}  [{row['where']}; {row['forms']}]")
+            print(f"{row['model']}  [{row['where']}; {row['forms']}]{_fit(session, row)}")
 
     def _cmd_history(self, a):
         hist = get_session().history

@@ -67,6 +67,11 @@ class Plan:
                 f"{verdict}; the largest context that fits is {self.largest_context:,} tokens"
                 + (f" (trained on {self.trained:,})" if trained else ""))
 
+    def brief(self) -> str:
+        """'253.1 MiB: fits, up to 32,768 tokens of context', for a list of models."""
+        return (f"{_size(self.weights)}: {'fits' if self.fits else 'does not fit'}, "
+                f"up to {self.largest_context:,} tokens of context")
+
     def refusal(self) -> str:
         return f"{self.line(trained=False)}; use a smaller n_ctx (the model was trained on {self.trained:,})"
 

@@ -34,7 +34,10 @@ class Panel:
         self.engine = W.Dropdown(options=["auto", *engines.installed()], value="auto", description="Engine")
         self.url = W.Text(placeholder="http://host:port/v1 (openai engine)", description="Server URL")
         self.model = W.Combobox(options=[r["model"] for r in list_models()], placeholder="embedded, path or org/repo",
-                                description="Model", ensure_option=False)
+                                description="Model", ensure_option=False, continuous_update=False)
+        self.fit = W.HTML()   # the picked model's memory plan: size, fit, the largest context
+        self.model.observe(lambda _: self._show_fit(), "value")
+        self.engine.observe(lambda _: self._show_fit(), "value")
         self.load_button = W.Button(description="Load", button_style="primary", icon="download")
         self.unload_button = W.Button(description="Unload", icon="eject")
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="120px", visibility="hidden"))
@@ -79,6 +82,7 @@ class Panel:
         self.widget = W.VBox([
             W.HTML("<b>vllama</b> — the kernel's engine"), self.hardware,
             W.HBox([self.engine, self.url]), W.HBox([self.model, self.load_button, self.unload_button, self.progress]),
+            self.fit,
             self.status,
             W.HBox([self.max_tokens, self.seed, self.logprobs]), W.HBox([self.temperature, self.top_p]),
             W.HBox([self.repetition_penalty, self.min_p]), W.HBox([self.presence_penalty, self.frequency_penalty]),
@@ -89,8 +93,24 @@ class Panel:
         ])
         self.widget.add_class("vllama-panel")
         self._on_session(self.session)
+        self._show_fit()
 
     # -- engine ---------------------------------------------------------------------------
+    def _show_fit(self) -> None:
+        """The plan for the model in the picker, before it is loaded (the embedded model and local
+        files: a name not on disk is left to the load, which may download it)."""
+        import os
+
+        name = self.model.value.strip() or "embedded"
+        if name != "embedded" and not os.path.exists(os.path.expanduser(name)):
+            self.fit.value = ""
+            return
+        try:
+            line = self.session.fit(name, engine=None if self.engine.value == "auto" else self.engine.value).line()
+        except VllamaError as e:
+            line = str(e)
+        self.fit.value = f"<small>{html.escape(line)}</small>"
+
     def load(self) -> None:
         """Load the chosen model on the chosen engine (runs in the background; see wait())."""
         engine = None if self.engine.value == "auto" else self.engine.value
