@@ -312,6 +312,8 @@ class VllamaMagics(Magics):
             facts.append(f"API key {st['api_key']}")
         if "images" in st:
             facts.append(f"images through {st['images']}")
+        if st.get("parallel", 1) > 1:
+            facts.append(f"batch() decodes {st['parallel']} at once")
         if "shared" in st:
             n = st["shared"]["clients"]
             facts.append(f"shared at {st['shared']['url']} with {n} other kernel{'s' if n != 1 else ''}")

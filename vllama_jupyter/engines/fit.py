@@ -60,16 +60,16 @@ class Plan:
 
     def line(self, trained: bool = True) -> str:
         verdict = "fits" if self.fits else "does not fit"
-        parts = [f"weights {_size(self.weights)}",
-                 f"KV cache {self.n_ctx:,} tokens × {_size(self.kv_per_token)} ({self.kv_types}) = {_size(self.kv)}",
-                 f"compute ~{_size(self.compute)}"] + ([f"projector {_size(self.projector)}"] if self.projector else [])
-        return (f"{self.model}: {' + '.join(parts)} = {_size(self.need)} of {_size(self.free)} free {self.where}: "
+        parts = [f"weights {size_text(self.weights)}",
+                 f"KV cache {self.n_ctx:,} tokens × {size_text(self.kv_per_token)} ({self.kv_types}) = {size_text(self.kv)}",
+                 f"compute ~{size_text(self.compute)}"] + ([f"projector {size_text(self.projector)}"] if self.projector else [])
+        return (f"{self.model}: {' + '.join(parts)} = {size_text(self.need)} of {size_text(self.free)} free {self.where}: "
                 f"{verdict}; the largest context that fits is {self.largest_context:,} tokens"
                 + (f" (trained on {self.trained:,})" if trained else ""))
 
     def brief(self) -> str:
         """'253.1 MiB: fits, up to 32,768 tokens of context', for a list of models."""
-        return (f"{_size(self.weights)}: {'fits' if self.fits else 'does not fit'}, "
+        return (f"{size_text(self.weights)}: {'fits' if self.fits else 'does not fit'}, "
                 f"up to {self.largest_context:,} tokens of context")
 
     def refusal(self) -> str:
@@ -121,7 +121,7 @@ def _kv_row(meta: dict) -> tuple[int, int]:
     return layers * k_len * kv_heads, layers * v_len * kv_heads
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"

@@ -15,12 +15,13 @@ from ..reasoning import CLOSE, Splitter
 from ..templates import PLAIN_STOPS, render_template
 from ..errors import VllamaError, first_line, notice
 from ..models import ModelRef
-from ..result import Stream
+from ..result import Stream, finished
 from ..sampling import Sampling, with_seed
 from .base import BaseEngine, as_matrix, check_room, check_texts, template_capabilities
 from . import llama_private as private
 from . import llamacpp_grammar as grammars
 from . import speculative
+from .llamacpp_batch import PARALLEL
 from .llamacpp_loop import Detokenizer, token_loop
 from .worker import Worker, shared as shared_worker
 from .fit import check as check_memory
@@ -40,6 +41,8 @@ class Engine(BaseEngine):
         self.load_seconds = 0.0
         self.prompt_cache: bool | None = None   # None: conversations re-use the cache, completions not
         self._embedding = None
+        self._batcher = None   # llamacpp_batch.Batch: the context batch() decodes many sequences in
+        self.parallel = PARALLEL.default
         self._options: dict = {}
         self._worker: Worker | None = None   # the process's llama.cpp thread, which runs all compute
         self.projector = None   # vision.Projector: the mmproj, when the model takes images
@@ -51,8 +54,9 @@ class Engine(BaseEngine):
         it) an architecture and vocabulary this llama.cpp can read."""
         from .vision import check_projector, find_projector
 
-        check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative")})
+        check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative", "parallel")})
         speculative.check(options.get("speculative"))
+        PARALLEL.check(options.get("parallel", PARALLEL.default))
         meta = check_gguf(ref.path)
         check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192), options)
         if replacing:
@@ -66,7 +70,7 @@ class Engine(BaseEngine):
     def plan(cls, ref: ModelRef, n_ctx: int | None = None, options: dict | None = None):
         from .fit import plan
 
-        check_options({k: v for k, v in (options or {}).items() if k not in ("mmproj", "speculative")})
+        check_options({k: v for k, v in (options or {}).items() if k not in ("mmproj", "speculative", "parallel")})
         return plan(ref.path, check_gguf(ref.path), n_ctx, options, ref.name)
 
     def load(self, ref: ModelRef, **options) -> None:
@@ -84,6 +88,7 @@ class Engine(BaseEngine):
         opts.setdefault("flash_attn", opts["n_gpu_layers"] == 0)
         self.prompt_cache = opts.pop("prompt_cache", None)
         self.speculative = speculative.check(opts.pop("speculative", None))
+        self.parallel = PARALLEL.check(opts.pop("parallel", PARALLEL.default))
         from .vision import find_projector
 
         mmproj = find_projector(ref.path, opts.pop("mmproj", None))
@@ -98,7 +103,8 @@ class Engine(BaseEngine):
             self._load_projector(mmproj)
         self.load_seconds = time.perf_counter() - t0
         self._options = {**opts, **({"mmproj": str(mmproj)} if mmproj else {}),
-                         **({"speculative": self.speculative} if self.speculative else {})}
+                         **({"speculative": self.speculative} if self.speculative else {}),
+                         **({"parallel": self.parallel} if self.parallel != PARALLEL.default else {})}
         if opts["n_ctx"] > ctx_train:
             notice(f"the context ({opts['n_ctx']:,} tokens) is longer than the {ctx_train:,} {ref.name} was "
                    "trained on: text past that point may be poor")
@@ -259,6 +265,47 @@ class Engine(BaseEngine):
                                                                                  limit, drafts)),
                                 n_prompt, s, n_ctx, {"prompt_cache": reuse, **extra}, splitter=splitter)
 
+    def _batch(self, prompts: list, s: Sampling) -> list:
+        """The prompts decoded together, `parallel` at once (a load option, 16 by default), each with
+        its own seed, grammar, stops and logprobs (llamacpp_batch); max_thinking closes thoughts in
+        the one-sequence loop, so it runs them in turn, as does parallel=1."""
+        from .llamacpp_batch import Batch, Seq
+
+        if len(prompts) < 2 or s.max_thinking is not None or self.parallel == 1:
+            return super()._batch(prompts, s)
+        self._require()
+        n_ctx = self.llm.n_ctx()
+        seqs = []
+        for p in prompts:
+            ids = self.tokenize(p, special=False) if isinstance(p, str) else [int(t) for t in p]
+            check_room(len(ids), n_ctx, "n_ctx")
+            si = with_seed(s)
+            grammar = grammars.from_schema(si.json_schema) if si.json_schema else \
+                grammars.from_gbnf(self.llm, si.grammar) if si.grammar else None
+            seqs.append(Seq(ids, si, min(si.max_tokens, n_ctx - len(ids)), grammar))
+        if self._batcher is None:
+            self._check_batch_memory()
+            self._batcher = self._worker.call(lambda: Batch(self, self.parallel))
+        t0 = time.perf_counter()   # every request is in from the start: TTFT counts the wait for a place
+        for _ in self._worker.iterate(lambda: self._batcher.steps(self, seqs)):
+            pass
+        facts = {"prompt_cache": False, "parallel": self._batcher.peak}
+        return [finished(q.deltas, t_start=t0, prompt_tokens=len(q.ids), engine=self.name, model=self.model_name,
+                         context_length=n_ctx, provenance=lambda s=q.s: {**self.provenance(s), **facts})
+                for q in seqs]
+
+    def _check_batch_memory(self) -> None:
+        """The batch context holds a KV cache of its own, as large as the loaded one: one line when
+        the memory free now cannot take it."""
+        from .fit import MARGIN, plan, size_text
+
+        p = plan(self.ref.path, check_gguf(self.ref.path), self.llm.n_ctx(), self._options)
+        need = p.kv + p.compute
+        if need > p.free * MARGIN:
+            raise VllamaError(f"batch() decodes {self.parallel} sequences in a second context that needs "
+                              f"{size_text(need)}, and {size_text(p.free)} is free: load with parallel=1 (in turn) "
+                              "or a smaller n_ctx")
+
     # -- embeddings -----------------------------------------------------------------------
     def embed(self, texts, normalize: bool = True):
         """An embedding context over the same file (the model's pooling, mean where it has none)."""
@@ -307,7 +354,7 @@ class Engine(BaseEngine):
                 "model_bytes": self.ref.path.stat().st_size, "rss_bytes": psutil.Process().memory_info().rss,
                 "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3),
                 **({"images": f"{self.projector.path.name} ({self.projector.kind} projector)"} if self.projector else {}),
-                **({"speculative": self.speculative} if self.speculative else {})}
+                **({"speculative": self.speculative} if self.speculative else {}), "parallel": self.parallel}
 
     def close(self) -> None:
         if self.projector is not None:
@@ -317,6 +364,9 @@ class Engine(BaseEngine):
         if self._embedding is not None:
             self._embedding.close()
             self._embedding = None
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         if self.llm is not None:
             self.llm.close()
             self.llm = None

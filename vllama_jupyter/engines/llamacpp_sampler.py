@@ -29,7 +29,7 @@ class Chain:
     """The sampler generate() and our token loop draw every token of one request from
     (llama_private.use_sampler installs it). `sample(ctx, row)` as llama-cpp-python's sampler."""
 
-    def __init__(self, eng, s, grammar=None):
+    def __init__(self, eng, s, grammar=None, row=None):
         import llama_cpp as C
 
         llm = eng.llm
@@ -64,7 +64,7 @@ class Chain:
         self.min_tokens = s.min_tokens
         self.eog = eng.eog_ids() if s.min_tokens else ()
         self.banned = [seq for seq in (eng.banned_ids(text) for text in s.banned) for seq in seq]
-        self.row = _row(llm) if (self.eog or self.banned) else None
+        self.row = (row or _row(llm)) if (self.eog or self.banned) else None   # row(idx): the logits it draws from
 
     def sample(self, ctx, idx: int = -1) -> int:
         held = self._held()
