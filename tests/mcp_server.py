@@ -1,6 +1,6 @@
 """An MCP server written with the SDK's MCPServer (FastMCP), for the tests: run as
 `python tests/mcp_server.py` (stdio) or `python tests/mcp_server.py http` (streamable HTTP on a
-socket bound to port 0 before serving; the URL is the first line on stdout)."""
+socket bound to port 0 and listening before serving; the URL is the first line on stdout)."""
 import os
 import socket
 import sys
@@ -62,6 +62,7 @@ if __name__ == "__main__":
 
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
+        sock.listen()   # connections wait in the backlog until uvicorn takes the socket
         print(f"http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
         config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
         uvicorn.Server(config).run(sockets=[sock])
