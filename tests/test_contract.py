@@ -233,7 +233,8 @@ def made():
     yield done
     for close in reversed(done.pop("_closers", [])):
         close()
-    os.environ.pop(TOKEN_ENV, None)
+    for name in [k for k in os.environ if k.startswith(TOKEN_ENV)]:
+        os.environ.pop(name)
 
 
 def _owner(made, kind: str) -> Session:
@@ -262,8 +263,9 @@ def engine_of(made):
             made["_closers"].append(eng.close)
         else:
             sharing = _owner(made, kind.removeprefix("share-")).sharing
-            os.environ[TOKEN_ENV] = sharing.token
-            eng = Remote.connect(url=sharing.url, preset="vllama", api_key_env=TOKEN_ENV)
+            name = f"{TOKEN_ENV}_{kind.upper().replace('-', '_').replace('.', '_')}"   # each share its own
+            os.environ[name] = sharing.token
+            eng = Remote.connect(url=sharing.url, preset="vllama", api_key_env=name)
             made["_closers"].append(eng.close)
         made[kind] = eng
         return eng

@@ -20,16 +20,30 @@ MSG = [{"role": "user", "content": "ROMEO:"}]
 
 
 @pytest.fixture(scope="module", params=ENGINES)
-def shared(request):
-    """The embedded model on one engine, shared; the client and the share's description."""
+def kind(request):
+    """The engine of this module's share; its end stops the share (vLLM: unloads too)."""
+    yield request.param
     s = get_session()
-    s.load(None, request.param)
-    info = s.share()
-    client = v.client(max_retries=0, timeout=120)
-    yield client, info, request.param
     s.stop_sharing()
     if request.param == "vllm":
         s.unload()   # the next module loads what it needs
+
+
+SHARES: dict = {}   # kind -> (the Sharing, its client, its description)
+
+
+@pytest.fixture
+def shared(kind):
+    """The embedded model on `kind`, shared; the client and the share's description. Made again
+    when a test before this one ended the share (the owner-unload test does), whatever the order."""
+    s = get_session()
+    have = SHARES.get(kind)
+    if have is None or s.sharing is not have[0] or s.engine is None or s.choice.engine != kind:
+        if s.engine is None or s.choice.engine != kind or s.ref.source != "embedded":
+            s.load(None, kind)
+        info = s.share()
+        SHARES[kind] = have = (s.sharing, v.client(max_retries=0, timeout=120), info)
+    return have[1], have[2], kind
 
 
 def whole_text(client, model, **kw) -> str:
@@ -295,8 +309,8 @@ def test_vllm_serving_benchmark_client_against_the_share(shared, tmp_path, monke
 
 
 def test_the_owner_unloads_while_a_client_streams(shared):
-    """Last in the module: it ends the share. The owner's unload goes through; the client's stream
-    ends with our one line as an openai error."""
+    """It ends the share (the next test that needs one makes it again). The owner's unload goes
+    through; the client's stream ends with our one line as an openai error."""
     client, info, _ = shared
     s = get_session()
     got: dict = {}

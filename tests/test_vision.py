@@ -266,7 +266,8 @@ def test_a_figure_from_the_cell_above_reaches_the_model(k):
 
 
 def test_bad_image_cells_fail_with_one_line_and_the_kernel_goes_on(k):
-    k.execute("junk = b'nope'\narr = __import__('numpy').zeros((3, 3, 7))")
+    k.execute("junk = b'nope'\narr = __import__('numpy').zeros((3, 3, 7))\n"
+              "fig, ax = plt.subplots(figsize=(1, 1))\nax.plot([0, 1, 2], [2, 0, 1])")   # its own figure
     for flag, line in (("nothing_here", "names no variable here and no file"),
                        ("junk", "could not be read as an image"),
                        ("arr", "an image is H×W"),
