@@ -68,9 +68,9 @@ class Plan:
                 + (f" (trained on {self.trained:,})" if trained else ""))
 
     def brief(self) -> str:
-        """'253.1 MiB: fits, up to 32,768 tokens of context', for a list of models."""
+        """'253.1 MiB: fits, up to 32,768 tokens of context (trained on 32,768)', for a list of models."""
         return (f"{size_text(self.weights)}: {'fits' if self.fits else 'does not fit'}, "
-                f"up to {self.largest_context:,} tokens of context")
+                f"up to {self.largest_context:,} tokens of context (trained on {self.trained:,})")
 
     def refusal(self) -> str:
         return f"{self.line(trained=False)}; use a smaller n_ctx (the model was trained on {self.trained:,})"
