@@ -322,7 +322,7 @@ class VllamaMagics(Magics):
               f"state:  {' · '.join(facts)}\n"
               f"why:    {st['why']}")
         if mcp_tools.SERVERS:
-            print("mcp:    " + ", ".join(f"{s.name} ({len(s.mcp_tools())} tools)" if s.alive else f"{s.name} (stopped)"
+            print("mcp:    " + ", ".join(f"{s.name} ({s.n_tools} tools)" if s.alive else f"{s.name} (stopped)"
                                          for s in mcp_tools.SERVERS.values()))
 
     def _cmd_hardware(self, a):

@@ -122,6 +122,7 @@ class McpServer:
         self.name = _default_name(spec)
         self._client = None
         self._listed: list = []
+        self._built: list | None = None   # the tools, made from the listing once
         self._task: concurrent.futures.Future | None = None
         self._closing: asyncio.Event | None = None
         self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
@@ -132,11 +133,15 @@ class McpServer:
             ["python" if w == sys.executable else w for w in self.spec[1:]])
 
     @property
+    def n_tools(self) -> int:
+        return len(self._listed)
+
+    @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
     def __repr__(self) -> str:
-        n = len(self._listed)
+        n = self.n_tools
         state = "running" if self.alive else "stopped"
         return f"MCP server {self.name}: {self.where} · {n} tool{'s' if n != 1 else ''} · {state}"
 
@@ -215,7 +220,9 @@ class McpServer:
         if not self.alive:
             raise VllamaError(f"the MCP server {self.name} has stopped{self._stderr(' (it wrote: {})')}: "
                               "start it again with v.mcp(...) or %vllama mcp add")
-        return [self._tool(t) for t in self._listed]
+        if self._built is None:   # once: each chat round asks again, and a validator is not free
+            self._built = [self._tool(t) for t in self._listed]
+        return self._built
 
     def _tool(self, t) -> Tool:
         import jsonschema
