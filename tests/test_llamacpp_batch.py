@@ -31,7 +31,8 @@ def test_greedy_batched_equals_one_at_a_time_and_the_record_says_parallel(engine
     together = engine.batch(PROMPTS, s)
     assert [r.token_ids for r in together] == [r.token_ids for r in alone(engine, PROMPTS, s)]
     assert all(r.output_tokens == 48 and r.finish_reason == "length" for r in together)
-    assert {r.record["parallel"] for r in together} == {16}
+    # each record: the most sequences it ran beside (the last 4 start as the first 16 end)
+    assert [r.record["parallel"] for r in together] == [16] * 16 + [4] * 4
     assert all(r.ttft is not None and r.ttft >= 0 for r in together)
 
 
@@ -96,7 +97,7 @@ def test_fewer_at_once_and_one_at_a_time(engine, session):
         session.load(None, "llamacpp", parallel=3)
         assert v.status()["parallel"] == 3
         got = v.batch(PROMPTS, s)
-        assert [r.token_ids for r in got] == expected and {r.record["parallel"] for r in got} == {3}
+        assert [r.token_ids for r in got] == expected and [r.record["parallel"] for r in got] == [3] * 18 + [2] * 2
         session.load(None, "llamacpp", parallel=1)
         got = v.batch(PROMPTS, s)
         assert [r.token_ids for r in got] == expected and all("parallel" not in r.record for r in got)
@@ -126,4 +127,62 @@ def test_an_interrupt_during_a_batch_leaves_the_engine_as_it_was(kernel):
     out = stream_text(kernel.execute("print([a.token_ids == b.token_ids for a, b in zip(first, again)])"))
     assert "[True, True]" in out
     status = stream_text(kernel.execute("%vllama status"))
-    assert "batch() decodes 16 at once" in status and "idle" in status
+    assert "decodes up to 16 requests at once" in status and "idle" in status
+
+
+# -- requests that come while others run (llamacpp_batch.Live) ---------------------------------------
+def at_once(engine, prompts, s):
+    """The prompts' streams started by threads at the same moment: the Results, in order."""
+    gate, results = threading.Barrier(len(prompts)), {}
+
+    def run(i):
+        stream = engine._complete(prompts[i], s)
+        gate.wait()
+        results[i] = stream.run()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == len(prompts), "a request did not end"
+    return [results[i] for i in range(len(prompts))]
+
+
+def test_requests_that_come_together_decode_together_with_the_tokens_of_one_at_a_time(engine):
+    """The first starts alone in the one-sequence loop and hands itself over to the batch as the
+    others come (its KV cells, sampler and text state); greedy tokens, logprobs and stops are
+    those of each request run alone, and each record says it ran beside 3 others."""
+    for s in (Sampling(max_tokens=200, temperature=0, ignore_eos=True),
+              Sampling(max_tokens=120, temperature=0, logprobs=2, stop=["\n\n"], ignore_eos=True)):
+        together = at_once(engine, PROMPTS[:4], s)
+        for a, b in zip(together, alone(engine, PROMPTS[:4], s)):
+            assert (a.token_ids, a.text, a.finish_reason) == (b.token_ids, b.text, b.finish_reason)
+            if s.logprobs:
+                assert [t.token for t in a.logprobs] == [t.token for t in b.logprobs]
+        assert [r.record["parallel"] for r in together] == [4] * 4
+        assert all(r.record["prompt_cache"] is False for r in together)
+
+
+def test_a_request_that_leaves_early_frees_its_place_and_the_others_go_on(engine):
+    s = Sampling(max_tokens=300, temperature=0, ignore_eos=True)
+    streams = [engine._complete(p, s) for p in PROMPTS[:3]]
+    firsts = [next(iter(st)) for st in streams]   # all three running (the first handed over)
+    assert all(firsts)
+    streams[1].close()
+    rest = [st.run() for st in (streams[0], streams[2])]
+    assert [r.output_tokens for r in rest] == [300, 300]
+    assert rest[0].token_ids == alone(engine, PROMPTS[:1], s)[0].token_ids
+    assert engine._complete("ROMEO:", Sampling(max_tokens=5, temperature=0)).run().output_tokens == 5
+
+
+def test_parallel_1_takes_requests_in_turn(session):
+    try:
+        session.load(None, "llamacpp", parallel=1)
+        assert not v.capabilities().concurrent
+        s = Sampling(max_tokens=60, temperature=0, ignore_eos=True)
+        got = at_once(session.engine, PROMPTS[:3], s)
+        assert all("parallel" not in r.record for r in got)
+        assert [r.token_ids for r in got] == [r.token_ids for r in alone(session.engine, PROMPTS[:3], s)]
+    finally:
+        session.load(None, "llamacpp")
+    assert v.capabilities().concurrent and v.capabilities().parallel == 16

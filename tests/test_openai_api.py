@@ -263,10 +263,9 @@ def test_idle_half_open_connections_do_not_block_a_request(shared):
             c.close()
 
 
-def test_two_clients_are_batched_together_on_vllm(shared):
+def test_two_clients_are_batched_together(shared):
+    """vLLM batches; llama.cpp hands the first request over to its batch when the second comes."""
     client, info, engine = shared
-    if engine != "vllm":
-        pytest.skip("llama.cpp answers shared requests in turn (tested in test_sharing)")
     spans = {}
 
     def run(name):
@@ -292,6 +291,26 @@ def test_two_clients_are_batched_together_on_vllm(shared):
             break
     else:
         raise AssertionError(f"the two clients' streams never overlapped: {pairs}")
+
+
+def test_n_choices_of_one_request_decode_together(shared):
+    """Chunks of the n choices interleave (choices taken in turn would come one after another),
+    and each choice is the request's greedy answer."""
+    client, info, engine = shared
+    order = []
+    texts: dict = {}
+    for chunk in client.completions.create(model=info["model"], prompt="ROMEO:", max_tokens=300, temperature=0, n=3,
+                                           stream=True, extra_body={"ignore_eos": True}):
+        for c in chunk.choices:
+            order.append(c.index)
+            texts[c.index] = texts.get(c.index, "") + c.text
+    firsts = [order.index(i) for i in range(3)]
+    lasts = [len(order) - 1 - order[::-1].index(i) for i in range(3)]
+    assert max(firsts) < min(lasts), f"the choices came one after another: {order}"
+    assert len(set(texts.values())) == 1
+    if engine == "llamacpp":   # its batch keeps greedy tokens (vLLM's batch shapes may move a near-tie)
+        assert texts[0] == whole_text(client, info["model"], max_tokens=300, temperature=0,
+                                      extra_body={"ignore_eos": True})
 
 
 def test_vllm_serving_benchmark_client_against_the_share(shared, tmp_path, monkeypatch, capsys):

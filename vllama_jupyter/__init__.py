@@ -83,7 +83,7 @@ def chat(message, sampling: Sampling | None = None, system: str | None = None, k
 
 
 def batch(prompts: list, sampling: Sampling | None = None, **sampling_options) -> list[Result]:
-    """Complete many prompts: together on engines that batch (vLLM), in turn otherwise."""
+    """Complete many prompts: together on engines that batch (vLLM, llama.cpp), in turn otherwise."""
     return get_session().batch(prompts, sampling, **sampling_options)
 
 

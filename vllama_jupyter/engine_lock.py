@@ -35,7 +35,7 @@ class EngineLock:
         self._notify()
 
     def _release(self) -> None:
-        self.state = "idle"
+        self.state = "serving" if self._in_flight else "idle"   # shared requests may still run beside
         self._lock.release()
         self._notify()
 

@@ -313,7 +313,7 @@ class VllamaMagics(Magics):
         if "images" in st:
             facts.append(f"images through {st['images']}")
         if st.get("parallel", 1) > 1:
-            facts.append(f"batch() decodes {st['parallel']} at once")
+            facts.append(f"decodes up to {st['parallel']} requests at once")
         if "shared" in st:
             n = st["shared"]["clients"]
             facts.append(f"shared at {st['shared']['url']} with {n} other kernel{'s' if n != 1 else ''}")

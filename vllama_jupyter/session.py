@@ -45,7 +45,7 @@ class Session(Conversation, ShareCoordinator, EngineLock):
     _refs: dict = field(default_factory=dict)      # (text, engine) -> resolved reference
     _abandoned: set = field(default_factory=set)   # pids of shared engines this kernel let go of
     _served: threading.Condition = field(default_factory=threading.Condition)   # guards sharing and _in_flight
-    _in_flight: int = 0   # shared requests running on a concurrent engine (vLLM)
+    _in_flight: int = 0   # shared requests running on a concurrent engine (vLLM, llama.cpp)
 
     @property
     def choice(self) -> selection.Choice | None:

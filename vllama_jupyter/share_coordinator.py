@@ -84,13 +84,17 @@ class ShareCoordinator:
     def lease(self, wait: float) -> Lease:
         """The engine for one request from another notebook, under the rule a cell follows: an
         engine that runs one request at a time is held (waiting up to `wait` s for it); a
-        concurrent one (vLLM) is counted, so a load or unload waits for the request to end."""
+        concurrent one (vLLM, llama.cpp with parallel > 1) is counted, so a load or unload waits for
+        the request to end."""
         eng = self.engine
         if eng is not None and eng.capabilities().concurrent:
             with self._served:
                 if self.sharing is None or self.engine is not eng:
                     raise VllamaError(UNSHARED)
                 self._in_flight += 1
+                if self.state == "idle":
+                    self.state = "serving"
+            self._notify()
             return Lease(eng, self._leave)
         self._acquire("serving", wait)
         if self.sharing is None or self.engine is None:
@@ -101,7 +105,10 @@ class ShareCoordinator:
     def _leave(self) -> None:
         with self._served:
             self._in_flight -= 1
+            if not self._in_flight and self.state == "serving":
+                self.state = "idle"
             self._served.notify_all()
+        self._notify()
 
     def _let_go_if_gone(self) -> None:
         """Another notebook's shared engine went away: let go of it, so the next request loads here."""

@@ -4,8 +4,8 @@ session's engine, on 127.0.0.1, answering only requests that carry the token; th
 and written by share_wire (share_responses and share_messages turn theirs into its chat body). Built
 on tornado (every kernel has it): its event loop runs in a thread of its own, and the engine's
 blocking calls run in a thread pool beside it, so idle connections cost no thread. A request
-takes the engine through the session's seam (seam.Seam.lease): in turn on llama.cpp, at once on
-vLLM."""
+takes the engine through the session's seam (seam.Seam.lease): at once on vLLM and on llama.cpp
+(which decodes them together), in turn on an engine that takes one at a time."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import tornado.httpserver
@@ -465,18 +466,31 @@ def _batch(stream, stopped) -> tuple[list, bool]:
     """The next deltas of `stream`: at least one, and more while they come within GROUP_S (on a
     busy machine one event per token costs the engine more than the tokens); done at its end."""
     held, since = [], time.perf_counter()
-    for d in stream:
-        if stopped():
-            raise VllamaError(UNSHARED)
-        held.append(d)
-        if d.finish_reason:
-            return held, True
-        if time.perf_counter() - since >= GROUP_S:
-            return held, False
+    with _unshared(stopped):
+        for d in stream:
+            if stopped():
+                raise VllamaError(UNSHARED)
+            held.append(d)
+            if d.finish_reason:
+                return held, True
+            if time.perf_counter() - since >= GROUP_S:
+                return held, False
     return held, True
 
 
 def _drain(stream, stopped) -> None:
-    for _ in stream:
+    with _unshared(stopped):
+        for _ in stream:
+            if stopped():
+                raise VllamaError(UNSHARED)
+
+
+@contextmanager
+def _unshared(stopped):
+    """An engine error that comes because the owner unloaded or reloaded it says so."""
+    try:
+        yield
+    except VllamaError:
         if stopped():
-            raise VllamaError(UNSHARED)
+            raise VllamaError(UNSHARED) from None
+        raise

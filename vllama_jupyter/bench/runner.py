@@ -138,8 +138,8 @@ def run(engine: str | None = None, model: str | None = None, num_requests: int =
     Levels: each concurrency in `concurrency`, or each Poisson rate (requests/s) in `request_rate`.
     Workload: `prompts` (list or DataFrame column), else random token prompts of `input_len`
     tokens, else a fixed list. Every request asks for `max_tokens` (ignore_eos, by default wherever
-    the engine takes it, so engines produce equal counts). Engines that cannot run requests together (llama.cpp in
-    process) run them in turn at every level; the summary says so in `concurrent`. `label` names
+    the engine takes it, so engines produce equal counts). Engines that cannot run requests together (llama.cpp
+    loaded with parallel=1) run them in turn at every level; the summary says so in `concurrent`. `label` names
     the rows (default: the engine, or the kind of server the openai engine talks to)."""
     import pandas as pd
 

@@ -79,6 +79,18 @@ def decode(llm, tokens, n_past: int, logits_all: bool) -> None:
     llm._ctx.decode(llm._batch)
 
 
+def sequence_state(llm) -> bytes:
+    """The KV cells of the context's one sequence, as llama.cpp saves them (llama_state_seq_*)."""
+    import ctypes
+
+    import llama_cpp
+
+    ctx = context(llm)
+    size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+    buf = (ctypes.c_uint8 * size)()
+    return bytes(buf[:llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)])
+
+
 def forget_from(llm, pos: int) -> None:
     """Drop the KV cells from position `pos` on (all sequences)."""
     llm._ctx.kv_cache_seq_rm(-1, pos, -1)

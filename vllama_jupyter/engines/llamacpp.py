@@ -6,6 +6,7 @@ import ctypes
 import gc
 import os
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -21,7 +22,7 @@ from .base import BaseEngine, as_matrix, check_room, check_texts, template_capab
 from . import llama_private as private
 from . import llamacpp_grammar as grammars
 from . import speculative
-from .llamacpp_batch import PARALLEL
+from .llamacpp_batch import PARALLEL, Batch, Live, Open, Seq
 from .llamacpp_loop import Detokenizer, token_loop
 from .worker import Worker, shared as shared_worker
 from .fit import check as check_memory
@@ -42,6 +43,11 @@ class Engine(BaseEngine):
         self.prompt_cache: bool | None = None   # None: conversations re-use the cache, completions not
         self._embedding = None
         self._batcher = None   # llamacpp_batch.Batch: the context batch() decodes many sequences in
+        self._live = None   # llamacpp_batch.Live: requests that came while others ran, decoded together
+        self._live_lock = threading.Lock()
+        self._arriving = 0   # requests being taken into the batch (the first may wait for its context)
+        self._open = Open()   # the streams running now
+        self._halt = threading.Event()   # set by close(): running requests end at their next token
         self.parallel = PARALLEL.default
         self._options: dict = {}
         self._worker: Worker | None = None   # the process's llama.cpp thread, which runs all compute
@@ -192,7 +198,8 @@ class Engine(BaseEngine):
             "llamacpp", "llama.cpp", True, model=self.model_name, context_length=self.llm.n_ctx(),
             context_option="n_ctx", **template_capabilities(self.template), images=self.projector is not None,
             grammar=True, json_schema=True, logprobs=True, top_k=True, ignore_eos=True, samplers=SAMPLERS,
-            close_thought=True, embeddings=True, speculation=self.speculative)
+            close_thought=True, embeddings=True, speculation=self.speculative, parallel=self.parallel,
+            concurrent=self.parallel > 1)
 
     def _chat(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> Stream:
         self._require()
@@ -259,18 +266,52 @@ class Engine(BaseEngine):
         # give the same tokens. prompt_cache=True/False sets both.
         reuse = (chat if self.prompt_cache is None else self.prompt_cache) and images is None
         drafts = speculative.counts(self.speculative) if self.speculative else None
-        if drafts is not None:
-            extra["speculative"] = drafts
-        return self._new_stream(lambda: self._worker.iterate(lambda: token_loop(self, ids, s, max_new, grammar, reuse,
-                                                                                 limit, drafts)),
-                                n_prompt, s, n_ctx, {"prompt_cache": reuse, **extra}, splitter=splitter)
+        facts = {"prompt_cache": reuse, **extra}   # read when the record is made: the route below may change them
+
+        def start():
+            # alone, a request runs the one-sequence loop (prompt cache, speculation); one that
+            # comes while others run decodes beside them (the thought budget needs the loop)
+            with self._open.one() as beside:
+                if beside and self.parallel > 1 and images is None and limit is None:
+                    facts["prompt_cache"] = False
+                    yield from self._live_source(Seq(ids, s, max_new, grammar, facts=facts))
+                    return
+                if drafts is not None:
+                    facts["speculative"] = drafts
+                join = self._others_wait if self.parallel > 1 and images is None else None
+                for d in self._worker.iterate(lambda: token_loop(self, ids, s, max_new, grammar, reuse, limit, drafts,
+                                                                 join), self._halt):
+                    if isinstance(d, Seq):   # others came: it goes on beside them
+                        d.facts = facts
+                        yield from self._live_source(d)
+                        return
+                    yield d
+        return self._new_stream(start, n_prompt, s, n_ctx, facts, splitter=splitter)
+
+    def _live_source(self, q):
+        """q's deltas, decoded with the other requests running now (llamacpp_batch.Live). While
+        it is being taken in, a request alone in the one-sequence loop hands itself over."""
+        with self._live_lock:
+            self._arriving += q.carried is None
+            try:
+                if self._live is None:
+                    if self._batcher is None:
+                        self._check_batch_memory()
+                        self._batcher = self._worker.call(lambda: Batch(self, self.parallel))
+                    self._live = Live(self, self._batcher)
+                self._live.add(q)
+            finally:
+                self._arriving -= q.carried is None
+        yield from self._live.deltas(q)
+
+    def _others_wait(self) -> bool:
+        live = self._live
+        return self._arriving > 0 or (live is not None and live.waiting)
 
     def _batch(self, prompts: list, s: Sampling) -> list:
         """The prompts decoded together, `parallel` at once (a load option, 16 by default), each with
         its own seed, grammar, stops and logprobs (llamacpp_batch); max_thinking closes thoughts in
         the one-sequence loop, so it runs them in turn, as does parallel=1."""
-        from .llamacpp_batch import Batch, Seq
-
         if len(prompts) < 2 or s.max_thinking is not None or self.parallel == 1:
             return super()._batch(prompts, s)
         self._require()
@@ -287,11 +328,11 @@ class Engine(BaseEngine):
             self._check_batch_memory()
             self._batcher = self._worker.call(lambda: Batch(self, self.parallel))
         t0 = time.perf_counter()   # every request is in from the start: TTFT counts the wait for a place
-        for _ in self._worker.iterate(lambda: self._batcher.steps(self, seqs)):
+        for _ in self._worker.iterate(lambda: self._batcher.steps(self, seqs), self._halt):
             pass
-        facts = {"prompt_cache": False, "parallel": self._batcher.peak}
         return [finished(q.deltas, t_start=t0, prompt_tokens=len(q.ids), engine=self.name, model=self.model_name,
-                         context_length=n_ctx, provenance=lambda s=q.s: {**self.provenance(s), **facts})
+                         context_length=n_ctx, provenance=lambda q=q: {**self.provenance(q.s), "prompt_cache": False,
+                                                                       **q.facts})
                 for q in seqs]
 
     def _check_batch_memory(self) -> None:
@@ -302,7 +343,7 @@ class Engine(BaseEngine):
         p = plan(self.ref.path, check_gguf(self.ref.path), self.llm.n_ctx(), self._options)
         need = p.kv + p.compute
         if need > p.free * MARGIN:
-            raise VllamaError(f"batch() decodes {self.parallel} sequences in a second context that needs "
+            raise VllamaError(f"decoding {self.parallel} requests at once takes a second context that needs "
                               f"{size_text(need)}, and {size_text(p.free)} is free: load with parallel=1 (in turn) "
                               "or a smaller n_ctx")
 
@@ -357,6 +398,14 @@ class Engine(BaseEngine):
                 **({"speculative": self.speculative} if self.speculative else {}), "parallel": self.parallel}
 
     def close(self) -> None:
+        # requests still running (shared ones run beside the owner's unload) end at their next
+        # token; the contexts go once the worker has left them
+        self._halt.set()
+        if self._live is not None:
+            self._live.stop()
+        if self._worker is not None:
+            self._worker.call(lambda: None)
+        self._live = None
         if self.projector is not None:
             self.projector.close()
             self.projector = None

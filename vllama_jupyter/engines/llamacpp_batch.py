@@ -1,15 +1,24 @@
-"""Several completions at once on llama.cpp (v.batch): a second context over the loaded model
-with PARALLEL sequences in one unified KV cache. Each step is one llama_decode holding the next
-token of every running sequence and, in the room left in the batch, the next piece of the
-prompts of sequences that joined (llama-server's way: running streams never wait for a whole
-prompt). Each sequence has its own sampler chain (seed, grammar, penalties), stops, max_tokens
-and logprobs; it frees its KV cells when it ends, and the next prompt joins in its place.
+"""Several completions at once on llama.cpp: a second context over the loaded model with PARALLEL
+sequences in one unified KV cache. Each step is one llama_decode holding the next token of every
+running sequence and, in the room left in the batch, the next piece of the prompts of sequences
+that joined (llama-server's way: running streams never wait for a whole prompt). Each sequence has
+its own sampler chain (seed, grammar, penalties), stops, max_tokens and logprobs; it frees its KV
+cells when it ends, and the next one joins in its place.
+
+v.batch runs its prompts this way; so do requests that come while another runs (Live: notebooks
+on a share, a share's n choices, a cell beside them). A request alone runs in the one-sequence
+loop (prompt cache, speculation); when others come it hands itself over (Carried: its KV cells
+and sampler state) and goes on beside them.
 
 On a CPU one step of B sequences costs far less than B steps of one (the weights are read once
 per step): Gemma 3 270M Q4_K_M decodes 16 sequences in ~5× one's step time."""
 from __future__ import annotations
 
+import ctypes
+import queue
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..errors import VllamaError
@@ -18,13 +27,15 @@ from ..result import Delta, TokenLogprob
 from ..sampling import StopMatcher
 from .llamacpp_loop import Detokenizer, piece_text
 from .llamacpp_sampler import Chain, plain
+from .worker import HALTED
 from .logprobs import log_softmax_top
 
-PARALLEL = Option("parallel", "int", 16, "sequences batch() decodes at once on llama.cpp (1: one at a time)",
+PARALLEL = Option("parallel", "int", 16, "requests llama.cpp decodes at once (batch(), the share, a cell beside "
+                  "them; 1: one at a time)",
                   low=1, high=256)   # 16: on a CPU the step time grows slowly up to about there
 
 
-@dataclass
+@dataclass(eq=False)   # each is itself: kept in sets
 class Seq:
     """One request of the batch: its prompt, its sampler, and the deltas it has made."""
     ids: list
@@ -39,6 +50,34 @@ class Seq:
     pending: int | None = None   # the last token drawn, not yet in the cache
     row: int = -1         # its logits row in the last batch (-1: none)
     n: int = 0            # tokens made
+    reserved: int = 0     # KV cells kept for it while it runs
+    carried: object = None   # Carried: a request handed over from the one-sequence loop
+    out: object = None    # live requests: a queue its deltas go to as they come (None, at its end)
+    cancelled: bool = False   # the reader left: it ends at the next step
+    facts: dict = field(default_factory=dict)   # its record's facts: the most sequences it ran beside
+
+
+@dataclass(eq=False)
+class Carried:
+    """What a request running in the one-sequence loop brings when it joins the batch: its KV
+    cells (llama.cpp's saved sequence state) and its sampler, text and logprob state, so it goes
+    on exactly where it was."""
+    kv: bytes
+    chain: object
+    detok: object
+    stops: object
+    held: list
+    scored: list
+    lp: object
+
+
+def carry_over(eng, ids: list, tok: int, n: int, max_new: int, s, **state) -> Seq:
+    """The Seq that continues a request from the one-sequence loop: `ids` are in its KV cache,
+    `tok` was drawn and is not, n tokens are made."""
+    from . import llama_private as private
+
+    return Seq(list(ids), s, max_new, carried=Carried(private.sequence_state(eng.llm), **state), fed=len(ids),
+               pos=len(ids), pending=tok, n=n)
 
 
 class Batch:
@@ -72,39 +111,67 @@ class Batch:
 
         return np.ctypeslib.as_array(self.C.llama_get_logits_ith(self.ctx, i), shape=(self.vocab,))
 
-    def steps(self, eng, seqs: list[Seq]):
-        """Run every sequence to its end; yields after each llama_decode (an interrupt stops there)."""
+    def steps(self, eng, seqs: list[Seq], more=None):
+        """Run every sequence to its end; yields after each llama_decode (an interrupt stops there).
+        more(idle) gives the sequences that joined since the last step (live requests); it is told
+        when nothing runs or waits, and the steps end when it then gives none."""
         self.C.llama_memory_clear(self.mem, True)
         waiting, running = list(seqs), []
         free, reserved = list(range(self.parallel)), 0
         tools = {}
-        self.peak = 0   # the most sequences that ran at once
+
+        def end(q: Seq) -> None:
+            nonlocal reserved
+            running.remove(q)
+            self.C.llama_memory_seq_rm(self.mem, q.slot, -1, -1)
+            free.append(q.slot)
+            reserved -= q.reserved
+            tools.pop(q.slot).close()
+            if q.out is not None:
+                q.out.put(None)
         try:
-            while waiting or running:
+            while True:
+                if more is not None:
+                    for q in [q for q in running if q.cancelled]:
+                        end(q)
+                    waiting = [q for q in waiting if not q.cancelled]
+                    waiting += more(not waiting and not running)
+                if not waiting and not running:
+                    break
                 # a sequence joins when a slot is free and the cache has room for its prompt and max_tokens
-                while waiting and free and reserved + len(waiting[0].ids) + waiting[0].max_new <= self.n_ctx:
+                while waiting and free and reserved + room(waiting[0]) <= self.n_ctx:
                     q = waiting.pop(0)
-                    q.slot = free.pop(0)
-                    reserved += len(q.ids) + q.max_new
+                    q.slot, q.reserved = free.pop(0), room(q)
+                    reserved += q.reserved
+                    if q.carried is not None:
+                        self._restore(q)
                     tools[q.slot] = _Tools(eng, self, q)
                     running.append(q)
-                self.peak = max(self.peak, len(running))
                 entries = self._fill(running)
                 self._decode(entries)
                 for q in list(running):
+                    q.facts["parallel"] = max(q.facts.get("parallel", 0), len(running))
                     if q.row < 0:
                         continue
-                    if tools[q.slot].take(q):
-                        running.remove(q)
-                        self.C.llama_memory_seq_rm(self.mem, q.slot, -1, -1)
-                        free.append(q.slot)
-                        reserved -= len(q.ids) + q.max_new
-                        tools.pop(q.slot).close()
+                    done = tools[q.slot].take(q)
+                    if q.out is not None:   # a live request's deltas go to its reader as they come
+                        for d in q.deltas:
+                            q.out.put(d)
+                        q.deltas.clear()
+                    if done:
+                        end(q)
                 yield
         finally:
             for t in tools.values():
                 t.close()
             self.C.llama_memory_clear(self.mem, True)
+
+    def _restore(self, q: Seq) -> None:
+        kv = q.carried.kv
+        buf = (ctypes.c_uint8 * len(kv)).from_buffer_copy(kv)
+        if self.C.llama_state_seq_set_data(self.ctx, buf, len(kv), q.slot) != len(kv):
+            raise VllamaError("llama.cpp could not take a running request into the batch context (memory?): "
+                              "load with parallel=1 to run requests in turn")
 
     def _fill(self, running: list[Seq]) -> list[tuple]:
         """The next batch: each running sequence's drawn token, then prompt pieces in the room left."""
@@ -137,6 +204,100 @@ class Batch:
             raise VllamaError(f"llama.cpp could not decode the batch (code {rc}): run fewer prompts at once")
 
 
+class Open:
+    """How many streams an engine is running now."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+
+    @contextmanager
+    def one(self):
+        """Count a stream in while the block runs; it gives whether others were running."""
+        with self._lock:
+            self.count += 1
+            beside = self.count > 1
+        try:
+            yield beside
+        finally:
+            with self._lock:
+                self.count -= 1
+
+
+class Live:
+    """Requests that come while others run (several notebooks on a share, its n choices, a cell
+    beside them) decode together in the batch context: each step takes in those that came since
+    the last (continuous batching). It runs on the engine's worker while any is running or waiting
+    and leaves the worker between bursts, so a request alone keeps the one-sequence loop's speed."""
+
+    def __init__(self, eng, batch: Batch):
+        self.eng, self.batch = eng, batch
+        self._lock = threading.Lock()
+        self._incoming: list[Seq] = []
+        self._active: set = set()   # submitted and not yet ended
+        self._running = False
+
+    @property
+    def waiting(self) -> bool:
+        """Requests wait for a place: a request alone in the one-sequence loop hands itself over."""
+        return bool(self._incoming)
+
+    def add(self, q: Seq) -> None:
+        """Take q in: it decodes beside the other live requests from the next step. A request
+        handed over from the one-sequence loop goes first (it came before those waiting)."""
+        q.out = queue.SimpleQueue()
+        with self._lock:
+            self._incoming.insert(0, q) if q.carried is not None else self._incoming.append(q)
+            self._active.add(q)
+            start, self._running = not self._running, True
+        if start:
+            self.eng._worker.start(self._run)
+
+    def deltas(self, q: Seq):
+        """q's deltas as they come; leaving early cancels it."""
+        try:
+            while True:
+                item = q.out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            q.cancelled = True
+            with self._lock:
+                self._active.discard(q)
+
+    def stop(self) -> None:
+        """End every live request (a load or unload): their readers get one line."""
+        with self._lock:
+            for q in self._active:
+                q.cancelled = True
+                q.out.put(VllamaError(HALTED))
+
+    def _more(self, idle: bool) -> list[Seq]:
+        with self._lock:
+            new, self._incoming = [q for q in self._incoming if not q.cancelled], []
+            if idle and not new:
+                self._running = False
+            return new
+
+    def _run(self) -> None:
+        try:
+            for _ in self.batch.steps(self.eng, [], more=self._more):
+                pass
+        except BaseException as e:   # every reader gets the error; the next request starts afresh
+            with self._lock:
+                self._running, self._incoming = False, []
+                for q in self._active:
+                    q.out.put(e)
+
+
+def room(q: Seq) -> int:
+    """The KV cells q may still need: what is in its cache and the tokens it may yet make."""
+    return len(q.ids) + q.max_new - q.n
+
+
 class _Tools:
     """A running sequence's sampler, detokenizer and stops; tokens are held until they make text,
     as the one-sequence loop (llamacpp_loop.token_loop) holds them."""
@@ -144,20 +305,24 @@ class _Tools:
     def __init__(self, eng, batch: Batch, q: Seq):
         import numpy as np
 
-        s = q.s
-        self.chain = Chain(eng, s, q.grammar, row=batch.row)
+        s, c = q.s, q.carried
         self.greedy = s.temperature == 0 and q.grammar is None and plain(s)
         self.batch, self.np, self.ctx = batch, np, _Ctx(batch.ctx)
-        self.detok = Detokenizer(eng.llm, eng._pieces)
-        self.stops = StopMatcher(s.stop)
+        if c is None:
+            self.chain = Chain(eng, s, q.grammar, row=batch.row)
+            self.detok, self.stops = Detokenizer(eng.llm, eng._pieces), StopMatcher(s.stop)
+            self.held, self.scored, self.lp = [], [], None
+        else:
+            self.chain, self.detok, self.stops = c.chain, c.detok, c.stops
+            self.held, self.scored, self.lp = c.held, c.scored, c.lp
+            if self.chain.row is not None:
+                self.chain.row = batch.row
+            q.carried = None   # its KV cells are in the batch now
         self.cut = self.stops.feed if s.stop else (lambda text: (text, False))
         self.eog = None if s.ignore_eos else eng._is_eog
         self.logprobs = s.logprobs
         self.text = (lambda tok: piece_text(eng, tok))
         self.work = np.empty(batch.vocab, np.float32) if s.logprobs is not None else None
-        self.held: list[int] = []
-        self.scored: list[TokenLogprob] = []
-        self.lp = None
 
     def take(self, q: Seq) -> bool:
         """Draw q's next token from its row; True when q has ended."""

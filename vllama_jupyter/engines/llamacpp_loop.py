@@ -34,9 +34,12 @@ class Detokenizer:
         return self.utf8.decode(b"", final=True)
 
 
-def token_loop(eng, ids: list, s: Sampling, max_new: int, grammar, reuse: bool, limit=None, drafts=None):
+def token_loop(eng, ids: list, s: Sampling, max_new: int, grammar, reuse: bool, limit=None, drafts=None,
+               join=None):
     """The request's deltas: tokens from the speculative.Decoder, detokenized as they come, cut
-    at stops and max_new, the thought closed after limit[0] tokens (max_thinking), logprobs kept."""
+    at stops and max_new, the thought closed after limit[0] tokens (max_thinking), logprobs kept.
+    When join(), given, says other requests wait, the loop ends by yielding the llamacpp_batch.Seq
+    that goes on with this request beside them (its KV cells, sampler and text state)."""
     llm = eng.llm
     if not isinstance(ids, list):   # a prompt with images: mtmd writes it into the cache first
         ids = ids.evaluate(eng.projector, llm)
@@ -59,6 +62,7 @@ def token_loop(eng, ids: list, s: Sampling, max_new: int, grammar, reuse: bool, 
     scored: list[TokenLogprob] = []
     lp = None
     n = 0
+    kept = False   # the sampler went on with the request into the batch
     try:
         while True:   # once more after a thought is closed (max_thinking)
             for tok in tokens:
@@ -102,12 +106,20 @@ def token_loop(eng, ids: list, s: Sampling, max_new: int, grammar, reuse: bool, 
                     held = []
                     tokens = generate(ids + out_ids)
                     break
+                if join is not None and limit is None and not tokens.ready and join():
+                    from .llamacpp_batch import carry_over
+
+                    kept = True
+                    yield carry_over(eng, llm.input_ids[:llm.n_tokens].tolist(), tok, n, max_new, s,
+                                     chain=chain, detok=detok, stops=stops, held=held, scored=scored, lp=lp)
+                    return
             else:
                 return
     finally:
         tokens.close()
         private.use_sampler(llm, None)
-        chain.close()
+        if not kept:
+            chain.close()
 
 def scorer(eng, n: int, row=lambda: -1):
     """token id -> TokenLogprob from the logits the token was just sampled from."""

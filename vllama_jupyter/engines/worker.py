@@ -11,7 +11,10 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from ..errors import VllamaError
+
 _END = object()
+HALTED = "the engine was unloaded or reloaded: this request was stopped"
 BURST_S = 0.002   # a reader whose items came closer than this sleeps this long before the next
 
 
@@ -50,9 +53,14 @@ class Worker:
             raise value
         return value
 
-    def iterate(self, make: Callable[[], Iterator]) -> Iterator:
+    def start(self, fn: Callable[[], None]) -> None:
+        """fn() on the worker, not waited for: it handles its own errors."""
+        self._tasks.put(fn)
+
+    def iterate(self, make: Callable[[], Iterator], halt: threading.Event | None = None) -> Iterator:
         """The items of the iterator make() gives, produced on the worker. Leaving early (close,
-        an interrupt) stops it at its next item and waits until the worker is free again."""
+        an interrupt) stops it at its next item and waits until the worker is free again; so
+        does `halt` (its engine is closing), and the reader then gets HALTED."""
         items: queue.SimpleQueue = queue.SimpleQueue()
         stop = threading.Event()
 
@@ -63,6 +71,9 @@ class Worker:
                 for item in source:
                     items.put(item)
                     if stop.is_set():
+                        break
+                    if halt is not None and halt.is_set():
+                        items.put(_Raised(VllamaError(HALTED)))
                         break
             except BaseException as e:
                 items.put(_Raised(e))
