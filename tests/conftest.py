@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from vllama_jupyter.session import get_session
+from vllama_jupyter.session import Session, get_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +23,25 @@ def session():
 @pytest.fixture
 def engine(session):
     return session.engine
+
+
+@pytest.fixture(scope="session")
+def vllm_session():
+    """`get(model, **options)`: a session of its own with `model` (None: the embedded one) on vLLM.
+    One engine start per model serves every module that asks (a start is ~60 s here); a test that
+    unloaded it gets it loaded again. All are closed at the end of the run."""
+    made: dict = {}
+
+    def get(model=None, **options) -> Session:
+        key = (model, tuple(sorted(options.items())))
+        s = made.setdefault(key, Session())
+        if s.engine is None:
+            s.load(model, "vllm", **options)
+        return s
+    yield get
+    for s in made.values():
+        s._shutdown()
+
 
 
 def run_python(code: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

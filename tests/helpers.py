@@ -1,9 +1,11 @@
-"""Checks on what a real kernel shows for a failed cell; marks shared by the test modules."""
+"""Checks on what a real kernel shows for a failed cell; marks and helpers shared by the test modules."""
+import contextlib
 import importlib.util
 import re
 
 import pytest
 
+from vllama_jupyter import session as session_module
 from vllama_jupyter.bench.kernel import of_type, stream_text
 
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -46,3 +48,14 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+@contextlib.contextmanager
+def as_the_session(s: session_module.Session):
+    """`s` as the process's session (what `v.…` and the magics use) while the block runs."""
+    session_module.get_session()   # the process's own is made first, so it is the one restored
+    before, session_module._SESSION = session_module._SESSION, s
+    try:
+        yield s
+    finally:
+        session_module._SESSION = before

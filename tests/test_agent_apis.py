@@ -13,7 +13,7 @@ import pytest
 from vllama_jupyter import Sampling
 from vllama_jupyter.session import get_session
 
-from .helpers import needs_vllm
+from .helpers import as_the_session, needs_vllm
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
@@ -36,22 +36,29 @@ class Share(dict):
 
 @pytest.fixture(scope="module", params=ENGINES)
 def share(request):
-    """The test model on one engine, shared; an `openai` and an `anthropic` client on the share."""
+    """The test model on one engine, shared; an `openai` and an `anthropic` client on the share.
+    On vLLM the run's session of the model (conftest, test_vllm_thinking's too) is the process's
+    session meanwhile."""
     from benchmarks.models import chat_model, chat_model_hf
 
-    s = get_session()
     if request.param == "vllm":
-        s.load(str(chat_model_hf(TEMPLATE)), "vllm", dtype="float32")
+        with as_the_session(request.getfixturevalue("vllm_session")(str(chat_model_hf(TEMPLATE)), dtype="float32")):
+            yield from shared_clients(request.param)
     else:
-        s.load(str(chat_model(TEMPLATE)), "llamacpp")
+        get_session().load(str(chat_model(TEMPLATE)), "llamacpp")
+        yield from shared_clients(request.param)
+        get_session().load(None, "llamacpp")   # the next module starts from the embedded model
+
+
+def shared_clients(engine: str):
+    s = get_session()
     info = s.share()
     token = s.sharing.token
-    yield Share({"engine": request.param, "model": info["model"], "url": info["url"], "token": token,
+    yield Share({"engine": engine, "model": info["model"], "url": info["url"], "token": token,
            "openai": openai.OpenAI(base_url=info["url"], api_key=token, max_retries=0, timeout=300),
            "anthropic": anthropic.Anthropic(base_url=info["url"].removesuffix("/v1"), api_key=token, max_retries=0,
                                             timeout=300)})
     s.stop_sharing()
-    s.load(None, "llamacpp")   # the next module starts from the embedded model
 
 
 def engine_text(messages, **kw) -> str:

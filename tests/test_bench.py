@@ -7,7 +7,7 @@ from vllama_jupyter import bench
 from vllama_jupyter.bench.metrics import Record, describe, summarize
 from vllama_jupyter.errors import VllamaError
 
-from .helpers import needs_vllm
+from .helpers import as_the_session, needs_vllm
 
 
 def test_metrics_match_hand_computation():
@@ -76,11 +76,9 @@ def test_bad_bench_arguments(session):
 @pytest.mark.slow
 @pytest.mark.vllm
 @needs_vllm
-def test_real_vllm_run_runs_requests_together(session):
-    try:
+def test_real_vllm_run_runs_requests_together(vllm_session):
+    with as_the_session(vllm_session()):   # the run's vLLM engine of the embedded model (conftest)
         res = bench.run(engine="vllm", num_requests=8, concurrency=[1, 4], max_tokens=16, warmup=1)
-    finally:
-        session.load(None, "llamacpp")
     s = res.summary
     assert s["concurrent"].tolist() == [False, True]
     assert (s["completed"] == 8).all() and (res.requests["output_tokens"] == 16).all()

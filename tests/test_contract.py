@@ -227,9 +227,10 @@ MODELS = {"llamacpp": None, "vllm": None, "llamacpp-qwen3.5": "Qwen3.5-4B"}   # 
 
 
 @pytest.fixture(scope="module")
-def made():
-    """Engines made so far in this module (each once), closed at its end."""
-    done: dict = {}
+def made(vllm_session):
+    """Engines made so far in this module (each once), closed at its end; the vLLM session is the
+    run's (conftest), only its share ends here."""
+    done: dict = {"_vllm": vllm_session}
     yield done
     for close in reversed(done.pop("_closers", [])):
         close()
@@ -241,10 +242,14 @@ def _owner(made, kind: str) -> Session:
     """A session of its own with the kind's model loaded on its engine, shared."""
     key = f"session-{kind}"
     if key not in made:
-        s = Session()
-        s.load(MODELS[kind] and str(chat_model(MODELS[kind])), COVERS[kind])
+        if kind == "vllm":
+            s = made["_vllm"]()
+            made.setdefault("_closers", []).append(s.stop_sharing)
+        else:
+            s = Session()
+            s.load(MODELS[kind] and str(chat_model(MODELS[kind])), COVERS[kind])
+            made.setdefault("_closers", []).append(s._shutdown)
         s.share()
-        made.setdefault("_closers", []).append(s._shutdown)
         made[key] = s
     return made[key]
 

@@ -12,7 +12,7 @@ import vllama_jupyter as v
 from vllama_jupyter.sampling import Sampling
 from vllama_jupyter.session import get_session
 
-from .helpers import needs_vllm
+from .helpers import as_the_session, needs_vllm
 
 openai = pytest.importorskip("openai")
 ENGINES = ["llamacpp", pytest.param("vllm", marks=[needs_vllm, pytest.mark.vllm])]
@@ -21,12 +21,15 @@ MSG = [{"role": "user", "content": "ROMEO:"}]
 
 @pytest.fixture(scope="module", params=ENGINES)
 def kind(request):
-    """The engine of this module's share; its end stops the share (vLLM: unloads too)."""
-    yield request.param
-    s = get_session()
-    s.stop_sharing()
+    """The engine of this module's share; its end stops the share. On vLLM the run's session of
+    the embedded model (conftest) is the process's session meanwhile."""
     if request.param == "vllm":
-        s.unload()   # the next module loads what it needs
+        with as_the_session(request.getfixturevalue("vllm_session")()) as s:
+            yield request.param
+            s.stop_sharing()
+    else:
+        yield request.param
+        get_session().stop_sharing()
 
 
 SHARES: dict = {}   # kind -> (the Sharing, its client, its description)

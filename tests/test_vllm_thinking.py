@@ -21,15 +21,10 @@ ASK = [{"role": "user", "content": "Who goes there?"}]
 
 
 @pytest.fixture(scope="module")
-def vllm_chat():
+def vllm_chat(vllm_session):
     from benchmarks.models import chat_model_hf
-    from vllama_jupyter.engines.vllm import Engine
-    from vllama_jupyter.models import resolve
 
-    eng = Engine()
-    eng.load(resolve(str(chat_model_hf("Qwen3.5-4B")), "vllm"), dtype="float32")
-    yield eng
-    eng.close()
+    return vllm_session(str(chat_model_hf("Qwen3.5-4B")), dtype="float32").engine   # test_agent_apis' too
 
 
 def test_forced_reasoning_and_think_switch(vllm_chat):
