@@ -53,8 +53,11 @@ def test_no_import_circle():
             visit(m, [m])
 
 
+SHARE = ("share_server", "share_handlers", "share_agents", "sharing")
+
+
 def test_the_share_server_does_not_reach_into_the_session():
     g = graph()
-    assert "vllama_jupyter.session" not in g["vllama_jupyter.share_server"] | g["vllama_jupyter.sharing"]
-    assert "vllama_jupyter.seam" in g["vllama_jupyter.share_server"]
-    assert "_notify" not in (PKG / "sharing.py").read_text() + (PKG / "share_server.py").read_text()
+    assert not any("vllama_jupyter.session" in g[f"vllama_jupyter.{m}"] for m in SHARE)
+    assert "vllama_jupyter.seam" in g["vllama_jupyter.share_handlers"] and "vllama_jupyter.seam" in g["vllama_jupyter.share_agents"]
+    assert not any("_notify" in (PKG / f"{m}.py").read_text() for m in SHARE)

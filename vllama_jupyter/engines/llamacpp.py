@@ -22,8 +22,8 @@ from .base import BaseEngine, as_matrix, check_room, check_texts, template_capab
 from . import llama_private as private
 from . import llamacpp_grammar as grammars
 from . import speculative
-from .llamacpp_batch import PARALLEL, Batch, Live, Open, Seq
-from .llamacpp_loop import Detokenizer, token_loop
+from .llamacpp_batch import PARALLEL, Batch, Live, Open, Seq, carry_over
+from .llamacpp_loop import Detokenizer, Handover, token_loop
 from .worker import Worker, shared as shared_worker
 from .fit import check as check_memory
 from .gguf import check_options, check_gguf, last_error, logs, probe, route_logs, trained_context
@@ -281,9 +281,10 @@ class Engine(BaseEngine):
                 join = self._others_wait if self.parallel > 1 and images is None else None
                 for d in self._worker.iterate(lambda: token_loop(self, ids, s, max_new, grammar, reuse, limit, drafts,
                                                                  join), self._halt):
-                    if isinstance(d, Seq):   # others came: it goes on beside them
-                        d.facts = facts
-                        yield from self._live_source(d)
+                    if isinstance(d, Handover):   # others came: it goes on beside them
+                        q = carry_over(d, s, max_new)
+                        q.facts = facts
+                        yield from self._live_source(q)
                         return
                     yield d
         return self._new_stream(start, n_prompt, s, n_ctx, facts, splitter=splitter)

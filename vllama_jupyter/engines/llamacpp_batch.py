@@ -7,8 +7,8 @@ cells when it ends, and the next one joins in its place.
 
 v.batch runs its prompts this way; so do requests that come while another runs (Live: notebooks
 on a share, a share's n choices, a cell beside them). A request alone runs in the one-sequence
-loop (prompt cache, speculation); when others come it hands itself over (Carried: its KV cells
-and sampler state) and goes on beside them.
+loop (prompt cache, speculation); when others come it hands itself over (llamacpp_loop.Handover:
+its KV cells and sampler state) and goes on beside them.
 
 On a CPU one step of B sequences costs far less than B steps of one (the weights are read once
 per step): Gemma 3 270M Q4_K_M decodes 16 sequences in ~5× one's step time."""
@@ -25,7 +25,7 @@ from ..errors import VllamaError
 from ..options import Option
 from ..result import Delta, TokenLogprob
 from ..sampling import StopMatcher
-from .llamacpp_loop import Detokenizer, piece_text
+from .llamacpp_loop import Detokenizer, Handover, piece_text
 from .llamacpp_sampler import Chain, plain
 from .worker import BURST_S, HALTED
 from .logprobs import log_softmax_top
@@ -51,33 +51,15 @@ class Seq:
     row: int = -1         # its logits row in the last batch (-1: none)
     n: int = 0            # tokens made
     reserved: int = 0     # KV cells kept for it while it runs
-    carried: object = None   # Carried: a request handed over from the one-sequence loop
+    carried: object = None   # llamacpp_loop.Handover: a request handed over from the one-sequence loop
     out: object = None    # live requests: a queue its deltas go to as they come (None, at its end)
     cancelled: bool = False   # the reader left: it ends at the next step
     facts: dict = field(default_factory=dict)   # its record's facts: the most sequences it ran beside
 
 
-@dataclass(eq=False)
-class Carried:
-    """What a request running in the one-sequence loop brings when it joins the batch: its KV
-    cells (llama.cpp's saved sequence state) and its sampler, text and logprob state, so it goes
-    on exactly where it was."""
-    kv: bytes
-    chain: object
-    detok: object
-    stops: object
-    held: list
-    scored: list
-    lp: object
-
-
-def carry_over(eng, ids: list, tok: int, n: int, max_new: int, s, **state) -> Seq:
-    """The Seq that continues a request from the one-sequence loop: `ids` are in its KV cache,
-    `tok` was drawn and is not, n tokens are made."""
-    from . import llama_private as private
-
-    return Seq(list(ids), s, max_new, carried=Carried(private.sequence_state(eng.llm), **state), fed=len(ids),
-               pos=len(ids), pending=tok, n=n)
+def carry_over(h: Handover, s, max_new: int) -> Seq:
+    """The Seq that goes on with a request the one-sequence loop handed over."""
+    return Seq(h.ids, s, max_new, carried=h, fed=len(h.ids), pos=len(h.ids), pending=h.tok, n=h.n)
 
 
 class Batch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import time
+from dataclasses import dataclass
 
 from ..result import Delta, TokenLogprob
 from ..sampling import Sampling, StopMatcher
@@ -34,12 +35,28 @@ class Detokenizer:
         return self.utf8.decode(b"", final=True)
 
 
+@dataclass(eq=False)
+class Handover:
+    """A request leaving this loop to go on beside others in the batch context: the tokens in its
+    KV cache and those cells (llama.cpp's saved sequence state), the token it drew (not yet in the
+    cache), how many it made, and its sampler, text and logprob state, so it goes on where it was."""
+    ids: list
+    tok: int
+    n: int
+    kv: bytes
+    chain: object
+    detok: object
+    stops: object
+    held: list
+    scored: list
+    lp: object
+
+
 def token_loop(eng, ids: list, s: Sampling, max_new: int, grammar, reuse: bool, limit=None, drafts=None,
                join=None):
     """The request's deltas: tokens from the speculative.Decoder, detokenized as they come, cut
     at stops and max_new, the thought closed after limit[0] tokens (max_thinking), logprobs kept.
-    When join(), given, says other requests wait, the loop ends by yielding the llamacpp_batch.Seq
-    that goes on with this request beside them (its KV cells, sampler and text state)."""
+    When join(), given, says other requests wait, the loop ends by yielding a Handover."""
     llm = eng.llm
     if not isinstance(ids, list):   # a prompt with images: mtmd writes it into the cache first
         ids = ids.evaluate(eng.projector, llm)
@@ -107,11 +124,9 @@ def token_loop(eng, ids: list, s: Sampling, max_new: int, grammar, reuse: bool, 
                     tokens = generate(ids + out_ids)
                     break
                 if join is not None and limit is None and not tokens.ready and join():
-                    from .llamacpp_batch import carry_over
-
                     kept = True
-                    yield carry_over(eng, llm.input_ids[:llm.n_tokens].tolist(), tok, n, max_new, s,
-                                     chain=chain, detok=detok, stops=stops, held=held, scored=scored, lp=lp)
+                    yield Handover(llm.input_ids[:llm.n_tokens].tolist(), tok, n, private.sequence_state(llm),
+                                   chain, detok, stops, held, scored, lp)
                     return
             else:
                 return
