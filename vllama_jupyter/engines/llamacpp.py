@@ -290,20 +290,26 @@ class Engine(BaseEngine):
         return self._new_stream(start, n_prompt, s, n_ctx, facts, splitter=splitter)
 
     def _live_source(self, q):
-        """q's deltas, decoded with the other requests running now (llamacpp_batch.Live). While
-        it is being taken in, a request alone in the one-sequence loop hands itself over."""
+        """q's deltas, decoded with the other requests running now (llamacpp_batch.Live)."""
+        yield from self._join_live([q]).deltas(q)
+
+    def _join_live(self, seqs: list) -> Live:
+        """Take seqs into the live batch (its context is made at the first use). While they are
+        being taken in, a request alone in the one-sequence loop hands itself over."""
         with self._live_lock:
-            self._arriving += q.carried is None
+            fresh = sum(q.carried is None for q in seqs)
+            self._arriving += fresh
             try:
                 if self._live is None:
                     if self._batcher is None:
                         self._check_batch_memory()
                         self._batcher = self._worker.call(lambda: Batch(self, self.parallel))
                     self._live = Live(self, self._batcher)
-                self._live.add(q)
+                for q in seqs:
+                    self._live.add(q)
             finally:
-                self._arriving -= q.carried is None
-        yield from self._live.deltas(q)
+                self._arriving -= fresh
+            return self._live
 
     def _others_wait(self) -> bool:
         live = self._live
@@ -311,8 +317,9 @@ class Engine(BaseEngine):
 
     def _batch(self, prompts: list, s: Sampling) -> list:
         """The prompts decoded together, `parallel` at once (a load option, 16 by default), each with
-        its own seed, grammar, stops and logprobs (llamacpp_batch); max_thinking closes thoughts in
-        the one-sequence loop, so it runs them in turn, as does parallel=1."""
+        its own seed, grammar, stops and logprobs, beside any other live request (llamacpp_batch);
+        max_thinking closes thoughts in the one-sequence loop, so it runs them in turn, as does
+        parallel=1. An interrupt ends them all at the next step."""
         if len(prompts) < 2 or s.max_thinking is not None or self.parallel == 1:
             return super()._batch(prompts, s)
         self._require()
@@ -325,16 +332,16 @@ class Engine(BaseEngine):
             grammar = grammars.from_schema(si.json_schema) if si.json_schema else \
                 grammars.from_gbnf(self.llm, si.grammar) if si.grammar else None
             seqs.append(Seq(ids, si, min(si.max_tokens, n_ctx - len(ids)), grammar))
-        if self._batcher is None:
-            self._check_batch_memory()
-            self._batcher = self._worker.call(lambda: Batch(self, self.parallel))
         t0 = time.perf_counter()   # every request is in from the start: TTFT counts the wait for a place
-        for _ in self._worker.iterate(lambda: self._batcher.steps(self, seqs), self._halt):
-            pass
-        return [finished(q.deltas, t_start=t0, prompt_tokens=len(q.ids), engine=self.name, model=self.model_name,
+        live = self._join_live(seqs)
+        try:
+            deltas = [list(live.deltas(q)) for q in seqs]
+        finally:
+            live.cancel(seqs)   # those not read to their end (an interrupt) stop at the next step
+        return [finished(d, t_start=t0, prompt_tokens=len(q.ids), engine=self.name, model=self.model_name,
                          context_length=n_ctx, provenance=lambda q=q: {**self.provenance(q.s), "prompt_cache": False,
                                                                        **q.facts})
-                for q in seqs]
+                for q, d in zip(seqs, deltas)]
 
     def _check_batch_memory(self) -> None:
         """The batch context holds a KV cache of its own, as large as the loaded one: one line when

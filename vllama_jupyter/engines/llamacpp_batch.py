@@ -5,7 +5,7 @@ that joined (llama-server's way: running streams never wait for a whole prompt).
 its own sampler chain (seed, grammar, penalties), stops, max_tokens and logprobs; it frees its KV
 cells when it ends, and the next one joins in its place.
 
-v.batch runs its prompts this way; so do requests that come while another runs (Live: notebooks
+v.batch runs its prompts this way, beside requests that come while another runs (Live: notebooks
 on a share, a share's n choices, a cell beside them). A request alone runs in the one-sequence
 loop (prompt cache, speculation); when others come it hands itself over (llamacpp_loop.Handover:
 its KV cells and sampler state) and goes on beside them.
@@ -42,7 +42,7 @@ class Seq:
     s: object             # its Sampling (with the seed it uses)
     max_new: int
     grammar: object = None
-    deltas: list = field(default_factory=list)
+    deltas: list = field(default_factory=list)   # made in this step, not yet sent
     error: Exception | None = None
     slot: int = -1        # llama.cpp's sequence id while it runs
     fed: int = 0          # prompt tokens in the cache so far
@@ -52,7 +52,7 @@ class Seq:
     n: int = 0            # tokens made
     reserved: int = 0     # KV cells kept for it while it runs
     carried: object = None   # llamacpp_loop.Handover: a request handed over from the one-sequence loop
-    out: object = None    # live requests: a queue its deltas go to as they come (None, at its end)
+    out: object = None    # the queue its deltas go to as they come (None, at its end)
     cancelled: bool = False   # the reader left: it ends at the next step
     facts: dict = field(default_factory=dict)   # its record's facts: the most sequences it ran beside
 
@@ -93,12 +93,12 @@ class Batch:
 
         return np.ctypeslib.as_array(self.C.llama_get_logits_ith(self.ctx, i), shape=(self.vocab,))
 
-    def steps(self, eng, seqs: list[Seq], more=None):
-        """Run every sequence to its end; yields after each llama_decode (an interrupt stops there).
-        more(idle) gives the sequences that joined since the last step (live requests); it is told
-        when nothing runs or waits, and the steps end when it then gives none."""
+    def steps(self, eng, more):
+        """Run the sequences more(idle) gives to their ends, taking in those that came since the
+        last step; yields after each llama_decode. more is told when nothing runs or waits, and
+        the steps end when it then gives none."""
         self.C.llama_memory_clear(self.mem, True)
-        waiting, running = list(seqs), []
+        waiting, running = [], []
         free, reserved = list(range(self.parallel)), 0
         tools = {}
 
@@ -109,15 +109,13 @@ class Batch:
             free.append(q.slot)
             reserved -= q.reserved
             tools.pop(q.slot).close()
-            if q.out is not None:
-                q.out.put(None)
+            q.out.put(None)
         try:
             while True:
-                if more is not None:
-                    for q in [q for q in running if q.cancelled]:
-                        end(q)
-                    waiting = [q for q in waiting if not q.cancelled]
-                    waiting += more(not waiting and not running)
+                for q in [q for q in running if q.cancelled]:
+                    end(q)
+                waiting = [q for q in waiting if not q.cancelled]
+                waiting += more(not waiting and not running)
                 if not waiting and not running:
                     break
                 # a sequence joins when a slot is free and the cache has room for its prompt and max_tokens
@@ -136,10 +134,9 @@ class Batch:
                     if q.row < 0:
                         continue
                     done = tools[q.slot].take(q)
-                    if q.out is not None:   # a live request's deltas go to its reader as they come
-                        for d in q.deltas:
-                            q.out.put(d)
-                        q.deltas.clear()
+                    for d in q.deltas:   # to its reader as they come
+                        q.out.put(d)
+                    q.deltas.clear()
                     if done:
                         end(q)
                 yield
@@ -207,9 +204,9 @@ class Open:
 
 
 class Live:
-    """Requests that come while others run (several notebooks on a share, its n choices, a cell
-    beside them) decode together in the batch context: each step takes in those that came since
-    the last (continuous batching). It runs on the engine's worker while any is running or waiting
+    """Requests decoded together in the batch context: a v.batch, and requests that come while
+    others run (several notebooks on a share, its n choices, a cell beside them). Each step takes
+    in those that came since the last (continuous batching). It runs on the engine's worker while any is running or waiting
     and leaves the worker between bursts, so a request alone keeps the one-sequence loop's speed."""
 
     def __init__(self, eng, batch: Batch):
@@ -254,6 +251,13 @@ class Live:
             with self._lock:
                 self._active.discard(q)
 
+    def cancel(self, seqs: list[Seq]) -> None:
+        """Those of seqs still running or waiting end at the next step."""
+        with self._lock:
+            for q in seqs:
+                q.cancelled = True
+                self._active.discard(q)
+
     def stop(self) -> None:
         """End every live request (a load or unload): their readers get one line."""
         with self._lock:
@@ -270,7 +274,7 @@ class Live:
 
     def _run(self) -> None:
         try:
-            for _ in self.batch.steps(self.eng, [], more=self._more):
+            for _ in self.batch.steps(self.eng, self._more):
                 pass
         except BaseException as e:   # every reader gets the error; the next request starts afresh
             with self._lock:
