@@ -186,3 +186,54 @@ def test_parallel_1_takes_requests_in_turn(session):
     finally:
         session.load(None, "llamacpp")
     assert v.capabilities().concurrent and v.capabilities().parallel == 16
+
+
+def test_a_bad_grammar_fails_its_request_only(engine):
+    s = Sampling(max_tokens=80, temperature=0, ignore_eos=True)
+    gate, got = threading.Barrier(3), {}
+
+    def run(i, grammar):
+        try:
+            stream = engine._complete(PROMPTS[i], Sampling.make(s, grammar=grammar) if grammar else s)
+            gate.wait()
+            got[i] = stream.run().output_tokens
+        except VllamaError as e:
+            gate.wait()
+            got[i] = str(e)
+    threads = [threading.Thread(target=run, args=(i, g)) for i, g in enumerate([None, "root ::= (", None])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert got[0] == got[2] == 80 and "grammar" in got[1] and "\n" not in got[1], got
+
+
+def test_an_unload_while_four_clients_stream_ends_each_with_one_line(session):
+    """Four `openai` clients stream from the share, decoded together; the owner unloads: each
+    stream ends with the share's one line at its next token, and the engine is gone cleanly."""
+    import openai
+
+    session.load(None, "llamacpp", n_ctx=8192)   # room for four 1,500-token answers at once
+    info = session.share()
+    client = v.client(max_retries=0, timeout=120)
+    started, errors = threading.Semaphore(0), {}
+
+    def run(i):
+        try:
+            for n, _ in enumerate(client.completions.create(model=info["model"], prompt=PROMPTS[i], max_tokens=1500,
+                                                            stream=True, extra_body={"ignore_eos": True})):
+                if n == 0:
+                    started.release()
+            errors[i] = None
+        except openai.APIError as e:
+            errors[i] = e.message
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(4):
+        assert started.acquire(timeout=60), "a stream did not start"
+    session.unload()
+    for t in threads:
+        t.join(60)
+    assert all("unloaded or reloaded it: this request was stopped" in (errors.get(i) or "") for i in range(4)), errors
+    assert session.engine is None and not session.busy
