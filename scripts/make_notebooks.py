@@ -71,7 +71,7 @@ BENCHMARK_ENGINES = [
                       "Both engines run the embedded model (llama.cpp from its GGUF, vLLM from the HF "
                       "safetensors of the same weights). `bench.run` sends the same requests at each "
                       "concurrency level and reports vLLM's metrics: TTFT, TPOT, ITL, E2EL (ms) and "
-                      "throughputs. llama.cpp in the kernel runs requests in turn; vLLM batches them. "
+                      "throughputs. Both decode concurrent requests together (continuous batching). "
                       "On a GPU host `vllm` is the CUDA build; here it may be the CPU build."),
     new_code_cell("%load_ext vllama_jupyter"),
     check(ENGINES, "['llamacpp', 'vllm']"),
@@ -80,8 +80,8 @@ BENCHMARK_ENGINES = [
     check("bool((res.summary['completed'] == 16).all()), bool((res.requests['output_tokens'] == 32).all())",
           "(True, True)"),
     check("bool((res.summary['median_ttft_ms'] <= res.summary['median_e2el_ms']).all())", "True"),
-    new_markdown_cell("Output throughput against concurrency: vLLM's continuous batching grows it, "
-                      "llama.cpp in the kernel stays flat (one request at a time)."),
+    new_markdown_cell("Output throughput against concurrency: both engines' continuous batching grows it, "
+                      "as far as one decode step of many sequences costs less than as many steps of one."),
     ignore("fig = res.plot()"),
     ignore("t = res.summary.pivot_table(index='concurrency', columns='engine', values='output_throughput')\n"
            "if 'vllm' in t:\n    t['vllm / llamacpp'] = t['vllm'] / t['llamacpp']\nt"),
@@ -94,8 +94,8 @@ BENCHMARK_ENGINES = [
 BATCH = [
     new_markdown_cell("# Batch inference: a DataFrame of prompts through `batch`\n\n"
                       "The \"500 prompts\" experiment, scaled down for a laptop CPU: 64 prompts, 48 "
-                      "tokens each. vLLM submits them all at once (continuous batching); llama.cpp in the "
-                      "kernel runs them in turn. Raise `N` on a GPU host."),
+                      "tokens each. Both engines decode them together (continuous batching): vLLM all at once, "
+                      "llama.cpp `parallel` (16) at a time. Raise `N` on a GPU host."),
     new_code_cell("%load_ext vllama_jupyter"),
     check(ENGINES, "['llamacpp', 'vllm']"),
     new_code_cell("import time\nimport pandas as pd\n"
@@ -321,8 +321,7 @@ COMPARISON = [
            "if have_vllm:\n    servers['vLLM server'] = v.serve('vllm', load=False)\nservers"),
     new_markdown_cell("## One workload on every engine\n\n`bench.compare` runs the same prompts at each "
                       "concurrency level on each engine in turn (greedy, `ignore_eos`, so every request gives "
-                      "the same number of tokens). llama.cpp in the kernel runs requests one at a time; the "
-                      "servers and vLLM batch them."),
+                      "the same number of tokens). Every engine decodes concurrent requests together."),
     new_code_cell("configs = [{'engine': 'llamacpp', 'label': 'llama.cpp in-process'}]\n"
                   "if have_vllm:\n    configs.append({'engine': 'vllm', 'label': 'vLLM in-process'})\n"
                   "configs += [{'engine': 'openai', 'url': s.url, 'preset': s.preset, 'label': name}\n"
