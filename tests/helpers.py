@@ -59,3 +59,16 @@ def as_the_session(s: session_module.Session):
         yield s
     finally:
         session_module._SESSION = before
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGINT raises KeyboardInterrupt while the block runs, as in a kernel: a process started as a
+    background job (`cmd &` in a script) inherits SIGINT ignored, and Python then leaves it so."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -1,5 +1,4 @@
 """The llama.cpp engine on the embedded model: streaming, timings, cancel, UTF-8, stops, chat."""
-import gc
 import os
 import signal
 
@@ -7,6 +6,8 @@ import pytest
 
 from vllama_jupyter import Sampling
 from vllama_jupyter.engines.llamacpp import Detokenizer
+
+from .helpers import interruptible
 
 GREEDY = Sampling(max_tokens=48, temperature=0.0)
 
@@ -59,19 +60,12 @@ def test_close_mid_stream_stops_and_engine_stays_usable(engine):
 def test_sigint_mid_stream_stops_within_a_token(engine):
     full = engine.generate("ROMEO:\n", GREEDY)
     seen = 0
-    # streams other tests dropped are finalised now: Python swallows an interrupt that lands in a
-    # finaliser ("Exception ignored in"), which garbage collection may run at any bytecode
-    gc.collect()
-    gc.disable()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            with engine.stream("ROMEO:\n", Sampling(max_tokens=400, temperature=0.0)) as stream:
-                for _ in stream:
-                    seen += 1
-                    if seen == 3:
-                        os.kill(os.getpid(), signal.SIGINT)
-    finally:
-        gc.enable()
+    with interruptible(), pytest.raises(KeyboardInterrupt):
+        with engine.stream("ROMEO:\n", Sampling(max_tokens=400, temperature=0.0)) as stream:
+            for _ in stream:
+                seen += 1
+                if seen == 3:
+                    os.kill(os.getpid(), signal.SIGINT)
     res = stream.result
     assert res.finish_reason == "interrupted"
     assert res.output_tokens <= 4

