@@ -297,12 +297,13 @@ class Engine(BaseEngine):
         """Take seqs into the live batch (its context is made at the first use). While they are
         being taken in, a request alone in the one-sequence loop hands itself over."""
         with self._live_lock:
+            if self._batcher is None:   # before a running request is told to hand itself over
+                self._check_batch_memory()
             fresh = sum(q.carried is None for q in seqs)
             self._arriving += fresh
             try:
                 if self._live is None:
                     if self._batcher is None:
-                        self._check_batch_memory()
                         self._batcher = self._worker.call(lambda: Batch(self, self.parallel))
                     self._live = Live(self, self._batcher)
                 for q in seqs:
