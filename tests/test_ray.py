@@ -71,7 +71,7 @@ def stop_cluster(temp: Path) -> None:
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
-    deadline = time.monotonic() + 5   # some of Ray's daemons never end on SIGTERM: the rest are killed after this
+    deadline = time.monotonic() + 30
     while procs and time.monotonic() < deadline:
         procs = [p for p in procs if _running(p)]
         time.sleep(0.1)
