@@ -22,7 +22,7 @@ from .base import BaseEngine, as_matrix, check_room, check_texts, template_capab
 from . import llama_private as private
 from . import llamacpp_grammar as grammars
 from . import speculative
-from .llamacpp_batch import PARALLEL, Batch, Live, Open, Seq, carry_over
+from .llamacpp_batch import PARALLEL, Route, Seq, carry_over
 from .llamacpp_loop import Detokenizer, Handover, token_loop
 from .worker import Worker, shared as shared_worker
 from .fit import check as check_memory
@@ -43,10 +43,7 @@ class Engine(BaseEngine):
         self.prompt_cache: bool | None = None   # None: conversations re-use the cache, completions not
         self._embedding = None
         self._batcher = None   # llamacpp_batch.Batch: the context batch() decodes many sequences in
-        self._live = None   # llamacpp_batch.Live: requests that came while others ran, decoded together
-        self._live_lock = threading.Lock()
-        self._arriving = 0   # requests being taken into the batch (the first may wait for its context)
-        self._open = Open()   # the streams running now
+        self._route = Route(self)   # alone in the one-sequence loop, or beside others in the batch
         self._halt = threading.Event()   # set by close(): running requests end at their next token
         self.parallel = PARALLEL.default
         self._options: dict = {}
@@ -271,50 +268,23 @@ class Engine(BaseEngine):
         def start():
             # alone, a request runs the one-sequence loop (prompt cache, speculation); one that
             # comes while others run decodes beside them (the thought budget needs the loop)
-            with self._open.one() as beside:
+            with self._route.one() as beside:
                 if beside and self.parallel > 1 and images is None and limit is None:
                     facts["prompt_cache"] = False
-                    yield from self._live_source(Seq(ids, s, max_new, grammar, facts=facts))
+                    yield from self._route.source(Seq(ids, s, max_new, grammar, facts=facts))
                     return
                 if drafts is not None:
                     facts["speculative"] = drafts
-                join = self._others_wait if self.parallel > 1 and images is None else None
+                join = self._route.others_wait if self.parallel > 1 and images is None else None
                 for d in self._worker.iterate(lambda: token_loop(self, ids, s, max_new, grammar, reuse, limit, drafts,
                                                                  join), self._halt):
                     if isinstance(d, Handover):   # others came: it goes on beside them
                         q = carry_over(d, s, max_new)
                         q.facts = facts
-                        yield from self._live_source(q)
+                        yield from self._route.source(q)
                         return
                     yield d
         return self._new_stream(start, n_prompt, s, n_ctx, facts, splitter=splitter)
-
-    def _live_source(self, q):
-        """q's deltas, decoded with the other requests running now (llamacpp_batch.Live)."""
-        yield from self._join_live([q]).deltas(q)
-
-    def _join_live(self, seqs: list) -> Live:
-        """Take seqs into the live batch (its context is made at the first use). While they are
-        being taken in, a request alone in the one-sequence loop hands itself over."""
-        with self._live_lock:
-            if self._batcher is None:   # before a running request is told to hand itself over
-                self._check_batch_memory()
-            fresh = sum(q.carried is None for q in seqs)
-            self._arriving += fresh
-            try:
-                if self._live is None:
-                    if self._batcher is None:
-                        self._batcher = self._worker.call(lambda: Batch(self, self.parallel))
-                    self._live = Live(self, self._batcher)
-                for q in seqs:
-                    self._live.add(q)
-            finally:
-                self._arriving -= fresh
-            return self._live
-
-    def _others_wait(self) -> bool:
-        live = self._live
-        return self._arriving > 0 or (live is not None and live.waiting)
 
     def _batch(self, prompts: list, s: Sampling) -> list:
         """The prompts decoded together, `parallel` at once (a load option, 16 by default), each with
@@ -334,7 +304,7 @@ class Engine(BaseEngine):
                 grammars.from_gbnf(self.llm, si.grammar) if si.grammar else None
             seqs.append(Seq(ids, si, min(si.max_tokens, n_ctx - len(ids)), grammar))
         t0 = time.perf_counter()   # every request is in from the start: TTFT counts the wait for a place
-        live = self._join_live(seqs)
+        live = self._route.join(seqs)
         try:
             deltas = [list(live.deltas(q)) for q in seqs]
         finally:
@@ -410,11 +380,11 @@ class Engine(BaseEngine):
         # requests still running (shared ones run beside the owner's unload) end at their next
         # token; the contexts go once the worker has left them
         self._halt.set()
-        if self._live is not None:
-            self._live.stop()
+        if self._route.live is not None:
+            self._route.live.stop()
         if self._worker is not None:
             self._worker.call(lambda: None)
-        self._live = None
+        self._route.live = None
         if self.projector is not None:
             self.projector.close()
             self.projector = None

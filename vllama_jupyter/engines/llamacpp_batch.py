@@ -27,7 +27,7 @@ from ..result import Delta, TokenLogprob
 from ..sampling import StopMatcher
 from .llamacpp_loop import Detokenizer, Handover, piece_text
 from .llamacpp_sampler import Chain, plain
-from .worker import BURST_S, HALTED
+from .worker import END, HALTED, Raised, read
 from .logprobs import log_softmax_top
 
 PARALLEL = Option("parallel", "int", 16, "requests llama.cpp decodes at once (batch(), the share, a cell beside "
@@ -52,7 +52,7 @@ class Seq:
     n: int = 0            # tokens made
     reserved: int = 0     # KV cells kept for it while it runs
     carried: object = None   # llamacpp_loop.Handover: a request handed over from the one-sequence loop
-    out: object = None    # the queue its deltas go to as they come (None, at its end)
+    out: object = None    # the queue its deltas go to as they come (worker.END at its end)
     cancelled: bool = False   # the reader left: it ends at the next step
     facts: dict = field(default_factory=dict)   # its record's facts: the most sequences it ran beside
 
@@ -109,7 +109,7 @@ class Batch:
             free.append(q.slot)
             reserved -= q.reserved
             tools.pop(q.slot).close()
-            q.out.put(None)
+            q.out.put(END)
         try:
             while True:
                 for q in [q for q in running if q.cancelled]:
@@ -183,24 +183,56 @@ class Batch:
             raise VllamaError(f"llama.cpp could not decode the batch (code {rc}): run fewer prompts at once")
 
 
-class Open:
-    """How many streams an engine is running now."""
+class Route:
+    """Where an engine's requests decode: alone in the one-sequence loop, or beside the others in
+    the live batch (its context made at the first use). While requests are being taken into the
+    batch, a request alone in the loop hands itself over (others_wait)."""
 
-    def __init__(self):
+    def __init__(self, eng):
+        self.eng = eng
+        self.live: Live | None = None
+        self.running = 0     # streams running now
+        self._count = threading.Lock()
         self._lock = threading.Lock()
-        self.count = 0
+        self._arriving = 0   # requests being taken in (the first may wait for the batch context)
 
     @contextmanager
     def one(self):
         """Count a stream in while the block runs; it gives whether others were running."""
-        with self._lock:
-            self.count += 1
-            beside = self.count > 1
+        with self._count:
+            self.running += 1
+            beside = self.running > 1
         try:
             yield beside
         finally:
-            with self._lock:
-                self.count -= 1
+            with self._count:
+                self.running -= 1
+
+    def join(self, seqs: list[Seq]) -> Live:
+        eng = self.eng
+        with self._lock:
+            if eng._batcher is None:   # before a running request is told to hand itself over
+                eng._check_batch_memory()
+            fresh = sum(q.carried is None for q in seqs)
+            self._arriving += fresh
+            try:
+                if self.live is None:
+                    if eng._batcher is None:
+                        eng._batcher = eng._worker.call(lambda: Batch(eng, eng.parallel))
+                    self.live = Live(eng, eng._batcher)
+                for q in seqs:
+                    self.live.add(q)
+            finally:
+                self._arriving -= fresh
+            return self.live
+
+    def source(self, q: Seq):
+        """q's deltas, decoded with the other requests running now."""
+        yield from self.join([q]).deltas(q)
+
+    def others_wait(self) -> bool:
+        live = self.live
+        return self._arriving > 0 or (live is not None and live.waiting)
 
 
 class Live:
@@ -234,18 +266,8 @@ class Live:
 
     def deltas(self, q: Seq):
         """q's deltas as they come; leaving early cancels it."""
-        last = float("-inf")
         try:
-            while True:
-                if q.out.empty() and time.perf_counter() - last < BURST_S:
-                    time.sleep(BURST_S)   # as Worker.iterate's reader: take fast tokens a few at a time
-                item = q.out.get()
-                last = time.perf_counter()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            yield from read(q.out)
         finally:
             q.cancelled = True
             with self._lock:
@@ -263,7 +285,7 @@ class Live:
         with self._lock:
             for q in self._active:
                 q.cancelled = True
-                q.out.put(VllamaError(HALTED))
+                q.out.put(Raised(VllamaError(HALTED)))
 
     def _more(self, idle: bool) -> list[Seq]:
         with self._lock:
@@ -280,7 +302,7 @@ class Live:
             with self._lock:
                 self._running, self._incoming = False, []
                 for q in self._active:
-                    q.out.put(e)
+                    q.out.put(Raised(e))
 
 
 def room(q: Seq) -> int:

@@ -13,14 +13,33 @@ from typing import Callable, Iterator
 
 from ..errors import VllamaError
 
-_END = object()
+END = object()
 HALTED = "the engine was unloaded or reloaded: this request was stopped"
 BURST_S = 0.002   # a reader whose items came closer than this sleeps this long before the next
 
 
-class _Raised:
+class Raised:
+    """An error put in a queue of items: read() raises it."""
+
     def __init__(self, error: BaseException):
         self.error = error
+
+
+def read(items: queue.SimpleQueue) -> Iterator:
+    """The items put in `items` until END (a Raised one raises). Items that come fast are taken a
+    few at a time: waking the reader for each one takes a core from llama.cpp's threads on a small
+    machine."""
+    last = float("-inf")   # the first item is waited for at once
+    while True:
+        if items.empty() and time.perf_counter() - last < BURST_S:
+            time.sleep(BURST_S)
+        item = items.get()
+        last = time.perf_counter()
+        if item is END:
+            return
+        if isinstance(item, Raised):
+            raise item.error
+        yield item
 
 
 class Worker:
@@ -73,37 +92,25 @@ class Worker:
                     if stop.is_set():
                         break
                     if halt is not None and halt.is_set():
-                        items.put(_Raised(VllamaError(HALTED)))
+                        items.put(Raised(VllamaError(HALTED)))
                         break
             except BaseException as e:
-                items.put(_Raised(e))
+                items.put(Raised(e))
             finally:
                 try:
                     if source is not None and hasattr(source, "close"):
                         source.close()
                 finally:
-                    items.put(_END)
+                    items.put(END)
         self._tasks.put(task)
         finished = False
-        last = float("-inf")   # the first item is waited for at once
         try:
-            while True:
-                if items.empty() and time.perf_counter() - last < BURST_S:
-                    # items come fast: take them a few at a time. Waking this reader for each one
-                    # takes a core from llama.cpp's threads on a small machine.
-                    time.sleep(BURST_S)
-                item = items.get()
-                last = time.perf_counter()
-                if item is _END:
-                    finished = True
-                    return
-                if isinstance(item, _Raised):
-                    raise item.error
-                yield item
+            yield from read(items)
+            finished = True
         finally:
             if not finished:
                 stop.set()
-                while items.get() is not _END:   # the engine is free once the worker is done
+                while items.get() is not END:   # the engine is free once the worker is done
                     pass
 
 
