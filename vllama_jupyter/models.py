@@ -77,8 +77,10 @@ def embedded(form: str) -> ModelRef:
     return ModelRef(EMBEDDED_NAME, path, form, "embedded")
 
 
-def resolve(ref: str | os.PathLike | None, engine: str, cache_dir: str | None = None) -> ModelRef:
-    """The form of `ref` that `engine` ("llamacpp" or "vllm") loads."""
+def resolve(ref: str | os.PathLike | None, engine: str, cache_dir: str | None = None,
+            fetch: bool = True) -> ModelRef | HubFiles:
+    """The form of `ref` that `engine` ("llamacpp" or "vllm") loads; fetch=False: a Hub model that
+    is not in the cache is not downloaded but described (HubFiles)."""
     form = FORMS[engine]
     text = "" if ref is None else str(ref).strip()
     if text.lower() in EMBEDDED_NAMES:
@@ -88,13 +90,13 @@ def resolve(ref: str | os.PathLike | None, engine: str, cache_dir: str | None = 
         return _local(path, form, engine)
     alias = ALIASES.get(text.lower())
     if alias:
-        return _hub(alias.gguf_repo, alias.gguf_pattern, form, engine, cache_dir, label=text) if form == "gguf" \
-            else _hub(alias.repo, None, form, engine, cache_dir, label=text)
+        return _hub(alias.gguf_repo, alias.gguf_pattern, form, engine, cache_dir, text, fetch) if form == "gguf" \
+            else _hub(alias.repo, None, form, engine, cache_dir, text, fetch)
     if text.lower().endswith(".gguf") or text.startswith((".", "/", "~")):
         raise VllamaError(f"model file not found: {text} (check the path)")
     if _REPO_ID.match(text):
         repo, _, pattern = text.partition(":")
-        return _hub(repo, pattern or None, form, engine, cache_dir, label=text)
+        return _hub(repo, pattern or None, form, engine, cache_dir, text, fetch)
     raise VllamaError(f"unknown model {text!r}: give a path to a .gguf file or model folder, a Hugging Face "
                       f"repo id (org/name), or one of: embedded, {', '.join(ALIASES)}")
 
@@ -156,38 +158,53 @@ def _pick_gguf(files: list[str], pattern: str | None, where: str, root: Path | N
     return root / chosen if root is not None else chosen
 
 
-def _hub(repo: str, pattern: str | None, form: str, engine: str, cache_dir: str | None, label: str) -> ModelRef:
+@dataclass(frozen=True)
+class HubFiles:
+    """A Hub model not downloaded yet, as a plan sees it: which files a load would fetch, and their sizes."""
+
+    name: str
+    repo: str
+    form: str
+    files: tuple[tuple[str, int], ...]   # (name, bytes): the model's files, the projector last
+    chosen: str | None = None            # a GGUF model: the file (its first part) whose header tells its shape
+    projector: str | None = None
+    source: str = "hub"
+
+
+def _hub(repo: str, pattern: str | None, form: str, engine: str, cache_dir: str | None, label: str,
+         fetch: bool = True) -> ModelRef | HubFiles:
+    """The model from the Hub (its GGUF, or its HF folder), downloaded into the Hugging Face cache
+    unless it is there; fetch=False: HubFiles when it would have to be downloaded."""
     try:
-        import huggingface_hub as hf
-        from huggingface_hub import constants, errors
+        from huggingface_hub import errors
+
+        from . import hub
     except ImportError:
         raise VllamaError("huggingface_hub is needed for Hub models: pip install huggingface_hub") from None
-    offline = constants.HF_HUB_OFFLINE
+    offline = hub.offline()
     try:
-        if offline:
-            snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, local_files_only=True))
-            files = [str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_file()]
-        else:
-            files = hf.list_repo_files(repo)
+        files = hub.listing(repo, cache_dir)
+        chosen = projector = None
         if form == "gguf":
             if not any(f.lower().endswith(".gguf") for f in files):
                 raise VllamaError(f"{repo} has no GGUF file, which llama.cpp needs: pick a GGUF repo "
                                   f"(often {repo}-GGUF) or use engine='vllm'")
-            chosen = _pick_gguf(files, pattern, repo)
+            chosen = _pick_gguf(list(files), pattern, repo)
             shard = re.sub(r"-0*1-of-(\d+)\.gguf$", r"-*-of-\1.gguf", chosen)
             here = chosen.rsplit("/", 1)[0] + "/" if "/" in chosen else ""
             projector = pick_projector([f for f in files if f.startswith(here) and "/" not in f[len(here):]])
             # a vision model's projector comes with it, beside it in the snapshot
-            snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, allow_patterns=[shard, *filter(None, [projector])],
-                                             local_files_only=offline))
-            return ModelRef(label, snap / chosen, "gguf", "hub")
-        if "config.json" not in files:
-            raise VllamaError(f"{repo} has no config.json, so {engine} cannot load it"
-                              + (" (it holds GGUF files: use engine='llamacpp')"
-                                 if any(f.endswith(".gguf") for f in files) else ""))
-        snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, local_files_only=offline,
-                                         ignore_patterns=["*.gguf", "*.bin", "*.pt", "*.h5", "*.msgpack", "original/*"]))
-        return ModelRef(label, snap, "hf", "hub")
+            wanted = sorted(f for f in files if fnmatch.fnmatch(f, shard)) + ([projector] if projector else [])
+        else:
+            if "config.json" not in files:
+                raise VllamaError(f"{repo} has no config.json, so {engine} cannot load it"
+                                  + (" (it holds GGUF files: use engine='llamacpp')"
+                                     if any(f.endswith(".gguf") for f in files) else ""))
+            wanted = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in _NOT_FOR_VLLM)]
+        if not fetch and not all(hub.cached(repo, f, cache_dir) for f in wanted):
+            return HubFiles(label, repo, form, tuple((f, files[f]) for f in wanted), chosen, projector)
+        snap = hub.download(repo, {f: files[f] for f in wanted}, cache_dir, label)
+        return ModelRef(label, snap / chosen if chosen else snap, form, "hub")
     except errors.RepositoryNotFoundError:
         raise VllamaError(f"model {repo!r} was not found on the Hugging Face Hub (check the id; for gated "
                           "models log in with `hf auth login`)") from None
@@ -197,6 +214,9 @@ def _hub(repo: str, pattern: str | None, form: str, engine: str, cache_dir: str 
                           "with network access (or unset HF_HUB_OFFLINE)") from None
     except (errors.HfHubHTTPError, OSError) as e:
         raise VllamaError(f"could not fetch {repo} from the Hugging Face Hub: {str(e).splitlines()[0]}") from None
+
+
+_NOT_FOR_VLLM = ("*.gguf", "*.bin", "*.pt", "*.h5", "*.msgpack", "original/*")   # a HF folder's other weight formats
 
 
 def list_models(folders: list[str] | None = None) -> list[dict]:

@@ -211,13 +211,13 @@ class Session(Conversation, ShareCoordinator, EngineLock):
     def fit(self, model=None, n_ctx: int | None = None, engine: str | None = None, **options):
         """Whether `model` (default: the embedded one) fits in memory with a context of `n_ctx`
         tokens (default: what a load takes), and the largest context that does: its plan. Nothing
-        is loaded or freed."""
+        is loaded, freed or downloaded (a Hub model's header comes from the Hub by a ranged read)."""
         from .options import Option
 
         n_ctx = Option("n_ctx", "int", None, "context length in tokens", low=16, optional=True).check(n_ctx)
         choice = selection.choose(hardware, override=engine, config=self.config_engine)
         cls = engines.engine_class(choice.engine)
-        return cls.plan(self.resolve(model, choice.engine, options), n_ctx, options)
+        return cls.plan(engines.reference(model, choice.engine, options, fetch=False), n_ctx, options)
 
     def capabilities(self):
         """What the loaded engine and model can do (the default model is loaded first)."""

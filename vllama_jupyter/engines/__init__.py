@@ -33,13 +33,14 @@ def local_installed() -> tuple[str, ...]:
     return tuple(n for n in installed() if KINDS[n].in_process)
 
 
-def reference(model, name: str, options: dict | None = None):
-    """The typed reference `model` names for engine `name`: a server's model, or a local file or folder."""
+def reference(model, name: str, options: dict | None = None, fetch: bool = True):
+    """The typed reference `model` names for engine `name`: a server's model, or a local file or
+    folder (fetch=False: a Hub model not downloaded yet is described, not fetched)."""
     if not kind(name).in_process:
         from .remote import remote_ref
         return remote_ref(model, options or {})
     from ..models import resolve
-    return resolve(model, check_name(name))
+    return resolve(model, check_name(name), fetch=fetch)
 
 # engine name -> (module holding the Engine class, package whose presence means installed, extra)
 _SPECS = {

@@ -85,6 +85,16 @@ class Plan:
 def plan(path: Path, meta: dict, n_ctx: int | None = None, options: dict | None = None, name: str = "") -> Plan:
     """The memory plan for loading the GGUF at `path` (header `meta`) with `n_ctx` (default: the
     context a load would take) and the load `options` (type_k, type_v, mmproj)."""
+    from .vision import find_projector
+
+    options = options or {}
+    found = find_projector(path, options.get("mmproj"))
+    return plan_of(meta, path.stat().st_size, found.stat().st_size if found is not None else 0, n_ctx, options,
+                   name or path.name)
+
+
+def plan_of(meta: dict, weights: int, projector: int, n_ctx: int | None, options: dict | None, name: str) -> Plan:
+    """The plan for a GGUF model whose header is `meta`, its files (weights, projector) of these sizes."""
     import psutil
 
     options = options or {}
@@ -94,12 +104,9 @@ def plan(path: Path, meta: dict, n_ctx: int | None = None, options: dict | None 
     kv_k, kv_v = _kv_row(meta)
     per_token = int(round(kv_k * ELEMENT.get(type_k, 2.0) + kv_v * ELEMENT.get(type_v, 2.0)))
     vocab = meta.get("tokenizer.ggml.tokens") or meta.get(f"{_arch(meta)}.vocab_size") or 32000
-    from .vision import find_projector
-
-    found = find_projector(path, options.get("mmproj"))
     kinds = {TYPE_NAMES.get(type_k, str(type_k)), TYPE_NAMES.get(type_v, str(type_v))}
-    return Plan(name or path.name, n_ctx, trained, path.stat().st_size, per_token, "/".join(sorted(kinds)), vocab,
-                found.stat().st_size if found is not None else 0, psutil.virtual_memory().available)
+    return Plan(name, n_ctx, trained, weights, per_token, "/".join(sorted(kinds)), vocab, projector,
+                psutil.virtual_memory().available)
 
 
 def check(path: Path, meta: dict, n_ctx: int, options: dict | None = None) -> None:

@@ -37,17 +37,35 @@ def check_gguf(path: Path) -> dict:
 _META: dict = {}
 
 
-def _read_gguf(path: Path) -> dict:
+def _read_gguf(path: Path, size: int | None = None, name: str | None = None) -> dict:
     from .gguf_header import Unreadable, read_header
 
     route_logs()
     logs.clear()
     try:
-        return read_header(path, lambda key: key in _NAMED_KEYS or key.endswith(_SHAPE_KEYS))
+        return read_header(path, _wanted, size, name)
     except Unreadable:   # the reader's first complaint is the cause, the later ones its echo
         why = " ".join(logs[0].split())[:200] if logs else last_error()
-        raise VllamaError(f"{path} is not a valid GGUF file ({why}); it may be truncated: download or "
+        raise VllamaError(f"{name or path} is not a valid GGUF file ({why}); it may be truncated: download or "
                           "convert it again") from None
+
+
+def read_start(path: Path, size: int, name: str) -> dict | None:
+    """The header of a GGUF file of `size` bytes of which `path` holds the first bytes; None when
+    they do not hold the whole header yet (and the file goes on)."""
+    from .gguf_header import Unreadable, read_header
+
+    if path.stat().st_size >= size:
+        return _read_gguf(path, size, name)
+    route_logs()
+    try:
+        return read_header(path, _wanted, size, name)
+    except Unreadable:
+        return None
+
+
+def _wanted(key: str) -> bool:
+    return key in _NAMED_KEYS or key.endswith(_SHAPE_KEYS)
 
 
 _NAMED_KEYS = ("general.architecture", "general.file_type", "tokenizer.chat_template", "tokenizer.ggml.tokens",

@@ -57,10 +57,11 @@ def route_log(callback) -> None:
     lib.ggml_log_set(callback, None)
 
 
-def read_header(path: Path, wanted) -> dict:
+def read_header(path: Path, wanted, size: int | None = None, name=None) -> dict:
     """The header keys for which `wanted(key)` is true (text, numbers; an array as its length),
     plus "gguf.data_end": where the last tensor's data ends. Unreadable when llama.cpp's reader
-    refuses the file; one line when its tensors run past its end."""
+    refuses the file; one line when its tensors run past its end (`size`: the whole file's size,
+    when `path` holds only its first bytes; `name`: the file's name in that line)."""
     lib = _lib()
     ctx = lib.gguf_init_from_file(str(path).encode(), _Params(True, None))
     if not ctx:
@@ -83,8 +84,8 @@ def read_header(path: Path, wanted) -> dict:
                                             for i in range(lib.gguf_get_n_tensors(ctx))), default=0)
     finally:
         lib.gguf_free(ctx)
-    size = path.stat().st_size
+    size = size or path.stat().st_size
     if meta["gguf.data_end"] > size:
-        raise VllamaError(f"{path} is not a valid GGUF file (its tensors need {meta['gguf.data_end']:,} bytes, the file "
+        raise VllamaError(f"{name or path} is not a valid GGUF file (its tensors need {meta['gguf.data_end']:,} bytes, the file "
                           f"has {size:,}); it may be truncated: download or convert it again")
     return meta
