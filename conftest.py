@@ -1,5 +1,5 @@
 """The test run's own world, for tests/ and notebooks/ alike: a private Jupyter runtime, config
-and data dir, IPython dir and vllama cache, no shared engine found (VLLAMA_SHARED=0: the sharing
+and data dir, IPython dir, vllama cache and Hugging Face home, no shared engine found (VLLAMA_SHARED=0: the sharing
 tests turn it on for the kernels that need it) and none of the user's VLLAMA_* settings. Kernels,
 servers and JupyterLab started by the tests inherit it, so a user's open notebooks and the suite
 do not see each other. Test models stay cached in $VLLAMA_BENCH_CACHE (benchmarks/models.py)."""
@@ -20,7 +20,8 @@ atexit.register(shutil.rmtree, _home, ignore_errors=True)
 for _name in [n for n in os.environ if n.startswith("VLLAMA_") and n not in KEEP]:
     del os.environ[_name]
 for _name, _dir in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_CONFIG_DIR", "config"),
-                    ("JUPYTER_DATA_DIR", "data"), ("IPYTHONDIR", "ipython"), ("VLLAMA_CACHE", "cache")):
+                    ("JUPYTER_DATA_DIR", "data"), ("IPYTHONDIR", "ipython"), ("VLLAMA_CACHE", "cache"),
+                    ("HF_HOME", "huggingface")):
     os.environ[_name] = os.path.join(_home, _dir)
     os.makedirs(os.environ[_name])
 os.environ["VLLAMA_SHARED"] = "0"

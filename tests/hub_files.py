@@ -3,7 +3,7 @@
 library fetches from it as it would from the Hub (HF_ENDPOINT). No machine here reaches the Hub.
 
 Repos are folders: root/ORG/NAME/files. `rate` (bytes/s) slows the file bodies so a test can
-interrupt a download; `requests` records each (method, path, Range header)."""
+interrupt a download; `requests` records each (method, path, Range header), `streamed` the bytes of file bodies sent."""
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +22,7 @@ class HubFiles:
         self.root = root
         self.rate: float | None = None
         self.requests: list[tuple[str, str, str | None]] = []
+        self.streamed = 0   # bytes of file bodies sent
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,6 +97,7 @@ class HubFiles:
                     chunk = src.read(min(left, 64 << 10))
                     h.wfile.write(chunk)
                     left -= len(chunk)
+                    self.streamed += len(chunk)
                     if self.rate:
                         time.sleep(len(chunk) / self.rate)
             except (BrokenPipeError, ConnectionResetError):
