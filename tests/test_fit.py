@@ -80,3 +80,30 @@ def test_bad_fit_requests_are_one_line():
 def test_fit_in_a_real_kernel(kernel):
     out = stream_text(succeeded(kernel.execute("%vllama fit embedded --n-ctx 512")))
     assert "tiny-shakespeare: weights" in out and "KV cache 512 tokens" in out and ": fits;" in out, out
+
+
+LLAMA_8B = {"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_size": 4096,
+            "max_position_embeddings": 131072, "torch_dtype": "bfloat16"}
+GiB = 2**30
+
+
+@pytest.mark.parametrize("free, options, fits, largest", [
+    (79 * GiB, {}, True, 131072),                                       # an idle 80 GB card
+    (79 * GiB, {"max_model_len": 200_000}, False, 131072),              # past the trained length
+    (25 * GiB, {}, False, None),                                        # room for part of the trained length
+    (25 * GiB, {"max_model_len": 8192}, True, None),                    # ... so a shorter max_model_len
+    (18 * GiB, {}, False, 0),                                           # the weights barely fit: no KV room
+    (79 * GiB, {"kv_cache_dtype": "fp8", "gpu_memory_utilization": 0.3}, False, None)])
+def test_the_vllm_plan_on_a_card_by_table(free, options, fits, largest):
+    from vllama_jupyter.engines.gpu_memory import Card, margin, model_need
+    from vllama_jupyter.engines.vllm_plan import make
+
+    card, weights = Card(0, 80 * GiB, free), 16 * GiB
+    p = make(LLAMA_8B, weights, options, "llama-8b", card=card)
+    per_token = 2 * 32 * 8 * 128 * (1 if options.get("kv_cache_dtype") == "fp8" else 2)
+    util = options.get("gpu_memory_utilization") or round(min(0.9, (free - margin(card.total)) / card.total), 3)
+    room = int(util * card.total) - model_need(weights)
+    assert (p.kv_per_token, p.room, p.block_size, p.where) == (per_token, room, 16, "GPU 0")
+    assert p.tokens == max(0, room) // (16 * per_token) * 16
+    assert p.fits is fits and p.largest_context == (min(p.tokens, 131072) if largest is None else largest)
+    assert ("does not fit" in p.line()) is not fits and "\n" not in p.line()

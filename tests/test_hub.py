@@ -17,17 +17,18 @@ from vllama_jupyter.bench.kernel import Kernel, of_type, stream_text
 from vllama_jupyter.models import EMBEDDED_DIR
 
 from .conftest import ROOT
-from .helpers import failed_line, succeeded
+from .helpers import failed_line, needs_vllm, succeeded
 from .hub_files import COMMIT, HubFiles
 
 PLAN = """
-import json, sys, vllama_jupyter as v
+import json, os, sys, vllama_jupyter as v
 from vllama_jupyter.errors import VllamaError
+engine = os.environ.get("PLAN_ENGINE", "llamacpp")
 out = []
 for model in sys.argv[1:]:
     try:
-        p = v.fit(model, n_ctx=2048)
-        out.append([p.weights, p.kv_per_token, p.trained, p.vocab, p.n_ctx, p.line()])
+        p = v.fit(model, n_ctx=2048 if engine == "llamacpp" else 1024, engine=engine)
+        out.append([p.weights, p.kv_per_token, p.trained, p.vocab if engine == "llamacpp" else p.block_size, p.fits, p.line()])
     except VllamaError as e:
         out.append(str(e))
 print(json.dumps(out))
@@ -119,6 +120,16 @@ def test_an_hf_folder_downloads_without_the_weights_vllm_does_not_read(hub, tmp_
     assert r.returncode == 0, r.stderr[-2000:]
     names = json.loads(r.stdout.strip().splitlines()[-1])
     assert "config.json" in names and not [n for n in names if n.endswith(".gguf")], names
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_a_vllm_plan_of_a_hub_model_fetches_its_config_only(hub, tmp_path):
+    hub.requests.clear()
+    remote, local = plans(hub, tmp_path / "cache", "acme/tiny", str(EMBEDDED_DIR / "hf"), PLAN_ENGINE="vllm")
+    assert remote[:5] == local[:5], (remote, local)
+    fetched = [p for m, p, _ in hub.requests if m == "GET" and "/resolve/" in p]
+    assert fetched == ["/acme/tiny/resolve/main/config.json"], fetched
 
 
 def test_a_download_shows_one_bar_stops_on_interrupt_and_resumes(hub, tmp_path):

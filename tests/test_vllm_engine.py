@@ -252,3 +252,12 @@ def shared_vllm_streams_at_once(a, tmp_path):
         assert not of_type(b.execute("%vllama status"), "error")
     finally:
         b.stop()
+
+
+def test_the_plan_is_the_kv_cache_vllm_allocates(vllm_session):
+    s = vllm_session()
+    cache = s.engine.llm.vllm_config.cache_config
+    p = s.fit(engine="vllm")
+    assert (p.tokens // p.block_size, p.block_size) == (cache.num_gpu_blocks, cache.block_size)
+    assert p.max_model_len == s.engine.max_model_len and p.fits and p.where == "RAM"
+    assert s.fit(engine="vllm", n_ctx=p.trained + 1).fits is False

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import VllamaError, notice
+from .sizes import size_text
 
 CHUNK = 1 << 20             # a download's bar moves, and an interrupt keeps what came, per MiB
 FIRST_READ = 1 << 20        # a header's first ranged read; each further one doubles what is held
@@ -135,8 +136,6 @@ class _Bar:
         self.n = self.base
 
     def text(self) -> str:
-        from .engines.fit import size_text
-
         return f"{size_text(self.n)} of {size_text(self.total)}" if self.n < self.total else size_text(self.total)
 
     def close(self) -> None:

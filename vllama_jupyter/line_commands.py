@@ -40,7 +40,8 @@ def _subcommands() -> dict[str, Parser]:
     P["hardware"] = Parser("hardware", "what was found on this machine")
     p = P["fit"] = Parser("fit", "will a model fit in memory, and the largest context that does (nothing is loaded)")
     p.add_argument("model", nargs="?")
-    p.add_argument("--n-ctx", type=int, metavar="N", help="context length in tokens")
+    p.add_argument("-e", "--engine", metavar="ENGINE")
+    p.add_argument("--n-ctx", type=int, metavar="N", help="context length in tokens (vLLM: max_model_len)")
     p = P["load"] = Parser("load", "load a model (path, repo id, alias, 'embedded'), or connect to a server with --url")
     p.add_argument("model", nargs="?")
     p.add_argument("-e", "--engine", metavar="ENGINE")
@@ -172,7 +173,7 @@ class LineCommands:
         print(hardware().summary())
 
     def _cmd_fit(self, a):
-        print(get_session().fit(a.model or self.model or None, a.n_ctx))
+        print(get_session().fit(a.model or self.model or None, a.n_ctx, a.engine))
 
     def _cmd_load(self, a):
         remote = {k: v for k, v in (("url", a.url), ("preset", a.preset), ("api_key_env", a.api_key_env)) if v}

@@ -45,8 +45,8 @@ class BaseEngine:
     @classmethod
     def plan(cls, ref, n_ctx: int | None = None, options: dict | None = None):
         """The memory plan for loading `ref` with a context of `n_ctx` tokens (nothing is loaded)."""
-        raise VllamaError(f"the {cls.name} engine makes no memory plan: plans are made for GGUF models on llama.cpp "
-                          "(engine='llamacpp')")
+        raise VllamaError(f"the {cls.name} engine makes no memory plan: plans are made for models that run "
+                          "here, on llama.cpp or vLLM")
 
     def capabilities(self) -> Capabilities:
         """What this engine and its loaded model can do."""

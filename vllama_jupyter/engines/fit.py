@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VllamaError
+from ..sizes import size_text
 from .gguf import CACHE_TYPES, _arch, trained_context
 
 MARGIN = 0.8        # a plan fits when it needs at most this share of the free memory
@@ -126,10 +127,3 @@ def _kv_row(meta: dict) -> tuple[int, int]:
     k_len = meta.get(f"{a}.attention.key_length", embd // heads)
     v_len = meta.get(f"{a}.attention.value_length", embd // heads)
     return layers * k_len * kv_heads, layers * v_len * kv_heads
-
-
-def size_text(n: float) -> str:
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"

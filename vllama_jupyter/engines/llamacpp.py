@@ -324,7 +324,8 @@ class Engine(BaseEngine):
     def _check_batch_memory(self) -> None:
         """The batch context holds a KV cache of its own, as large as the loaded one: one line when
         the memory free now cannot take it."""
-        from .fit import MARGIN, plan, size_text
+        from ..sizes import size_text
+        from .fit import MARGIN, plan
 
         p = plan(self.ref.path, check_gguf(self.ref.path), self.llm.n_ctx(), self._options)
         need = p.kv + p.compute

@@ -70,6 +70,19 @@ class Engine(BaseEngine):
                               f"use max_model_len <= {trained}")
         return ref
 
+    @classmethod
+    def plan(cls, ref, n_ctx: int | None = None, options: dict | None = None):
+        """vLLM's KV cache for `ref` with max_model_len `n_ctx` (default: the trained length), nothing loaded."""
+        from .vllm_plan import plan
+
+        options = dict(options or {})
+        check_options(options)
+        if n_ctx:
+            options["max_model_len"] = n_ctx
+        if gpu_present() and not nvidia():
+            raise VllamaError("a vLLM plan reads the card through NVML, so it is made for NVIDIA GPUs only")
+        return plan(ref, options, gpu_present())
+
     # -- life cycle -----------------------------------------------------------------------
     def load(self, ref: ModelRef, **options) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep notebooks clean; set it to see more
