@@ -8,6 +8,7 @@ transfer is ours, into the cache's blob, and huggingface_hub then links the fini
 the snapshot as if it had fetched it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,31 @@ def offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
+
+
+@contextlib.contextmanager
+def speaking(repo: str):
+    """What the Hub or the cache says of `repo` as one line each: not found, not cached, unreachable."""
+    from huggingface_hub import errors
+    try:
+        from httpx2 import TransportError   # the HTTP client of huggingface_hub 2
+    except ImportError:
+        from httpx import TransportError
+
+    try:
+        yield
+    except errors.RepositoryNotFoundError:
+        raise VllamaError(f"model {repo!r} was not found on the Hugging Face Hub (check the id; for gated "
+                          "models log in with `hf auth login`)") from None
+    except errors.LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached"
+        raise VllamaError(f"{repo} is not in the local Hugging Face cache and {why}: download it once "
+                          "with network access (or unset HF_HUB_OFFLINE)") from None
+    except TransportError as e:
+        raise VllamaError(f"the Hugging Face Hub could not be reached for {repo} ({str(e).splitlines()[0]}): check "
+                          "the network, or set HF_HUB_OFFLINE=1 to use the models in the local cache") from None
+    except (errors.HfHubHTTPError, OSError) as e:
+        raise VllamaError(f"could not fetch {repo} from the Hugging Face Hub: {str(e).splitlines()[0]}") from None
 
 
 def listing(repo: str, cache_dir: str | None) -> dict[str, int]:
@@ -151,8 +177,8 @@ def header(repo: str, name: str, size: int) -> dict:
 
     from .engines.gguf import read_start
 
-    url = hf.get_hf_file_metadata(hf.hf_hub_url(repo, name)).location
-    with tempfile.TemporaryDirectory() as tmp:
+    with speaking(repo), tempfile.TemporaryDirectory() as tmp:
+        url = hf.get_hf_file_metadata(hf.hf_hub_url(repo, name)).location
         part = Path(tmp) / "start.gguf"
         held, want = 0, FIRST_READ
         with open(part, "wb") as f:

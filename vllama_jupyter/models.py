@@ -176,13 +176,10 @@ def _hub(repo: str, pattern: str | None, form: str, engine: str, cache_dir: str 
     """The model from the Hub (its GGUF, or its HF folder), downloaded into the Hugging Face cache
     unless it is there; fetch=False: HubFiles when it would have to be downloaded."""
     try:
-        from huggingface_hub import errors
-
         from . import hub
     except ImportError:
         raise VllamaError("huggingface_hub is needed for Hub models: pip install huggingface_hub") from None
-    offline = hub.offline()
-    try:
+    with hub.speaking(repo):
         files = hub.listing(repo, cache_dir)
         chosen = projector = None
         if form == "gguf":
@@ -205,15 +202,6 @@ def _hub(repo: str, pattern: str | None, form: str, engine: str, cache_dir: str 
             return HubFiles(label, repo, form, tuple((f, files[f]) for f in wanted), chosen, projector)
         snap = hub.download(repo, {f: files[f] for f in wanted}, cache_dir, label)
         return ModelRef(label, snap / chosen if chosen else snap, form, "hub")
-    except errors.RepositoryNotFoundError:
-        raise VllamaError(f"model {repo!r} was not found on the Hugging Face Hub (check the id; for gated "
-                          "models log in with `hf auth login`)") from None
-    except errors.LocalEntryNotFoundError:
-        why = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
-        raise VllamaError(f"{repo} is not in the local Hugging Face cache and {why}: download it once "
-                          "with network access (or unset HF_HUB_OFFLINE)") from None
-    except (errors.HfHubHTTPError, OSError) as e:
-        raise VllamaError(f"could not fetch {repo} from the Hugging Face Hub: {str(e).splitlines()[0]}") from None
 
 
 _NOT_FOR_VLLM = ("*.gguf", "*.bin", "*.pt", "*.h5", "*.msgpack", "original/*")   # a HF folder's other weight formats

@@ -128,7 +128,9 @@ def plan(ref, options: dict, on_gpu: bool) -> VllmPlan:
     else:
         import huggingface_hub as hf
 
-        config_file = Path(hf.hf_hub_download(ref.repo, "config.json"))
+        from ..hub import speaking
+        with speaking(ref.repo):
+            config_file = Path(hf.hf_hub_download(ref.repo, "config.json"))
         weights = sum(n for f, n in ref.files if f.endswith((".safetensors", ".bin", ".pt")))
     try:
         config = json.loads(config_file.read_text())
