@@ -173,6 +173,8 @@ def test_panel_generate_streams_and_stop(page):
     page.wait_for_function("document.querySelector('.vllama-panel') && "
                            "document.querySelector('.vllama-panel').innerText.includes('tiny-shakespeare')",
                            timeout=120_000)
+    # the picked model's plan shows before a load: its size, the verdict and the largest context
+    assert "free RAM: fits; the largest context that fits is" in page.locator(".vllama-panel").inner_text()
     page.locator(".vllama-panel button:has-text('Generate')").click()
     output = page.locator(".vllama-output textarea")
     a, b = grows(output.input_value)
@@ -183,6 +185,7 @@ def test_panel_generate_streams_and_stop(page):
     time.sleep(0.5)
     assert len(output.input_value()) == stopped  # nothing more after Stop
     page.screenshot(path=str(SHOTS / "panel.png"), full_page=True)
+    page.locator(".vllama-panel").screenshot(path=str(SHOTS / "panel-widget.png"))   # docs/panel.png
     print(f"panel browser test: {time.monotonic() - t0:.1f} s")
 
 

@@ -100,9 +100,10 @@ def test_the_picker_shows_the_models_fit_before_a_load(panel, session, tmp_path)
     """Size, verdict and the largest context of the picked model, from its header: nothing loads."""
     loaded = session.ref
     panel.engine.value = "llamacpp"
-    panel.model.value = ""
-    shown = html.unescape(panel.fit.value)
-    assert shown.startswith("<small>tiny-shakespeare: weights ") and " free RAM: fits; the largest context that fits is " in shown
+    for name in ("", "tiny-shakespeare", "Embedded"):   # the names the picker and the loads give the embedded model
+        panel.model.value = name
+        shown = html.unescape(panel.fit.value)
+        assert shown.startswith("<small>tiny-shakespeare: weights ") and " free RAM: fits; the largest context that fits is " in shown
     other = tmp_path / "other.gguf"
     shutil.copy(EMBEDDED_DIR / "model.gguf", other)
     panel.model.value = str(other)
@@ -112,7 +113,7 @@ def test_the_picker_shows_the_models_fit_before_a_load(panel, session, tmp_path)
     panel.model.value = str(broken)
     assert "broken.gguf" in panel.fit.value and "weights" not in panel.fit.value   # the header's one line
     panel.model.value = "org/not-downloaded-GGUF"
-    assert panel.fit.value == ""   # a name not on disk: the load says (it may download)
+    assert panel.fit.value == ""   # a Hub name: not planned at each key typed (v.fit plans it)
     assert session.ref == loaded   # nothing was loaded or freed
     panel.engine.value = "auto"
 

@@ -12,7 +12,7 @@ from .. import engines
 from ..errors import VllamaError
 from ..hardware import hardware
 from ..labstatus import shared_text
-from ..models import list_models
+from ..models import EMBEDDED_NAMES, list_models
 from ..options import BY_NAME, OPTIONS, is_chat
 from ..sampling import Sampling
 from ..session import get_session
@@ -98,11 +98,11 @@ class Panel:
     # -- engine ---------------------------------------------------------------------------
     def _show_fit(self) -> None:
         """The plan for the model in the picker, before it is loaded (the embedded model and local
-        files: a name not on disk is left to the load, which may download it)."""
+        files: a Hub name is not planned as it is typed, which would ask the Hub at each key)."""
         import os
 
-        name = self.model.value.strip() or "embedded"
-        if name != "embedded" and not os.path.exists(os.path.expanduser(name)):
+        name = self.model.value.strip()
+        if name.lower() not in EMBEDDED_NAMES and not os.path.exists(os.path.expanduser(name)):
             self.fit.value = ""
             return
         try:
