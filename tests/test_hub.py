@@ -111,6 +111,12 @@ def test_offline_a_plan_comes_from_the_cache_or_says_it_needs_the_hub(hub, tmp_p
     hub.requests.clear()
     cached, local = plans(hub, cache, "acme/tiny-GGUF", str(EMBEDDED_DIR / "model.gguf"), HF_HUB_OFFLINE="1")
     assert cached[:5] == local[:5] and not hub.requests
+    cached, = plans(hub, cache, "acme/tiny-GGUF")   # online too, a model in the cache is planned from it
+    assert cached[:5] == local[:5] and not hub.requests, hub.requests
+    r = _run("from IPython.testing.globalipapp import start_ipython; ip = start_ipython(); "
+             "ip.run_line_magic('load_ext', 'vllama_jupyter'); ip.run_line_magic('vllama', 'models')", [], env(hub, cache))
+    assert "acme/tiny-GGUF  [HF cache; gguf] · 6.1 MiB: fits, up to " in r.stdout, r.stdout + r.stderr[-2000:]
+    assert not hub.requests, hub.requests
 
 
 def test_an_hf_folder_downloads_without_the_weights_vllm_does_not_read(hub, tmp_path):

@@ -52,11 +52,11 @@ def speaking(repo: str):
         raise VllamaError(f"could not fetch {repo} from the Hugging Face Hub: {str(e).splitlines()[0]}") from None
 
 
-def listing(repo: str, cache_dir: str | None) -> dict[str, int]:
-    """The repo's files and their sizes in bytes: from the Hub, or (HF_HUB_OFFLINE) the local cache."""
+def listing(repo: str, cache_dir: str | None, local: bool = False) -> dict[str, int]:
+    """The repo's files and their sizes in bytes: from the Hub, or (local, HF_HUB_OFFLINE) the local cache."""
     import huggingface_hub as hf
 
-    if offline():
+    if local or offline():
         snap = Path(hf.snapshot_download(repo, cache_dir=cache_dir, local_files_only=True))
         return {p.relative_to(snap).as_posix(): p.stat().st_size for p in snap.rglob("*") if p.is_file()}
     return {f.path: f.size for f in hf.HfApi().list_repo_tree(repo, recursive=True) if isinstance(f, hf.hf_api.RepoFile)}

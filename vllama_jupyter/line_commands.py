@@ -112,8 +112,8 @@ def _command_last(words: list[str], with_value: tuple) -> list[str]:
 
 
 def _fit(session, row: dict) -> str:
-    """' · 253.1 MiB: fits, up to 32,768 tokens' for a GGUF on disk (nothing is loaded)."""
-    if "gguf" not in row["forms"] or row["where"] not in ("embedded", "local"):
+    """' · 253.1 MiB: fits, up to 32,768 tokens' for a GGUF on disk (nothing is loaded or fetched)."""
+    if "gguf" not in row["forms"] or row["where"] not in ("embedded", "local", "HF cache"):
         return ""
     try:
         p = session.fit(row["model"], engine="llamacpp")

@@ -179,29 +179,44 @@ def _hub(repo: str, pattern: str | None, form: str, engine: str, cache_dir: str 
         from . import hub
     except ImportError:
         raise VllamaError("huggingface_hub is needed for Hub models: pip install huggingface_hub") from None
+    if not fetch:   # a plan: from the cache when the model is there, without asking the Hub
+        try:
+            ref = _hub_files(hub, hub.listing(repo, cache_dir, local=True), repo, pattern, form, engine, cache_dir,
+                             label, False)
+            if isinstance(ref, ModelRef):
+                return ref
+        except (VllamaError, LookupError, OSError):
+            pass
     with hub.speaking(repo):
-        files = hub.listing(repo, cache_dir)
-        chosen = projector = None
-        if form == "gguf":
-            if not any(f.lower().endswith(".gguf") for f in files):
-                raise VllamaError(f"{repo} has no GGUF file, which llama.cpp needs: pick a GGUF repo "
-                                  f"(often {repo}-GGUF) or use engine='vllm'")
-            chosen = _pick_gguf(list(files), pattern, repo)
-            shard = re.sub(r"-0*1-of-(\d+)\.gguf$", r"-*-of-\1.gguf", chosen)
-            here = chosen.rsplit("/", 1)[0] + "/" if "/" in chosen else ""
-            projector = pick_projector([f for f in files if f.startswith(here) and "/" not in f[len(here):]])
-            # a vision model's projector comes with it, beside it in the snapshot
-            wanted = sorted(f for f in files if fnmatch.fnmatch(f, shard)) + ([projector] if projector else [])
-        else:
-            if "config.json" not in files:
-                raise VllamaError(f"{repo} has no config.json, so {engine} cannot load it"
-                                  + (" (it holds GGUF files: use engine='llamacpp')"
-                                     if any(f.endswith(".gguf") for f in files) else ""))
-            wanted = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in _NOT_FOR_VLLM)]
-        if not fetch and not all(hub.cached(repo, f, cache_dir) for f in wanted):
+        return _hub_files(hub, hub.listing(repo, cache_dir), repo, pattern, form, engine, cache_dir, label, fetch)
+
+
+def _hub_files(hub, files: dict[str, int], repo, pattern, form, engine, cache_dir, label, fetch):
+    """The reference to a Hub model whose repo holds `files` (name -> size)."""
+    chosen = projector = None
+    if form == "gguf":
+        if not any(f.lower().endswith(".gguf") for f in files):
+            raise VllamaError(f"{repo} has no GGUF file, which llama.cpp needs: pick a GGUF repo "
+                              f"(often {repo}-GGUF) or use engine='vllm'")
+        chosen = _pick_gguf(list(files), pattern, repo)
+        shard = re.sub(r"-0*1-of-(\d+)\.gguf$", r"-*-of-\1.gguf", chosen)
+        here = chosen.rsplit("/", 1)[0] + "/" if "/" in chosen else ""
+        projector = pick_projector([f for f in files if f.startswith(here) and "/" not in f[len(here):]])
+        # a vision model's projector comes with it, beside it in the snapshot
+        wanted = sorted(f for f in files if fnmatch.fnmatch(f, shard)) + ([projector] if projector else [])
+    else:
+        if "config.json" not in files:
+            raise VllamaError(f"{repo} has no config.json, so {engine} cannot load it"
+                              + (" (it holds GGUF files: use engine='llamacpp')"
+                                 if any(f.endswith(".gguf") for f in files) else ""))
+        wanted = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in _NOT_FOR_VLLM)]
+    if not fetch:
+        found = hub.cached(repo, chosen or "config.json", cache_dir)
+        if found is None or not all(hub.cached(repo, f, cache_dir) for f in wanted):
             return HubFiles(label, repo, form, tuple((f, files[f]) for f in wanted), chosen, projector)
-        snap = hub.download(repo, {f: files[f] for f in wanted}, cache_dir, label)
-        return ModelRef(label, snap / chosen if chosen else snap, form, "hub")
+        return ModelRef(label, found if chosen else found.parent, form, "hub")
+    snap = hub.download(repo, {f: files[f] for f in wanted}, cache_dir, label)
+    return ModelRef(label, snap / chosen if chosen else snap, form, "hub")
 
 
 _NOT_FOR_VLLM = ("*.gguf", "*.bin", "*.pt", "*.h5", "*.msgpack", "original/*")   # a HF folder's other weight formats

@@ -97,12 +97,13 @@ class Panel:
 
     # -- engine ---------------------------------------------------------------------------
     def _show_fit(self) -> None:
-        """The plan for the model in the picker, before it is loaded (the embedded model and local
-        files: a Hub name is not planned as it is typed, which would ask the Hub at each key)."""
+        """The plan for the model in the picker, before it is loaded: the embedded model, local files
+        and the models the picker lists (a Hub name typed is not planned: each key would ask the Hub)."""
         import os
 
         name = self.model.value.strip()
-        if name.lower() not in EMBEDDED_NAMES and not os.path.exists(os.path.expanduser(name)):
+        listed = name in self.model.options   # the list's Hub models are in the cache: planned from it
+        if name.lower() not in EMBEDDED_NAMES and not listed and not os.path.exists(os.path.expanduser(name)):
             self.fit.value = ""
             return
         try:
