@@ -18,7 +18,7 @@ from .about import __version__
 from .seam import IDLE_TIMEOUT_S
 from .mcp_tools import TIMEOUT as MCP_TIMEOUT
 
-__all__ = ["load", "unload", "status", "capabilities", "fit", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "mcp", "panel", "bench_widget", "hardware",
+__all__ = ["load", "unload", "status", "capabilities", "fit", "lora", "generate", "stream", "chat", "batch", "count_tokens", "embed", "serve", "share", "stop_sharing", "client", "mcp", "panel", "bench_widget", "hardware",
            "Sampling", "Result", "Stream", "Delta", "VllamaError", "BusyError", "__version__"]
 
 
@@ -43,6 +43,28 @@ def fit(model: str | None = None, n_ctx: int | None = None, engine: str | None =
     KV cache, compute buffer and projector against the free memory, and the largest context that
     fits. Nothing is loaded or freed."""
     return get_session().fit(model, n_ctx, engine, **options)
+
+
+class _Lora:
+    """LoRA adapters on the loaded model (llama.cpp): v.lora.add(path, name=None, scale=1.0) takes a
+    GGUF adapter or a PEFT folder (converted once with llama.cpp's converter), v.lora.remove(name),
+    v.lora.list(). A request names one: v.generate(..., lora=NAME), %%vllama --lora NAME; none: the
+    base model. v.load(model, lora={name: path}) adds them with the load."""
+
+    def add(self, path, name: str | None = None, scale: float = 1.0) -> dict:
+        return get_session().lora_add(path, name, scale)
+
+    def remove(self, name: str) -> None:
+        get_session().lora_remove(name)
+
+    def list(self) -> list[dict]:
+        return get_session().lora_list()
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{a['name']}: {a['source']} (scale {a['scale']:g})" for a in self.list()) or "(no adapter)"
+
+
+lora = _Lora()
 
 
 def capabilities():

@@ -34,6 +34,8 @@ class Capabilities:
     speculation: str | None = None    # the speculative decoding in use (ngram), None: none
     parallel: int | None = 1          # sequences decoded at once (None: as many as the engine schedules)
     concurrent: bool = False          # requests may run at once from several threads
+    lora: bool = False                # LoRA adapters can be added (v.lora.add)
+    adapters: tuple = ()              # the names of the adapters added, which a request's lora= may name
 
 
 def think_values(template: str | None) -> tuple:

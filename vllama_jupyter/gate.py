@@ -25,6 +25,7 @@ def check(caps: Capabilities, s, chat: bool, tools: list | None = None, messages
                 raise VllamaError(f"{name} applies to chat: {CHAT_FIX}")
     _sampler(caps, s)
     _constraints(caps, s)
+    _adapter(caps, s)
     if chat:
         _tools(caps, s, tools)
         _think(caps, s)
@@ -70,6 +71,18 @@ def _constraints(caps: Capabilities, s) -> None:
         if constrained and is_set(name, getattr(s, name)):
             raise VllamaError(f"{name} cannot be combined with a grammar, a JSON schema or a forced tool call (the "
                               "constraint decides which tokens may come, and where the output ends): give one of them")
+
+
+def _adapter(caps: Capabilities, s) -> None:
+    if s.lora is None:
+        return
+    if not caps.lora:
+        raise VllamaError(f"lora={s.lora!r}: the {caps.label} engine takes no LoRA adapters here: load the model "
+                          "on llama.cpp (engine='llamacpp')")
+    if s.lora not in caps.adapters:
+        have = f"added: {', '.join(caps.adapters)}" if caps.adapters else "none is added"
+        raise VllamaError(f"lora={s.lora!r}: no adapter of that name ({have}): add it with v.lora.add(PATH, "
+                          f"name={s.lora!r}) or %vllama lora add PATH --name {s.lora}")
 
 
 def _tools(caps: Capabilities, s, tools) -> None:

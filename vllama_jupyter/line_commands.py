@@ -80,6 +80,11 @@ def _subcommands() -> dict[str, Parser]:
     p.add_argument("--name", metavar="N")
     p.add_argument("--timeout", type=float, default=mcp_tools.TIMEOUT.default, metavar="S")
     p.add_argument("words", nargs="*")
+    p = P["lora"] = Parser("lora", "LoRA adapters on the loaded model: add PATH [--name N] [--scale S], list, remove NAME")
+    p.add_argument("action", choices=["add", "list", "remove"])
+    p.add_argument("--name", metavar="N")
+    p.add_argument("--scale", type=float, default=1.0, metavar="S")
+    p.add_argument("words", nargs="*")
     P["panel"] = Parser("panel", "the engine panel (widgets)")
     P["history"] = Parser("history", "the chat conversation so far")
     P["reset"] = Parser("reset", "clear the chat conversation")
@@ -256,6 +261,22 @@ class LineCommands:
                 raise VllamaError("%vllama mcp add needs the server's command or URL, e.g. %vllama mcp add python -m mcp_server_time")
             server = mcp_tools.connect(a.words[0] if len(a.words) == 1 else a.words, a.name, timeout=a.timeout)
             print(f"{server!r}\ntools: {', '.join(t.name for t in server.mcp_tools())} · use them with %%vllama --mcp {server.name}")
+
+    def _cmd_lora(self, a):
+        session = get_session()
+        if a.action == "list":
+            print(repr(__import__("vllama_jupyter").lora))
+            return
+        if len(a.words) != 1:
+            raise VllamaError(f"%vllama lora {a.action} takes one " + ("path: %vllama lora add PATH [--name N] [--scale S]"
+                                                                      if a.action == "add" else "adapter's name"))
+        if a.action == "remove":
+            session.lora_remove(a.words[0])
+            print(f"removed {a.words[0]}")
+            return
+        added = session.lora_add(a.words[0], a.name, a.scale)
+        print(f"added {added['name']} (scale {added['scale']:g}, sha256 {added['sha256'][:12]}…) · use it with "
+              f"%%vllama --lora {added['name']}")
 
     def _cmd_panel(self, a):
         from IPython.display import display

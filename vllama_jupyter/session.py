@@ -219,6 +219,34 @@ class Session(Conversation, ShareCoordinator, EngineLock):
         cls = engines.engine_class(choice.engine)
         return cls.plan(engines.reference(model, choice.engine, options, fetch=False), n_ctx, options)
 
+    # -- LoRA adapters ----------------------------------------------------------------------
+    def lora_add(self, path, name: str | None = None, scale: float = 1.0) -> dict:
+        """Add a LoRA adapter (a GGUF adapter or a PEFT folder) to the loaded model; requests name it
+        with lora=NAME. Checked and converted before the engine is held; the engine is as it was
+        when it cannot be added."""
+        adapters = self._adapters()
+        a = adapters.prepare(path, name, scale)
+        with self.hold("loading"):
+            adapters.add(a)
+        self.loaded.options.setdefault("lora", {})[a.name] = (str(a.source), a.scale)   # a reload keeps it
+        return a.record()
+
+    def lora_remove(self, name: str) -> None:
+        adapters = self._adapters()
+        with self.hold("loading"):
+            a = adapters.remove(name)
+        self.loaded.options.get("lora", {}).pop(a.name, None)
+
+    def lora_list(self) -> list[dict]:
+        return self._adapters().records() if self.engine is not None and hasattr(self.engine, "lora") else []
+
+    def _adapters(self):
+        eng = self._engine()
+        if not eng.capabilities().lora:
+            raise VllamaError(f"the {eng.capabilities().label} engine takes no LoRA adapters here: load the model on "
+                              "llama.cpp (engine='llamacpp')")
+        return eng.lora
+
     def capabilities(self):
         """What the loaded engine and model can do (the default model is loaded first)."""
         return self._engine().capabilities()

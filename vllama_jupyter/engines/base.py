@@ -129,9 +129,14 @@ class BaseEngine:
                      "engine_options": json.loads(json.dumps(self.settings(), default=str)),
                      "hardware": hardware_line(), "vllama_jupyter": __version__}
             if about.get("model_sha256") == PENDING:   # the next record has it
-                return {**about, "sampling": settings(s)}
+                return {**about, **self._adapter_of(s), "sampling": settings(s)}
             self._about = about
-        return {**self._about, "sampling": settings(s)}
+        return {**self._about, **self._adapter_of(s), "sampling": settings(s)}
+
+    def _adapter_of(self, s: Sampling) -> dict:
+        """The record's adapter: name, SHA-256 and scale (none for the base model)."""
+        adapters = getattr(getattr(self, "lora", None), "added", {})
+        return {"lora": adapters[s.lora].record()} if s.lora in adapters else {}
 
     def count_tokens(self, text: str) -> int:
         """How many tokens `text` is as a prompt, with this model's tokenizer."""

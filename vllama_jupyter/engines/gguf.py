@@ -68,7 +68,8 @@ def _wanted(key: str) -> bool:
     return key in _NAMED_KEYS or key.endswith(_SHAPE_KEYS)
 
 
-_NAMED_KEYS = ("general.architecture", "general.file_type", "tokenizer.chat_template", "tokenizer.ggml.tokens",
+_NAMED_KEYS = ("general.architecture", "general.file_type", "general.type", "adapter.type", "tokenizer.chat_template",
+               "tokenizer.ggml.tokens",
                "clip.has_vision_encoder", "clip.projector_type", "clip.vision.projector_type")   # the last three: a vision projector (mmproj)
 _SHAPE_KEYS = (".context_length", ".pooling_type", ".block_count", ".embedding_length", ".attention.head_count",
                ".attention.head_count_kv", ".attention.key_length", ".attention.value_length", ".vocab_size")

@@ -24,6 +24,7 @@ from . import llamacpp_grammar as grammars
 from . import speculative
 from .llamacpp_batch import PARALLEL, Route, Seq, carry_over
 from .llamacpp_loop import Detokenizer, Handover, token_loop
+from .llamacpp_lora import Adapters
 from .worker import Worker, shared as shared_worker
 from .fit import check as check_memory
 from .gguf import check_options, check_gguf, last_error, logs, probe, route_logs, trained_context
@@ -50,6 +51,7 @@ class Engine(BaseEngine):
         self._worker: Worker | None = None   # the process's llama.cpp thread, which runs all compute
         self.projector = None   # vision.Projector: the mmproj, when the model takes images
         self.speculative: str | None = None   # "ngram": prompt-lookup drafts (speculative.py)
+        self.lora = Adapters(self)   # LoRA adapters added to the model (llamacpp_lora)
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict, replacing: bool = True) -> ModelRef:
@@ -57,8 +59,9 @@ class Engine(BaseEngine):
         it) an architecture and vocabulary this llama.cpp can read."""
         from .vision import check_projector, find_projector
 
-        check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative", "parallel")})
+        check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative", "parallel", "lora")})
         speculative.check(options.get("speculative"))
+        lora_spec(options.get("lora"))
         PARALLEL.check(options.get("parallel", PARALLEL.default))
         meta = check_gguf(ref.path)
         check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192), options)
@@ -73,7 +76,7 @@ class Engine(BaseEngine):
     def plan(cls, ref, n_ctx: int | None = None, options: dict | None = None):
         from .fit import plan, plan_of
 
-        check_options({k: v for k, v in (options or {}).items() if k not in ("mmproj", "speculative", "parallel")})
+        check_options({k: v for k, v in (options or {}).items() if k not in ("mmproj", "speculative", "parallel", "lora")})
         if isinstance(ref, ModelRef):
             return plan(ref.path, check_gguf(ref.path), n_ctx, options, ref.name)
         from ..hub import header   # a Hub model not downloaded: its header by a ranged read, its sizes from the listing
@@ -99,6 +102,7 @@ class Engine(BaseEngine):
         self.prompt_cache = opts.pop("prompt_cache", None)
         self.speculative = speculative.check(opts.pop("speculative", None))
         self.parallel = PARALLEL.check(opts.pop("parallel", PARALLEL.default))
+        adapters = lora_spec(opts.pop("lora", None))
         from .vision import find_projector
 
         mmproj = find_projector(ref.path, opts.pop("mmproj", None))
@@ -111,6 +115,9 @@ class Engine(BaseEngine):
             raise VllamaError(f"llama.cpp refused it ({first_line(e, 200)}; {last_error()})") from None
         if mmproj is not None:
             self._load_projector(mmproj)
+        self.ref, self.model_name = ref, ref.name
+        for name, (path, scale) in adapters.items():   # a load's adapters: one that fails fails the load
+            self.lora.add(self.lora.prepare(path, name, scale))
         self.load_seconds = time.perf_counter() - t0
         self._options = {**opts, **({"mmproj": str(mmproj)} if mmproj else {}),
                          **({"speculative": self.speculative} if self.speculative else {}),
@@ -118,8 +125,6 @@ class Engine(BaseEngine):
         if opts["n_ctx"] > ctx_train:
             notice(f"the context ({opts['n_ctx']:,} tokens) is longer than the {ctx_train:,} {ref.name} was "
                    "trained on: text past that point may be poor")
-        self.ref = ref
-        self.model_name = ref.name
         self.template = meta.get("tokenizer.chat_template")
         self._eos = self.llm.token_eos()
         private.check(self.llm)
@@ -203,7 +208,7 @@ class Engine(BaseEngine):
             context_option="n_ctx", **template_capabilities(self.template), images=self.projector is not None,
             grammar=True, json_schema=True, logprobs=True, top_k=True, ignore_eos=True, samplers=SAMPLERS,
             close_thought=True, embeddings=True, speculation=self.speculative, parallel=self.parallel,
-            concurrent=self.parallel > 1)
+            concurrent=self.parallel > 1, lora=True, adapters=tuple(self.lora.added))
 
     def _chat(self, messages: list[dict], s: Sampling, tools: list[dict] | None) -> Stream:
         self._require()
@@ -276,15 +281,18 @@ class Engine(BaseEngine):
             # alone, a request runs the one-sequence loop (prompt cache, speculation); one that
             # comes while others run decodes beside them (the thought budget needs the loop)
             with self._route.one() as beside:
-                if beside and self.parallel > 1 and images is None and limit is None:
+                if beside and self.parallel > 1 and images is None and limit is None and s.lora is None:
                     facts["prompt_cache"] = False
                     yield from self._route.source(Seq(ids, s, max_new, grammar, facts=facts))
                     return
                 if drafts is not None:
                     facts["speculative"] = drafts
-                join = self._route.others_wait if self.parallel > 1 and images is None else None
-                for d in self._worker.iterate(lambda: token_loop(self, ids, s, max_new, grammar, reuse, limit, drafts,
-                                                                 join), self._halt):
+                join = self._route.others_wait if self.parallel > 1 and images is None and s.lora is None else None
+
+                def loop():   # on the worker: the request's adapter first, then its tokens
+                    same = self.lora.use(s.lora)
+                    return token_loop(self, ids, s, max_new, grammar, reuse and same, limit, drafts, join)
+                for d in self._worker.iterate(loop, self._halt):
                     if isinstance(d, Handover):   # others came: it goes on beside them
                         q = carry_over(d, s, max_new)
                         q.facts = facts
@@ -298,7 +306,7 @@ class Engine(BaseEngine):
         its own seed, grammar, stops and logprobs, beside any other live request (llamacpp_batch);
         max_thinking closes thoughts in the one-sequence loop, so it runs them in turn, as does
         parallel=1. An interrupt ends them all at the next step."""
-        if len(prompts) < 2 or s.max_thinking is not None or self.parallel == 1:
+        if len(prompts) < 2 or s.max_thinking is not None or self.parallel == 1 or s.lora is not None:
             return super()._batch(prompts, s)
         self._require()
         n_ctx = self.llm.n_ctx()
@@ -421,3 +429,16 @@ def release_heap() -> None:
 
 
 __all__ = ["Engine", "Detokenizer", "release_heap"]
+
+
+def lora_spec(given) -> dict:
+    """A load's lora={name: path or (path, scale)} as {name: (path, scale)}; one line when it is not."""
+    if given is None:
+        return {}
+    if not isinstance(given, dict):
+        raise VllamaError(f"lora must be a dict of adapters, {{name: path}} (got {type(given).__name__})")
+    out = {}
+    for name, spec in given.items():
+        path, scale = (spec, 1.0) if not isinstance(spec, (tuple, list)) else (tuple(spec) + (1.0,))[:2]
+        out[name] = (path, scale)
+    return out
