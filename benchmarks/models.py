@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 from functools import lru_cache
 from pathlib import Path
@@ -96,17 +94,11 @@ def qwen_shaped() -> Path:
     return path
 
 
-def _sdist() -> Path:
+def sdist_file() -> Path:
     """llama-cpp-python's source distribution of the installed version (from PyPI, once)."""
-    import llama_cpp
+    from vllama_jupyter.engines.lora import sdist
 
-    sdists = CACHE / "sdist"
-    found = list(sdists.glob(f"llama_cpp_python-{llama_cpp.__version__}.tar.gz"))
-    if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "-d", str(sdists), f"llama-cpp-python=={llama_cpp.__version__}"], check=True)
-        found = list(sdists.glob(f"llama_cpp_python-{llama_cpp.__version__}.tar.gz"))
-    return found[0]
+    return sdist(CACHE / "sdist")
 
 
 def vocab_file(name: str = "qwen2") -> Path:
@@ -115,7 +107,7 @@ def vocab_file(name: str = "qwen2") -> Path:
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(_sdist()) as tar:
+    with tarfile.open(sdist_file()) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith(f"vendor/llama.cpp/models/ggml-vocab-{name}.gguf"))
         with tar.extractfile(member) as src, open(path.with_suffix(".part"), "wb") as dst:
             shutil.copyfileobj(src, dst)
@@ -130,7 +122,7 @@ def templates() -> dict[str, str]:
         part = CACHE / "templates.part"
         shutil.rmtree(part, ignore_errors=True)
         part.mkdir(parents=True)
-        with tarfile.open(_sdist()) as tar:
+        with tarfile.open(sdist_file()) as tar:
             for m in tar.getmembers():
                 if "/vendor/llama.cpp/models/templates/" in m.name and m.name.endswith(".jinja"):
                     (part / Path(m.name).name).write_bytes(tar.extractfile(m).read())
@@ -356,3 +348,33 @@ def _write_projector(path: Path, text_hidden: int, seed: int = 1) -> None:
     w.write_tensors_to_file()
     w.close()
 
+
+
+def random_lora(base: Path, rank: int = 4, seed: int = 0, scale: float = 0.5) -> Path:
+    """A LoRA adapter in GGUF for the model at `base`, with random weights (A and B on every
+    attention and FFN matrix, as convert_lora_to_gguf.py writes them): it moves greedy output."""
+    import gguf
+
+    path = CACHE / f"lora-{base.stem}-r{rank}-s{seed}.gguf"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    reader = gguf.GGUFReader(str(base))
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    part = path.with_suffix(".part")
+    w = gguf.GGUFWriter(str(part), arch)
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(rank))
+    for t in reader.tensors:
+        if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2 and \
+                any(k in t.name for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_")):
+            n_in, n_out = int(t.shape[0]), int(t.shape[1])   # GGUF dims: input first
+            w.add_tensor(t.name + ".lora_a", (rng.standard_normal((rank, n_in)) * scale).astype(np.float32))
+            w.add_tensor(t.name + ".lora_b", (rng.standard_normal((n_out, rank)) * scale).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(part, path)
+    return path

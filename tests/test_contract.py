@@ -21,7 +21,7 @@ from vllama_jupyter.sampling import Sampling
 from vllama_jupyter.servers import make
 from vllama_jupyter.session import Session
 
-from benchmarks.models import chat_model
+from benchmarks.models import chat_model, random_lora
 
 from .helpers import needs_vllm
 
@@ -175,6 +175,11 @@ def _banned(eng, mode):
     assert r.text != full and word not in r.text.split(), (full, word, r.text)
 
 
+def _lora(eng, mode):   # a random adapter moves the greedy text; the base comes back without it
+    base = run(eng, mode).text
+    assert run(eng, mode, lora=ADAPTER).text != base == run(eng, mode).text
+
+
 XTC = {"temperature": 1.0, "seed": 1, "xtc_probability": 1.0}
 
 
@@ -194,12 +199,14 @@ EFFECTS = {"max_tokens": _max_tokens, "temperature": _temperature, "top_p": _top
            "presence_penalty": _penalty("presence_penalty", 1.5), "frequency_penalty": _penalty("frequency_penalty", 1.5),
            "min_p": _min_p, "typical_p": _typical_p, "logit_bias": _logit_bias, "min_tokens": _min_tokens,
            "banned": _banned, "dry_multiplier": _penalty("dry_multiplier", 2.0, 160), "xtc_probability": _xtc_probability,
-           "xtc_threshold": _xtc_threshold}
+           "xtc_threshold": _xtc_threshold, "lora": _lora}
 # the value each refusal is tried with
 TRIED = {"top_k": 5, "ignore_eos": True, "json_schema": SCHEMA, "grammar": 'root ::= "yes"', "logprobs": 2,
          "think": True, "max_thinking": 4, "tool_choice": "required", "repetition_penalty": 1.3, "repeat_last_n": 32,
          "presence_penalty": 0.5, "frequency_penalty": 0.5, "min_p": 0.1, "typical_p": 0.5, "logit_bias": {5: 5.0},
-         "min_tokens": 3, "banned": ["the"], "dry_multiplier": 0.8, "xtc_probability": 0.5, "xtc_threshold": 0.2}
+         "min_tokens": 3, "banned": ["the"], "dry_multiplier": 0.8, "xtc_probability": 0.5, "xtc_threshold": 0.2,
+         "lora": "contract"}
+ADAPTER = TRIED["lora"]   # added to each in-process engine that takes adapters (a random one)
 
 
 def honoured(caps, name: str, mode: str) -> bool:
@@ -210,7 +217,7 @@ def honoured(caps, name: str, mode: str) -> bool:
         "max_thinking": chat and caps.close_thought and caps.thinking is not None,
         "tool_choice": chat and caps.chat_template is not False and caps.tool_calls is not None,
         "top_k": caps.top_k, "ignore_eos": caps.ignore_eos, "grammar": caps.grammar,
-        "json_schema": caps.json_schema, "logprobs": caps.logprobs,
+        "json_schema": caps.json_schema, "logprobs": caps.logprobs, "lora": ADAPTER in caps.adapters,
         **{n: n in caps.samplers for n in SAMPLERS},
     }.get(name, True)
 
@@ -249,6 +256,8 @@ def _owner(made, kind: str) -> Session:
             s = Session()
             s.load(MODELS[kind] and str(chat_model(MODELS[kind])), COVERS[kind])
             made.setdefault("_closers", []).append(s._shutdown)
+            if s.engine.capabilities().lora:
+                s.lora_add(random_lora(s.engine.ref.path), name=ADAPTER)
         s.share()
         made[key] = s
     return made[key]

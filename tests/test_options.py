@@ -69,7 +69,7 @@ def test_openai_body_round_trips_every_wire_option():
                  json_schema={"type": "object"}, logprobs=2, think="low", tool_choice="required",
                  repetition_penalty=1.2, repeat_last_n=32, presence_penalty=0.5, frequency_penalty=-0.5, min_p=0.1,
                  typical_p=0.9, logit_bias={5: -100.0, 7: 2.5}, min_tokens=3, banned=("x", "y"), dry_multiplier=0.8,
-                 xtc_probability=0.5, xtc_threshold=0.2)
+                 xtc_probability=0.5, xtc_threshold=0.2, lora="cheese")
     assert {o.name for o in OPTIONS if o.wire and o.kind != "bool"} <= {k for k, v in vars(s).items() if v}
     for chat in (False, True):
         body = to_openai(s, PRESETS["vllama"], chat)

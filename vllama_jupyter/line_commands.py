@@ -161,6 +161,8 @@ class LineCommands:
             facts.append(f"API key {st['api_key']}")
         if "images" in st:
             facts.append(f"images through {st['images']}")
+        if st.get("adapters"):
+            facts.append("LoRA " + ", ".join(f"{a['name']} (scale {a['scale']:g})" for a in st["adapters"]))
         if st.get("parallel", 1) > 1:
             facts.append(f"decodes up to {st['parallel']} requests at once")
         if "shared" in st:

@@ -14,7 +14,7 @@ from .seam import SHARED_WAIT_S, UNSHARED
 from . import share_messages, share_responses
 from .sampling import Sampling
 from .share_handlers import Generate, drain, live_engine, next_deltas
-from .share_wire import Plan
+from .share_wire import Plan, adapters_of
 
 
 class AgentAPI(Generate):
@@ -27,7 +27,7 @@ class AgentAPI(Generate):
         chat, overrides = self.api.to_chat(body, eng.capabilities() if eng is not None else None)
         if chat.get("n") not in (None, 1):
             raise VllamaError(f"n={chat['n']!r}: this API gives one answer a request; send n requests")
-        plan = Plan(chat, True)
+        plan = Plan({**chat, "model": body.get("model")}, True, adapters_of(eng))
         if overrides:
             plan.sampling = Sampling.make(plan.sampling, **overrides)
         return plan

@@ -16,7 +16,7 @@ from tornado.iostream import StreamClosedError
 
 from .errors import BusyError, VllamaError
 from .seam import CLIENT_HEADER, SHARED_WAIT_S, UNSHARED
-from .share_wire import Plan, usage
+from .share_wire import Plan, adapters_of, usage
 
 GROUP_S = 0.005   # the least time between two streamed events of one choice
 EMBEDDING_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
@@ -111,15 +111,22 @@ class Models(Base):
         eng, model = live_engine(self.sharing), self.sharing.seam.model
         if eng is None:
             return self.fail(503, UNSHARED)
-        if name is not None and name != model:
-            return self.fail(404, f"no model {name!r} here: this engine serves {model!r}")
+        adapters = {a["name"]: a for a in eng.info().get("adapters", ())}
+        if name is not None and name != model and name not in adapters:
+            return self.fail(404, f"no model {name!r} here: this engine serves {model!r}"
+                                  + (f" and its adapters {', '.join(adapters)}" if adapters else ""))
         card = {"id": model, "object": "model", "created": 0, "owned_by": "vllama-jupyter",
                 "capabilities": asdict(eng.capabilities())}   # what the model behind the share can do
         try:
             card["max_model_len"] = eng.context_length()
         except (VllamaError, AttributeError):
             pass
-        self.finish(card if name is not None else {"object": "list", "data": [card]})
+        # each LoRA adapter is a model of its own, as vLLM's --lora-modules serves them
+        cards = [card] + [{"id": a["name"], "object": "model", "created": 0, "owned_by": "vllama-jupyter",
+                           "parent": model, "root": a["source"], "lora": a} for a in adapters.values()]
+        if name is not None:
+            return self.finish(next(c for c in cards if c["id"] == name))
+        self.finish({"object": "list", "data": cards})
 
 
 class NotFound(Base):
@@ -182,7 +189,7 @@ class Generate(Base):
 
     async def _generate(self) -> None:
         body = self.body()
-        plan = Plan(body, self.chat)
+        plan = Plan(body, self.chat, adapters_of(live_engine(self.sharing)))
         lease = await self.blocking(self.sharing.seam.lease, SHARED_WAIT_S)
         try:
             if self.sharing.stopped:

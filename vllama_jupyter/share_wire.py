@@ -16,14 +16,22 @@ MAX_N = 64   # the most choices one request may ask for
 N = Option("n", "int", 1, "choices to generate", low=1, high=MAX_N, optional=True)
 
 
+def adapters_of(eng) -> tuple:
+    """The names of the adapters the engine behind the share has added (model names of their own)."""
+    return eng.capabilities().adapters if eng is not None else ()
+
+
 class Plan:
     """One generation request read and checked: its prompts or messages, n, sampling per choice."""
 
-    def __init__(self, body: dict, chat: bool):
+    def __init__(self, body: dict, chat: bool, adapters: tuple = ()):
         check_fields(body)
         self.chat = chat
         n = N.check(body.get("n", 1)) or 1
-        self.sampling = Sampling.make(**from_openai(body, chat))
+        given = from_openai(body, chat)
+        if body.get("model") in adapters:   # an adapter is a model name of its own, as vLLM serves them
+            given.setdefault("lora", body["model"])
+        self.sampling = Sampling.make(**given)
         opts = body.get("stream_options")
         if opts is not None and (not body.get("stream") or not isinstance(opts, dict)):
             raise VllamaError("stream_options goes with stream=true, as {'include_usage': true}")

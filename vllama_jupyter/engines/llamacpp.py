@@ -24,7 +24,7 @@ from . import llamacpp_grammar as grammars
 from . import speculative
 from .llamacpp_batch import PARALLEL, Route, Seq, carry_over
 from .llamacpp_loop import Detokenizer, Handover, token_loop
-from .llamacpp_lora import Adapters
+from .llamacpp_lora import Adapters, prepare_for
 from .worker import Worker, shared as shared_worker
 from .fit import check as check_memory
 from .gguf import check_options, check_gguf, last_error, logs, probe, route_logs, trained_context
@@ -61,7 +61,8 @@ class Engine(BaseEngine):
 
         check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative", "parallel", "lora")})
         speculative.check(options.get("speculative"))
-        lora_spec(options.get("lora"))
+        for name, (path, scale) in lora_spec(options.get("lora")).items():   # checked and converted now
+            prepare_for(ref, path, name, scale)
         PARALLEL.check(options.get("parallel", PARALLEL.default))
         meta = check_gguf(ref.path)
         check_memory(ref.path, meta, options.get("n_ctx") or min(trained_context(meta), 8192), options)
@@ -390,7 +391,8 @@ class Engine(BaseEngine):
                 "model_bytes": self.ref.path.stat().st_size, "rss_bytes": psutil.Process().memory_info().rss,
                 "chat_template": "from GGUF" if self.template else "plain", "load_seconds": round(self.load_seconds, 3),
                 **({"images": f"{self.projector.path.name} ({self.projector.kind} projector)"} if self.projector else {}),
-                **({"speculative": self.speculative} if self.speculative else {}), "parallel": self.parallel}
+                **({"speculative": self.speculative} if self.speculative else {}), "parallel": self.parallel,
+                **({"adapters": self.lora.records()} if self.lora.added else {})}
 
     def close(self) -> None:
         # requests still running (shared ones run beside the owner's unload) end at their next

@@ -12,6 +12,12 @@ from .gguf import last_error, logs, route_logs
 from .lora import Adapter, check_name, prepare
 
 
+def prepare_for(ref, path, name=None, scale=1.0) -> Adapter:
+    """An adapter for the model `ref`, checked and converted (the embedded model's HF form is the
+    base a PEFT adapter trained on it names)."""
+    return prepare(path, name, scale, EMBEDDED_DIR / "hf" if ref is not None and ref.source == "embedded" else None)
+
+
 class Adapters:
     def __init__(self, eng):
         self.eng = eng
@@ -21,9 +27,7 @@ class Adapters:
 
     def prepare(self, path, name=None, scale=1.0) -> Adapter:
         """Checks and conversion, nothing loaded: an adapter that cannot be added is refused here."""
-        eng = self.eng
-        base = EMBEDDED_DIR / "hf" if eng.ref is not None and eng.ref.source == "embedded" else None
-        a = prepare(path, name, scale, base)
+        a = prepare_for(self.eng.ref, path, name, scale)
         if a.name in self.added:
             raise VllamaError(f"an adapter named {a.name!r} is added already: remove it first (v.lora.remove"
                               f"({a.name!r})) or give another name")
