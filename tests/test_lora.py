@@ -3,14 +3,13 @@ phrase) and converted by llama.cpp's own converter, per request and back to the 
 in a conversation, in records, through the magics in a real kernel and through the share to the
 `openai` client; bad adapters one line each with the engine and its adapters as they were."""
 import json
-import os
 import shutil
 import time
 
 import openai
 import pytest
 
-from benchmarks.models import chat_model, random_lora, sdist_file
+from benchmarks.models import chat_model, random_lora
 from vllama_jupyter.bench.kernel import Kernel, stream_text
 from vllama_jupyter.errors import VllamaError
 from vllama_jupyter.models import EMBEDDED_DIR, cache_dir
@@ -50,11 +49,6 @@ def peft_adapter(tmp_path_factory):
     code = f"import sys; sys.argv = ['train', {str(EMBEDDED_DIR / 'hf')!r}, {str(out)!r}, {'ROMEO:' + PHRASE!r}]\n" + TRAIN
     r = run_python(code)
     assert r.returncode == 0 and (out / "adapter_config.json").exists(), r.stderr[-2000:]
-    # the converter's sources come from the test models' cache, not from PyPI again
-    sources = cache_dir() / "sdist"
-    sources.mkdir(parents=True, exist_ok=True)
-    if not (sources / sdist_file().name).exists():
-        os.symlink(sdist_file(), sources / sdist_file().name)
     return out
 
 

@@ -129,8 +129,10 @@ class Result(Timings):
             extra += f" · {drafts['accepted'] / drafts['drafted']:.0%} of {drafts['drafted']} drafted tokens accepted"
         elif drafts and "drafted" in drafts:
             extra += " · no drafts (nothing to look up)"
+        adapter = self.record.get("lora")
+        model = f"{self.model} + LoRA {adapter['name']}" if adapter else self.model
         return (f"{count} · TTFT {ttft} · {tps} tokens/s · "
-                f"{self.engine} · {self.model}{extra}")
+                f"{self.engine} · {model}{extra}")
 
     @property
     def context_share(self) -> float | None:
