@@ -58,6 +58,9 @@ class Engine(BaseEngine):
 
     @classmethod
     def check(cls, ref: ModelRef, options: dict, replacing: bool = True) -> ModelRef:
+        if "lora" in options:
+            raise VllamaError("lora: LoRA adapters are on the llamacpp engine for now: load a GGUF model with "
+                              "engine='llamacpp', or leave lora out")
         check_options(options)
         config = ref.path / "config.json"
         try:
