@@ -355,7 +355,7 @@ def random_lora(base: Path, rank: int = 4, seed: int = 0, scale: float = 0.5) ->
     attention and FFN matrix, as convert_lora_to_gguf.py writes them): it moves greedy output."""
     import gguf
 
-    path = CACHE / f"lora-{base.stem}-r{rank}-s{seed}.gguf"
+    path = CACHE / f"lora-{base.stem}-r{rank}-s{seed}-x{scale:g}.gguf"
     if path.exists():
         return path
     rng = np.random.default_rng(seed)

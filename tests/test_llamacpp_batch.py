@@ -5,6 +5,7 @@ with Qwen's real 151,936-token vocabulary."""
 import json
 import re
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -24,6 +25,21 @@ PROMPTS = [f"{n}:\n" for n in NAMES] + [f"{n}:\nO " for n in NAMES[:4]]   # 20: 
 
 def alone(engine, prompts, s):
     return [engine._complete(p, s).run() for p in prompts]
+
+
+def same_or_near_tie(engine, got, ref, margin=0.01) -> None:
+    """`got` (decoded beside others) has the tokens, text and end of `ref` (the same request alone,
+    with 2 alternatives per token), or they part at a near-tie: where the alone run's two likeliest
+    tokens are within `margin` nats, batched arithmetic may pick the other one (as llama-server's
+    slots may); `got`'s record says it ran batched."""
+    if got.token_ids == ref.token_ids:
+        assert (got.text, got.finish_reason) == (ref.text, ref.finish_reason)
+        return
+    i = next(j for j, (x, y) in enumerate(zip(got.token_ids, ref.token_ids)) if x != y)
+    (_, first), (second_text, second) = ref.logprobs[i].top[:2]
+    assert first - second < margin and engine.detokenize([got.token_ids[i]]) == second_text, \
+        (i, ref.logprobs[i], engine.detokenize([got.token_ids[i]]))
+    assert got.record["parallel"] > 1
 
 
 def test_greedy_batched_equals_one_at_a_time_and_the_record_says_parallel(engine):
@@ -155,9 +171,9 @@ def test_requests_that_come_together_decode_together_with_the_tokens_of_one_at_a
     for s in (Sampling(max_tokens=200, temperature=0, ignore_eos=True),
               Sampling(max_tokens=120, temperature=0, logprobs=2, stop=["\n\n"], ignore_eos=True)):
         together = at_once(engine, PROMPTS[:4], s)
-        for a, b in zip(together, alone(engine, PROMPTS[:4], s)):
-            assert (a.token_ids, a.text, a.finish_reason) == (b.token_ids, b.text, b.finish_reason)
-            if s.logprobs:
+        for a, b in zip(together, alone(engine, PROMPTS[:4], replace(s, logprobs=2))):
+            same_or_near_tie(engine, a, b)
+            if s.logprobs and a.token_ids == b.token_ids:
                 assert [t.token for t in a.logprobs] == [t.token for t in b.logprobs]
         assert [r.record["parallel"] for r in together] == [4] * 4
         assert all(r.record["prompt_cache"] is False for r in together)

@@ -66,6 +66,8 @@ class Adapters:
         import llama_cpp
 
         ctx = self.eng.llm._ctx.ctx
+        if name is None and self._in_cache is None:
+            return True   # never set: nothing to clear
         if name is None:
             rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
         else:
