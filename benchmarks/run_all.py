@@ -29,9 +29,10 @@ sys.path.insert(0, str(HERE))
 from paired import Ratio, show  # noqa: E402
 
 PARTS = ("bench_magic", "bench_decode", "bench_tokenizer", "bench_chat", "bench_remote", "bench_shared", "bench_first_cell", "bench_speculative", "bench_native",
-         "bench_vllm", "bench_share_client", "bench_load", "bench_sampling", "bench_agent_apis", "bench_batch")
+         "bench_vllm", "bench_share_client", "bench_load", "bench_sampling", "bench_agent_apis", "bench_batch",
+         "bench_lora")
 QUICK_PARTS = tuple(p for p in PARTS if p not in ("bench_native", "bench_vllm", "bench_share_client", "bench_load",
-                                                  "bench_sampling", "bench_agent_apis", "bench_batch"))   # no builds, no vLLM
+                                                  "bench_sampling", "bench_agent_apis", "bench_batch", "bench_lora"))   # no builds, no vLLM
 
 
 def facts() -> dict:
