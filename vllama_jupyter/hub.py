@@ -1,5 +1,5 @@
-"""Models on the Hugging Face Hub: a repo's files and their sizes, a GGUF header before anything is
-downloaded (ranged reads of the file's first bytes), and downloads a person can watch and stop.
+"""Models on the Hugging Face Hub: a repo's files and their sizes, the file's first bytes before
+anything is downloaded (ranged reads), and downloads a person can watch and stop.
 
 A download shows one progress bar (bytes, rate, time left) for all the files it fetches. The
 kernel's Interrupt stops it and keeps the part downloaded in the Hugging Face cache; the next
@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import VllamaError, notice
 from .sizes import size_text
 
 CHUNK = 1 << 20             # a download's bar moves, and an interrupt keeps what came, per MiB
-FIRST_READ = 1 << 20        # a header's first ranged read; each further one doubles what is held
-HEADER_LIMIT = 256 << 20    # past this, a file whose header is still unread is not a GGUF
 
 
 def offline() -> bool:
@@ -169,34 +166,21 @@ class _Bar:
             self.bar.close()
 
 
-def header(repo: str, name: str, size: int) -> dict:
-    """A GGUF file's header from the Hub, without downloading the file: ranged reads of its first
-    bytes, each twice as long as the last, until llama.cpp's reader reads the whole header."""
+def first_bytes(repo: str, name: str):
+    """A reader of the file's bytes from `start` to `end` by HTTP ranges, without downloading it."""
     import huggingface_hub as hf
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    from .engines.gguf import read_start
-
-    with speaking(repo), tempfile.TemporaryDirectory() as tmp:
+    with speaking(repo):
         url = hf.get_hf_file_metadata(hf.hf_hub_url(repo, name)).location
-        part = Path(tmp) / "start.gguf"
-        held, want = 0, FIRST_READ
-        with open(part, "wb") as f:
-            while True:
-                want = min(want, size, HEADER_LIMIT)
-                r = get_session().get(url, headers={**build_hf_headers(), "Range": f"bytes={held}-{want - 1}"},
-                                      follow_redirects=True)
-                hf_raise_for_status(r)
-                if r.status_code != 206 or len(r.content) != want - held:
-                    raise VllamaError(f"the Hub did not give the first bytes of {repo}/{name} (HTTP {r.status_code}): "
-                                      "download it to plan it from the file")
-                f.write(r.content)
-                f.flush()
-                held = want
-                meta = read_start(part, size, f"{repo}/{name}")
-                if meta is not None:
-                    return meta
-                if held >= min(size, HEADER_LIMIT):
-                    raise VllamaError(f"{repo}/{name} is not a GGUF file llama.cpp can read: its header does not end "
-                                      f"in its first {held:,} bytes")
-                want = held * 2
+
+    def read(start: int, end: int) -> bytes:
+        with speaking(repo):
+            r = get_session().get(url, headers={**build_hf_headers(), "Range": f"bytes={start}-{end - 1}"},
+                                  follow_redirects=True)
+            hf_raise_for_status(r)
+        if r.status_code != 206 or len(r.content) != end - start:
+            raise VllamaError(f"the Hub did not give bytes {start:,}-{end:,} of {repo}/{name} (HTTP {r.status_code}): "
+                              "download it to plan it from the file")
+        return r.content
+    return read

@@ -167,3 +167,33 @@ def last_error() -> str:
 
 
 CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+
+
+FIRST_READ = 1 << 20        # a Hub header's first ranged read; each further one doubles what is held
+HEADER_LIMIT = 256 << 20    # past this, a file whose header is still unread is not a GGUF
+
+
+def hub_header(repo: str, name: str, size: int) -> dict:
+    """A GGUF file's header from the Hub, without downloading the file: its first bytes, read in
+    ranges each twice as long as the last, until llama.cpp's reader reads the whole header."""
+    import tempfile
+
+    from ..hub import first_bytes
+
+    read = first_bytes(repo, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        part = Path(tmp) / "start.gguf"
+        held, want = 0, FIRST_READ
+        with open(part, "wb") as f:
+            while True:
+                want = min(want, size, HEADER_LIMIT)
+                f.write(read(held, want))
+                f.flush()
+                held = want
+                meta = read_start(part, size, f"{repo}/{name}")
+                if meta is not None:
+                    return meta
+                if held >= min(size, HEADER_LIMIT):
+                    raise VllamaError(f"{repo}/{name} is not a GGUF file llama.cpp can read: its header does not end "
+                                      f"in its first {held:,} bytes")
+                want = held * 2

@@ -80,11 +80,11 @@ class Engine(BaseEngine):
         check_options({k: v for k, v in (options or {}).items() if k not in ("mmproj", "speculative", "parallel", "lora")})
         if isinstance(ref, ModelRef):
             return plan(ref.path, check_gguf(ref.path), n_ctx, options, ref.name)
-        from ..hub import header   # a Hub model not downloaded: its header by a ranged read, its sizes from the listing
+        from .gguf import hub_header   # a Hub model not downloaded: its header by ranged reads, its sizes from the listing
 
         sizes = dict(ref.files)
         weights = sum(n for f, n in ref.files if f != ref.projector)
-        return plan_of(header(ref.repo, ref.chosen, sizes[ref.chosen]), weights, sizes.get(ref.projector, 0), n_ctx,
+        return plan_of(hub_header(ref.repo, ref.chosen, sizes[ref.chosen]), weights, sizes.get(ref.projector, 0), n_ctx,
                        options, ref.name)
 
     def load(self, ref: ModelRef, **options) -> None:
