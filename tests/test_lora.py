@@ -4,7 +4,6 @@ in a conversation, in records, through the magics in a real kernel and through t
 `openai` client; bad adapters one line each with the engine and its adapters as they were."""
 import json
 import shutil
-import time
 
 import openai
 import pytest
@@ -67,10 +66,10 @@ def text(s, lora=None, prompt="ROMEO:", **more) -> str:
 
 def test_a_peft_adapter_teaches_its_phrase_per_request_and_the_base_stays(session, peft_adapter):
     s = session
+    for name in [a["name"] for a in s.lora_list()]:   # the module's other tests may have added it
+        s.lora_remove(name)
     base = text(s)
-    t0 = time.perf_counter()
     added = s.lora_add(peft_adapter, name="cheese")
-    first = time.perf_counter() - t0
     converted = cache_dir() / "lora" / f"{added['sha256']}.gguf"
     assert converted.exists() and added["scale"] == 1.0 and added["source"] == str(peft_adapter)
     taught = text(s, "cheese")
@@ -79,9 +78,9 @@ def test_a_peft_adapter_teaches_its_phrase_per_request_and_the_base_stays(sessio
     for lora, want in (("cheese", taught), (None, base), ("cheese", taught), (None, base)):   # switched both ways
         assert text(s, lora) == want
     # the same folder again: the conversion is taken from the cache; at scale 0 it is the base
-    mtime, t0 = converted.stat().st_mtime_ns, time.perf_counter()
+    mtime = converted.stat().st_mtime_ns
     s.lora_add(peft_adapter, name="off", scale=0.0)
-    assert converted.stat().st_mtime_ns == mtime and time.perf_counter() - t0 < first
+    assert converted.stat().st_mtime_ns == mtime
     assert text(s, "off") == base
     # the record keeps the adapter; its sampling replays the tokens
     r = s.generate("ROMEO:", Sampling(**GREEDY), lora="cheese")
