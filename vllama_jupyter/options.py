@@ -106,7 +106,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_thinking", "int", None, "after N thinking tokens, close the thought and answer",
            ("--max-thinking",), low=1, optional=True, panel="Max thinking"),
     Option("lora", "text", None, "a LoRA adapter added with v.lora.add, by its name (None: the base model)",
-           ("--lora",), optional=True, wire="lora"),
+           ("--lora",), optional=True, wire="lora", panel="LoRA"),
     Option("tool_choice", "text", None, "auto, none, required, or a tool's name (required/name force a call)",
            ("--tool-choice",), optional=True),
     # the sampling controls (SAMPLERS below): each one's default is neutral, as in vLLM and the OpenAI API

@@ -86,7 +86,7 @@ class Panel:
             self.status,
             W.HBox([self.max_tokens, self.seed, self.logprobs]), W.HBox([self.temperature, self.top_p]),
             W.HBox([self.repetition_penalty, self.min_p]), W.HBox([self.presence_penalty, self.frequency_penalty]),
-            W.HBox([self.think, self.max_thinking]), self.system,
+            W.HBox([self.think, self.max_thinking, self.lora]), self.system,
             W.HBox([self.upload, self.image_name, self.image_clear, self.thumbnail]),
             self.prompt, W.HBox([self.generate_button, self.stop_button, self.chat_mode, self.clear_button]),
             self.output, self.tokens, self.stats, self.history,
@@ -267,10 +267,20 @@ class Panel:
             shared = shared_text(session)
             mem += f" · {shared}" if shared else ""
             self._set_status(f"{st['state']} · {st['engine']} · {st['model']}{mem} — {st['why']}")
+            self._show_adapters([a["name"] for a in st.get("adapters", ())])
             if session.state == "idle" and self.model.value.strip() not in (st["model"], st.get("path", "")):
                 self.model.value = st["model"]
         else:
             self._set_status(f"{st['state']} · no model loaded — would use: {st['would_use']}")
+            self._show_adapters([])
+
+    def _show_adapters(self, names: list) -> None:
+        """The picker's adapters: the base model, then each added one (a removed pick falls back to the base)."""
+        choices = BASE_CHOICE + tuple((n, n) for n in names)
+        if tuple(self.lora.options) != choices:
+            picked = self.lora.value if self.lora.value in names else None
+            self.lora.options = choices
+            self.lora.value = picked
 
     def _show_history(self) -> None:
         from ..messages import image_urls, text_of
@@ -295,6 +305,7 @@ def shown(out) -> str:
     return f"Thinking: {thought}\n\n{out.text}" if thought else out.text
 
 
+BASE_CHOICE = (("base model", None),)
 THINK_CHOICES = (("model's default", None), ("on", True), ("off", False), ("low", "low"), ("medium", "medium"),
                  ("high", "high"))
 
@@ -306,6 +317,8 @@ def control(o):
     kw = {"description": o.panel, "tooltip": o.help, "style": style, "layout": layout}
     if o.kind == "think":
         return W.Dropdown(options=THINK_CHOICES, value=None, **kw)
+    if o.name == "lora":   # the adapters added to the loaded model (filled as the session changes)
+        return W.Dropdown(options=BASE_CHOICE, value=None, **kw)
     if o.kind == "float":
         return W.FloatSlider(value=o.default, min=max(o.low, 0.01) if o.low_open else o.low, max=o.high, step=0.01, **kw)
     if o.optional:
