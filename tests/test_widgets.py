@@ -185,14 +185,14 @@ def test_bench_widget_runs_levels_table_plots_and_exports(session, tmp_path, mon
 def test_the_adapter_picker_lists_the_added_adapters_and_generates_with_one(panel, session):
     from benchmarks.models import random_lora
 
-    assert panel.lora.options == (("base model", None),) and panel.sampling().lora is None
+    assert panel.lora.options == (("base model", ""),) and panel.sampling().lora is None
     panel.max_tokens.value, panel.temperature.value = 12, 0.0
     panel.generate_button.click()
     panel.wait()
     base = panel.output.value
     session.lora_add(random_lora(EMBEDDED_DIR / "model.gguf"), name="rnd")
     try:
-        assert [v for _, v in panel.lora.options] == [None, "rnd"]   # the session told the panel
+        assert [v for _, v in panel.lora.options] == ["", "rnd"]   # the session told the panel
         panel.lora.value = "rnd"
         assert panel.sampling().lora == "rnd"
         panel.generate_button.click()
@@ -200,4 +200,4 @@ def test_the_adapter_picker_lists_the_added_adapters_and_generates_with_one(pane
         assert panel.output.value != base and "LoRA rnd" in panel.stats.value
     finally:
         session.lora_remove("rnd")
-    assert panel.lora.options == (("base model", None),) and panel.lora.value is None   # gone, back to the base
+    assert panel.lora.options == (("base model", ""),) and panel.sampling().lora is None   # gone, back to the base

@@ -278,7 +278,7 @@ class Panel:
         """The picker's adapters: the base model, then each added one (a removed pick falls back to the base)."""
         choices = BASE_CHOICE + tuple((n, n) for n in names)
         if tuple(self.lora.options) != choices:
-            picked = self.lora.value if self.lora.value in names else None
+            picked = self.lora.value if self.lora.value in names else ""
             self.lora.options = choices
             self.lora.value = picked
 
@@ -305,7 +305,7 @@ def shown(out) -> str:
     return f"Thinking: {thought}\n\n{out.text}" if thought else out.text
 
 
-BASE_CHOICE = (("base model", None),)
+BASE_CHOICE = (("base model", ""),)   # "" shows the label; a None value would show a blank box
 THINK_CHOICES = (("model's default", None), ("on", True), ("off", False), ("low", "low"), ("medium", "medium"),
                  ("high", "high"))
 
@@ -318,7 +318,7 @@ def control(o):
     if o.kind == "think":
         return W.Dropdown(options=THINK_CHOICES, value=None, **kw)
     if o.name == "lora":   # the adapters added to the loaded model (filled as the session changes)
-        return W.Dropdown(options=BASE_CHOICE, value=None, **kw)
+        return W.Dropdown(options=BASE_CHOICE, value="", **kw)
     if o.kind == "float":
         return W.FloatSlider(value=o.default, min=max(o.low, 0.01) if o.low_open else o.low, max=o.high, step=0.01, **kw)
     if o.optional:
@@ -328,7 +328,7 @@ def control(o):
 
 def value(o, w):
     v = w.value
-    return None if o.optional and o.kind == "int" and v < 0 else v
+    return None if (o.optional and o.kind == "int" and v < 0) or (o.name == "lora" and not v) else v
 
 
 def panel(throttle: float = 0.1) -> Panel:
