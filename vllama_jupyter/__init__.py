@@ -61,7 +61,9 @@ class _Lora:
         return get_session().lora_list()
 
     def __repr__(self) -> str:
-        return "\n".join(f"{a['name']}: {a['source']} (scale {a['scale']:g})" for a in self.list()) or "(no adapter)"
+        from .engines.lora import listing
+
+        return listing(self.list())
 
 
 lora = _Lora()

@@ -267,7 +267,9 @@ class LineCommands:
     def _cmd_lora(self, a):
         session = get_session()
         if a.action == "list":
-            print(repr(__import__("vllama_jupyter").lora))
+            from .engines.lora import listing
+
+            print(listing(session.lora_list()))
             return
         if len(a.words) != 1:
             raise VllamaError(f"%vllama lora {a.action} takes one " + ("path: %vllama lora add PATH [--name N] [--scale S]"

@@ -31,6 +31,11 @@ class Adapter:
         return {"name": self.name, "sha256": self.sha256, "scale": self.scale, "source": str(self.source)}
 
 
+def listing(records: list[dict]) -> str:
+    """Adapters' records as lines: 'cheese: /path/to/adapter (scale 1)'."""
+    return "\n".join(f"{a['name']}: {a['source']} (scale {a['scale']:g})" for a in records) or "(no adapter)"
+
+
 def check_scale(scale) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise VllamaError(f"an adapter's scale must be a number, like 1.0 or 0.5 (got {scale!r})")
