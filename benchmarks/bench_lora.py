@@ -37,8 +37,7 @@ def main(quick: bool = False) -> list[Ratio]:
         one = Sampling(temperature=0, max_tokens=1)
 
         def rate(lora):
-            return s.generate("ROMEO:", decode, lora=lora).tokens_per_s if lora else \
-                s.generate("ROMEO:", decode).tokens_per_s
+            return s.generate("ROMEO:", decode, lora=lora).tokens_per_s
 
         ratios.append(paired(f"decode with adapter / without, {label}", ">= 0.9", lambda: rate("a"),
                              lambda: rate(None), pairs=pairs, unit="tokens/s"))

@@ -60,8 +60,7 @@ def session(peft_adapter):
 
 
 def text(s, lora=None, prompt="ROMEO:", **more) -> str:
-    return s.generate(prompt, Sampling(**GREEDY, **more), lora=lora).text if lora else \
-        s.generate(prompt, Sampling(**GREEDY, **more)).text
+    return s.generate(prompt, Sampling(**GREEDY, **more), lora=lora).text
 
 
 def test_a_peft_adapter_teaches_its_phrase_per_request_and_the_base_stays(session, peft_adapter):

@@ -24,10 +24,13 @@ from . import llamacpp_grammar as grammars
 from . import speculative
 from .llamacpp_batch import PARALLEL, Route, Seq, carry_over
 from .llamacpp_loop import Detokenizer, Handover, token_loop
-from .llamacpp_lora import Adapters, prepare_for
+from .llamacpp_lora import Adapters, lora_spec, prepare_for
 from .worker import Worker, shared as shared_worker
 from .fit import check as check_memory
 from .gguf import check_options, check_gguf, last_error, logs, probe, route_logs, trained_context
+
+
+OURS = ("mmproj", "speculative", "parallel", "lora")   # load options of ours, not llama_cpp.Llama's
 
 
 class Engine(BaseEngine):
@@ -59,7 +62,7 @@ class Engine(BaseEngine):
         it) an architecture and vocabulary this llama.cpp can read."""
         from .vision import check_projector, find_projector
 
-        check_options({k: v for k, v in options.items() if k not in ("mmproj", "speculative", "parallel", "lora")})
+        check_options({k: v for k, v in options.items() if k not in OURS})
         speculative.check(options.get("speculative"))
         for name, (path, scale) in lora_spec(options.get("lora")).items():   # checked and converted now
             prepare_for(ref, path, name, scale)
@@ -77,7 +80,7 @@ class Engine(BaseEngine):
     def plan(cls, ref, n_ctx: int | None = None, options: dict | None = None):
         from .fit import plan, plan_of
 
-        check_options({k: v for k, v in (options or {}).items() if k not in ("mmproj", "speculative", "parallel", "lora")})
+        check_options({k: v for k, v in (options or {}).items() if k not in OURS})
         if isinstance(ref, ModelRef):
             return plan(ref.path, check_gguf(ref.path), n_ctx, options, ref.name)
         from .gguf import hub_header   # a Hub model not downloaded: its header by ranged reads, its sizes from the listing
@@ -432,15 +435,3 @@ def release_heap() -> None:
 
 __all__ = ["Engine", "Detokenizer", "release_heap"]
 
-
-def lora_spec(given) -> dict:
-    """A load's lora={name: path or (path, scale)} as {name: (path, scale)}; one line when it is not."""
-    if given is None:
-        return {}
-    if not isinstance(given, dict):
-        raise VllamaError(f"lora must be a dict of adapters, {{name: path}} (got {type(given).__name__})")
-    out = {}
-    for name, spec in given.items():
-        path, scale = (spec, 1.0) if not isinstance(spec, (tuple, list)) else (tuple(spec) + (1.0,))[:2]
-        out[name] = (path, scale)
-    return out

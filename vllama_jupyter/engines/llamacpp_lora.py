@@ -81,3 +81,16 @@ class Adapters:
 
     def records(self) -> list[dict]:
         return [a.record() for a in self.added.values()]
+
+
+def lora_spec(given) -> dict:
+    """A load's lora={name: path or (path, scale)} as {name: (path, scale)}; one line when it is not."""
+    if given is None:
+        return {}
+    if not isinstance(given, dict):
+        raise VllamaError(f"lora must be a dict of adapters, {{name: path}} (got {type(given).__name__})")
+    out = {}
+    for name, spec in given.items():
+        path, scale = (spec, 1.0) if not isinstance(spec, (tuple, list)) else (tuple(spec) + (1.0,))[:2]
+        out[name] = (path, scale)
+    return out
